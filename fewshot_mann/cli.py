@@ -1,0 +1,165 @@
+"""`fewshot-mann` command line: train, evaluate, bench, report.
+
+Every train flag maps onto a config field; precedence is defaults < --config TOML < flags.
+Expected failures (bad input, missing data, bad checkpoint) print one clear line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# flag -> (config section, field, type, help)
+TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
+    "--dataset": ("data", "dataset", str, "omniglot, folder:PATH[,PATH...] or csv:PATH"),
+    "--data-root": ("data", "data_root", str,
+                    "folder holding omniglot-py/ (default $FEWSHOT_MANN_DATA or data/)"),
+    "--cache-dir": ("data", "cache_dir", str,
+                    "where decoded image tensors are cached (default $FEWSHOT_MANN_CACHE or "
+                    "data/cache)"),
+    "--split": ("data", "split", str, "omniglot: santoro | vinyals | lake; custom data: "
+                "ratio:0.8 or lists:DIR"),
+    "--split-seed": ("data", "split_seed", int, "seed of a ratio split (custom data)"),
+    "--image-size": ("data", "image_size", int, "images are resized to this square size"),
+    "--channels": ("data", "channels", int, "1 (grayscale) or 3 (RGB), custom data"),
+    "--min-images": ("data", "min_images", str,
+                     "custom data, a class with fewer images than presentations: error | skip"),
+    "--bad-files": ("data", "bad_files", str, "custom data, unreadable files: skip | error"),
+    "--n-way": ("episodes", "n_way", int, "classes per episode"),
+    "--presentations": ("episodes", "presentations", int, "presentations of each class"),
+    "--labels": ("episodes", "labels", str, "one-hot | five-hot"),
+    "--model": ("model", "kind", str, "mann | lstm | feedforward"),
+    "--backend": ("model", "backend", str, "memory backend: reference | batched"),
+    "--encoder": ("model", "encoder", str, "none (flat pixels) | conv"),
+    "--controller-size": ("model", "controller_size", int, "LSTM units"),
+    "--memory-slots": ("model", "memory_slots", int, "memory rows"),
+    "--memory-width": ("model", "memory_width", int, "memory row size"),
+    "--read-heads": ("model", "read_heads", int, "read heads"),
+    "--steps": ("train", "steps", int, "optimiser updates"),
+    "--batch-size": ("train", "batch_size", int, "episodes per update"),
+    "--optimizer": ("train", "optimizer", str, "adam | rmsprop"),
+    "--lr": ("train", "lr", float, "peak learning rate"),
+    "--lr-min": ("train", "lr_min", float, "learning rate at the last step (cosine decay)"),
+    "--warmup-steps": ("train", "warmup_steps", int, "linear warm-up steps"),
+    "--grad-clip": ("train", "grad_clip", float, "max gradient norm (0 = off)"),
+    "--seed": ("train", "seed", int, "seed of the whole run"),
+    "--device": ("train", "device", str, "auto | cpu | cuda | cuda:N"),
+    "--threads": ("train", "threads", int, "torch CPU threads (0 = torch default)"),
+    "--eval-every": ("train", "eval_every", int, "steps between held-out evaluations"),
+    "--eval-episodes": ("train", "eval_episodes", int, "episodes per held-out evaluation"),
+    "--checkpoint-every": ("train", "checkpoint_every", int, "steps between checkpoints"),
+    "--log-every": ("train", "log_every", int, "steps between log lines"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fewshot-mann",
+        description="Few-shot classification with Memory-Augmented Neural Networks "
+                    "(Santoro et al. 2016) on Omniglot or your own images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model on episodes",
+                           description="Train on episodes of the training classes; evaluate on "
+                                       "held-out classes as it goes; checkpoint to --out.")
+    train.add_argument("--config", type=Path, help="TOML config (flags override it)")
+    for flag, (_, _, kind, text) in TRAIN_FLAGS.items():
+        train.add_argument(flag, type=kind, help=text)
+    train.add_argument("--download", action="store_true", default=None,
+                       help="download Omniglot with torchvision if it is absent")
+    train.add_argument("--no-rotate", action="store_true",
+                       help="no random 90-degree class rotation during training")
+    train.add_argument("--no-key-strength", action="store_true",
+                       help="plain softmax of the cosine (eq. 18 as printed, no sharpening)")
+    train.add_argument("--out", type=Path, required=True, help="run folder")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--stop-accuracy", type=float, default=0.0,
+                       help="stop once held-out 2nd-presentation accuracy reaches this (0-1)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint on held-out classes",
+                        description="Per-instance and k-shot accuracy on the checkpoint's "
+                                    "held-out (test) classes, with 95%% CIs over episodes.")
+    ev.add_argument("--checkpoint", type=Path, required=True)
+    ev.add_argument("--episodes", type=int, default=1000)
+    ev.add_argument("--out", type=Path, required=True, help="folder for metrics.json/.csv/.png")
+    ev.add_argument("--presentations", type=int, default=None,
+                    help="presentations per class (default: max(training value, 11), so that "
+                         "10-shot accuracy exists)")
+    ev.add_argument("--batch-size", type=int, default=250)
+    ev.add_argument("--seed", type=int, default=12345, help="seed of the test episodes")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--backend", choices=["reference", "batched"], default=None)
+    ev.add_argument("--data-root", default=None, help="override the data location")
+    ev.add_argument("--cache-dir", default=None)
+    ev.add_argument("--dataset", default=None, help="override the dataset location, e.g. "
+                    "folder:PATH on another machine (the classes must match the split)")
+    ev.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    from .config import Config, replace
+
+    cfg = Config.from_toml(args.config) if args.config else Config()
+    sections: dict[str, dict] = {}
+    for flag, (section, name, _, _) in TRAIN_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            sections.setdefault(section, {})[name] = value
+    if args.download:
+        sections.setdefault("data", {})["download"] = True
+    if args.no_rotate:
+        sections.setdefault("data", {})["rotate_classes"] = False
+    if args.no_key_strength:
+        sections.setdefault("model", {})["key_strength"] = False
+    return replace(cfg, **sections)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import Trainer
+
+    cfg = config_from_args(args)
+    trainer = Trainer(cfg, args.out, resume=args.resume, stop_accuracy=args.stop_accuracy,
+                      progress=not args.quiet)
+    history = trainer.run()
+    last = next((r for r in reversed(history) if "heldout_instance_accuracy" in r), None)
+    if last and not args.quiet:
+        acc = last["heldout_instance_accuracy"]
+        print(f"done: step {trainer.step}, held-out accuracy by presentation: "
+              + " ".join(f"{a:.3f}" for a in acc))
+    print(f"checkpoint: {Path(args.out) / 'checkpoint.pt'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .run_eval import evaluate_checkpoint
+
+    evaluate_checkpoint(args.checkpoint, episodes=args.episodes, out_dir=args.out,
+                        presentations=args.presentations, batch_size=args.batch_size,
+                        seed=args.seed, device=args.device, backend=args.backend,
+                        data_overrides={"data_root": args.data_root,
+                                        "cache_dir": args.cache_dir, "dataset": args.dataset},
+                        progress=not args.quiet)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import USER_ERRORS
+
+    args = build_parser().parse_args(argv)
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate}
+    try:
+        return handlers[args.command](args)
+    except USER_ERRORS as err:
+        print(f"fewshot-mann {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

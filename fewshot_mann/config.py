@@ -1,0 +1,212 @@
+"""Run configuration as plain dataclasses, loadable from TOML and saved with every checkpoint.
+
+A run is described by four sections, each a dataclass:
+
+    [data]      which images and which class split
+    [episodes]  how an episode is built (N-way, presentations per class, label code)
+    [model]     the network (MANN, LSTM or feedforward) and its sizes
+    [train]     optimisation, schedule, evaluation and checkpoint cadence
+
+`Config.validate()` rejects impossible values with a message that names the field, so a bad
+config fails before any data is read.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DATA_ROOT_ENV = "FEWSHOT_MANN_DATA"
+CACHE_DIR_ENV = "FEWSHOT_MANN_CACHE"
+
+
+class ConfigError(ValueError):
+    """A configuration value is impossible or inconsistent."""
+
+
+def default_data_root() -> str:
+    return os.environ.get(DATA_ROOT_ENV, "data")
+
+
+def default_cache_dir() -> str:
+    return os.environ.get(CACHE_DIR_ENV, str(Path("data") / "cache"))
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "omniglot"  # "omniglot", "folder:PATH[,PATH...]" or "csv:PATH"
+    data_root: str = field(default_factory=default_data_root)
+    cache_dir: str = field(default_factory=default_cache_dir)
+    download: bool = False  # fetch Omniglot with torchvision's downloader when it is absent
+    split: str = "santoro"  # omniglot: santoro | vinyals | lake; custom data: ratio:0.7 | lists
+    split_seed: int = 0  # custom data only: seed of a ratio split
+    image_size: int = 20  # images are resized to image_size x image_size
+    channels: int = 1  # 1 = grayscale, 3 = RGB (custom data)
+    rotate_classes: bool = True  # training: each sampled class turned by a random k*90 degrees
+    min_images: str = "error"  # custom data: classes with too few images -> "error" | "skip"
+    bad_files: str = "skip"  # custom data: unreadable files -> "skip" (reported) | "error"
+
+
+@dataclass
+class EpisodeConfig:
+    n_way: int = 5
+    presentations: int = 10  # per class, so an episode has n_way * presentations steps
+    labels: str = "one-hot"  # "one-hot" or "five-hot" (Santoro's 5-character strings)
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "mann"  # "mann" | "lstm" | "feedforward"
+    controller_size: int = 200
+    memory_slots: int = 128
+    memory_width: int = 40
+    read_heads: int = 4
+    gamma: float = 0.95  # usage decay, eq. 20
+    key_strength: bool = True  # learned softmax sharpening of the cosine (see memory/README)
+    backend: str = "batched"  # "reference" | "batched"
+    encoder: str = "none"  # "none" | "conv" (small CNN in front of the controller)
+    hidden_size: int = 200  # feedforward baseline width
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 10_000  # optimiser updates
+    batch_size: int = 32  # episodes per update
+    optimizer: str = "adam"  # "adam" | "rmsprop"
+    lr: float = 1e-3
+    lr_min: float = 1e-4  # cosine decay target; equal to lr for a constant rate
+    warmup_steps: int = 0
+    grad_clip: float = 10.0  # max global grad norm; 0 disables clipping
+    seed: int = 0
+    device: str = "auto"  # "auto" picks cuda when present
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    eval_every: int = 500
+    eval_episodes: int = 256
+    checkpoint_every: int = 500
+    log_every: int = 50
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # ---- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        sections = {f.name: f.type for f in fields(cls)}
+        unknown = set(raw) - set(sections)
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {sorted(unknown)}; "
+                              f"expected {sorted(sections)}")
+        cfg = cls()
+        for name, values in raw.items():
+            _update_section(getattr(cfg, name), name, values)
+        return cfg
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Config:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from err
+        return cls.from_dict(raw)
+
+    def to_toml(self) -> str:
+        lines = []
+        for section, values in self.to_dict().items():
+            lines.append(f"[{section}]")
+            for key, value in values.items():
+                lines.append(f"{key} = {_toml_value(value)}")
+            lines.append("")
+        return "\n".join(lines)
+
+    # ---- checks -------------------------------------------------------------------------------
+    def validate(self) -> Config:
+        d, e, m, t = self.data, self.episodes, self.model, self.train
+        positive = {
+            "data.image_size": d.image_size, "episodes.n_way": e.n_way,
+            "episodes.presentations": e.presentations, "model.controller_size": m.controller_size,
+            "model.memory_slots": m.memory_slots, "model.memory_width": m.memory_width,
+            "model.read_heads": m.read_heads, "model.hidden_size": m.hidden_size,
+            "train.steps": t.steps, "train.batch_size": t.batch_size,
+            "train.eval_every": t.eval_every, "train.eval_episodes": t.eval_episodes,
+            "train.checkpoint_every": t.checkpoint_every, "train.log_every": t.log_every,
+        }
+        for name, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        _choice("data.channels", d.channels, (1, 3))
+        _choice("data.min_images", d.min_images, ("error", "skip"))
+        _choice("data.bad_files", d.bad_files, ("error", "skip"))
+        _choice("episodes.labels", e.labels, ("one-hot", "five-hot"))
+        _choice("model.kind", m.kind, ("mann", "lstm", "feedforward"))
+        _choice("model.backend", m.backend, ("reference", "batched"))
+        _choice("model.encoder", m.encoder, ("none", "conv"))
+        _choice("train.optimizer", t.optimizer, ("adam", "rmsprop"))
+        if m.read_heads > m.memory_slots:
+            raise ConfigError(f"model.read_heads ({m.read_heads}) cannot exceed "
+                              f"model.memory_slots ({m.memory_slots}): LRUA writes to the "
+                              f"read_heads least-used slots (eq. 21)")
+        if not 0.0 <= m.gamma <= 1.0:
+            raise ConfigError(f"model.gamma must lie in [0, 1], got {m.gamma}")
+        if e.labels == "five-hot" and e.n_way > 5**5:
+            raise ConfigError(f"five-hot labels express at most {5**5} classes, "
+                              f"episodes.n_way is {e.n_way}")
+        if not (t.lr > 0 and 0 < t.lr_min <= t.lr):
+            raise ConfigError(f"need 0 < train.lr_min <= train.lr, got lr={t.lr}, "
+                              f"lr_min={t.lr_min}")
+        if t.warmup_steps < 0 or t.grad_clip < 0 or t.threads < 0:
+            raise ConfigError("train.warmup_steps, train.grad_clip and train.threads must be >= 0")
+        return self
+
+
+def _choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _update_section(section: Any, name: str, values: dict[str, Any]) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    known = {f.name: f for f in fields(section)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown key {name}.{key}; known keys: {sorted(known)}")
+        expected = type(getattr(section, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"{name}.{key} must be {expected.__name__}, got {value!r}")
+        setattr(section, key, value)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of `cfg` with some keys of some sections changed: replace(cfg, train={"lr": 1e-3})."""
+    out = Config.from_dict(cfg.to_dict())
+    for name, values in sections.items():
+        _update_section(getattr(out, name), name, values)
+    return out
+
+
+__all__ = ["Config", "ConfigError", "DataConfig", "EpisodeConfig", "ModelConfig", "TrainConfig",
+           "replace"]

@@ -1,0 +1,26 @@
+"""Images (Omniglot or a custom folder) -> `ImageSet`, and the class split of a run."""
+
+from __future__ import annotations
+
+from ..config import DataConfig
+from .imageset import ImageSet
+from .omniglot import DataNotFoundError, load_omniglot
+from .splits import ClassSplit, SplitError, omniglot_split, resolve
+
+
+def load_dataset(cfg: DataConfig) -> ImageSet:
+    """The images a data config names, decoded (or read from the cache)."""
+    if cfg.dataset == "omniglot":
+        if cfg.channels != 1:
+            raise ValueError("Omniglot is grayscale: data.channels must be 1")
+        return load_omniglot(cfg.data_root, cfg.cache_dir, cfg.image_size, cfg.download)
+    raise ValueError(f"unknown dataset {cfg.dataset!r}; use 'omniglot'")
+
+
+def make_split(cfg: DataConfig, imageset: ImageSet) -> ClassSplit:
+    """The class split a data config names, checked against the data."""
+    return omniglot_split(cfg.split, imageset)
+
+
+__all__ = ["ClassSplit", "DataNotFoundError", "ImageSet", "SplitError", "load_dataset",
+           "make_split", "resolve"]

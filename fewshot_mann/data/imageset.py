@@ -1,0 +1,92 @@
+"""`ImageSet`: every image of a dataset decoded once into one uint8 tensor, grouped by class.
+
+Omniglot and custom folders both end up here, so the episode sampler never knows where the
+images came from. Images of a class are contiguous: class `c` owns rows
+`offsets[c] : offsets[c] + counts[c]`. Pixel values are uint8 with the *foreground high*
+(Omniglot strokes = 255, background = 0).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # (num_images, channels, size, size) uint8
+    class_names: list[str]  # unique, e.g. "Alphabet_of_the_Magi/character01"
+    counts: torch.Tensor  # (num_classes,) int64: images per class
+    groups: list[str]  # per class: where it came from (Omniglot: "background" | "evaluation")
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError("ImageSet.images must be a uint8 tensor (N, C, H, W)")
+        if len(self.class_names) != len(self.counts) or len(self.groups) != len(self.counts):
+            raise ValueError("class_names, groups and counts must have one entry per class")
+        if int(self.counts.sum()) != self.images.shape[0]:
+            raise ValueError("counts must add up to the number of images")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError("class names must be unique")
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts  # (num_classes,)
+        self._index = {name: i for i, name in enumerate(self.class_names)}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def class_index(self, name: str) -> int:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(f"class {name!r} is not in this dataset") from None
+
+    def class_images(self, name: str) -> torch.Tensor:
+        c = self.class_index(name)
+        start = int(self.offsets[c])
+        return self.images[start:start + int(self.counts[c])]
+
+    # ---- cache file ------------------------------------------------------------------------
+    def save(self, path: str | Path, fingerprint: str) -> None:
+        """Write atomically: a crash mid-write never leaves a half cache behind."""
+        payload = {"images": self.images, "class_names": self.class_names,
+                   "counts": self.counts, "groups": self.groups, "fingerprint": fingerprint}
+        atomic_torch_save(payload, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path, fingerprint: str) -> ImageSet | None:
+        """The cached set, or None when the file is missing, unreadable or stale."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            if payload.get("fingerprint") != fingerprint:
+                return None
+            return cls(payload["images"], list(payload["class_names"]), payload["counts"],
+                       list(payload["groups"]))
+        except Exception:  # a corrupt cache is rebuilt, never trusted
+            return None
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

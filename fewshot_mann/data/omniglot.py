@@ -1,0 +1,80 @@
+"""Omniglot (Lake et al. 2015) in torchvision's layout, decoded once into an `ImageSet` cache.
+
+    <data_root>/omniglot-py/images_background/<Alphabet>/<characterNN>/<id>_<NN>.png
+    <data_root>/omniglot-py/images_evaluation/<Alphabet>/<characterNN>/<id>_<NN>.png
+
+1,623 characters x 20 drawings. Images are inverted so strokes = 255 (1.0 after scaling) and
+resized with a Lanczos filter to `image_size` (20x20 in Santoro et al. 2016).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .decode import decode_files, fingerprint
+from .imageset import ImageSet
+
+BACKGROUND, EVALUATION = "images_background", "images_evaluation"
+NUM_CHARACTERS = 1623
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset is not where the configuration says."""
+
+
+def find_omniglot(data_root: str | Path, download: bool = False) -> Path:
+    """The `omniglot-py` folder under `data_root` (or `data_root` itself if it is one).
+
+    Downloads with torchvision when missing and `download` is true.
+    """
+    root = Path(data_root).expanduser()
+    for candidate in (root / "omniglot-py", root):
+        if (candidate / BACKGROUND).is_dir() and (candidate / EVALUATION).is_dir():
+            return candidate
+    if download:
+        from torchvision.datasets import Omniglot
+
+        root.mkdir(parents=True, exist_ok=True)
+        for background in (True, False):
+            Omniglot(str(root), background=background, download=True)
+        return root / "omniglot-py"
+    raise DataNotFoundError(
+        f"Omniglot not found under {root.resolve()} (looked for "
+        f"omniglot-py/{BACKGROUND} and omniglot-py/{EVALUATION}). Point --data-root or "
+        f"$FEWSHOT_MANN_DATA at the folder holding omniglot-py/, or pass --download to fetch "
+        f"it with torchvision.")
+
+
+def load_omniglot(data_root: str | Path, cache_dir: str | Path, image_size: int = 20,
+                  download: bool = False) -> ImageSet:
+    """All 1,623 characters, decoded at `image_size`, from the cache when it is current."""
+    folder = find_omniglot(data_root, download)
+    files, names, groups, counts = [], [], [], []
+    for group in (BACKGROUND, EVALUATION):
+        for char_dir in sorted(p for p in (folder / group).glob("*/*") if p.is_dir()):
+            pngs = sorted(char_dir.glob("*.png"))
+            if not pngs:
+                raise DataNotFoundError(f"no PNG files in {char_dir}: incomplete Omniglot copy?")
+            files += pngs
+            names.append(f"{char_dir.parent.name}/{char_dir.name}")
+            groups.append("background" if group == BACKGROUND else "evaluation")
+            counts.append(len(pngs))
+    if len(names) != NUM_CHARACTERS:
+        raise DataNotFoundError(f"{folder} holds {len(names)} characters, expected "
+                                f"{NUM_CHARACTERS}: incomplete Omniglot copy?")
+
+    key = fingerprint(files, folder, extra=f"omniglot-v1 size={image_size} invert=1")
+    cache = Path(cache_dir) / f"omniglot-{image_size}px.pt"
+    cached = ImageSet.load(cache, key)
+    if cached is not None:
+        return cached
+    images, failures = decode_files(files, image_size, channels=1, invert=True,
+                                    desc=f"decoding Omniglot at {image_size}px")
+    if failures:
+        listed = "\n".join(f"  {p}: {why}" for p, why in failures[:10])
+        raise OSError(f"{len(failures)} Omniglot files could not be read:\n{listed}")
+    imageset = ImageSet(images, names, torch.tensor(counts), groups)
+    imageset.save(cache, key)
+    return imageset

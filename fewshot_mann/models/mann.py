@@ -1,0 +1,70 @@
+"""The Memory-Augmented Neural Network of Santoro et al. 2016 (sec. 3.1).
+
+Per step t:
+    controller  (h_t, c_t) = LSTM([x_t; y_{t-1}; r_{t-1}], (h_{t-1}, c_{t-1}))
+    heads       from h_t, for each read head: key k_t = tanh(W_k h_t), write gate
+                sigma(alpha_t), and (optional) key strength beta_t = 1 + softplus(W_b h_t)
+    memory      LRUA write then read (eqs. 17-23, `fewshot_mann.memory`) -> r_t
+    output      logits = W_o [h_t; r_t]   (one softmax per label-code group)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..episodes import LabelCode
+from ..memory import make_memory
+from .controller import LSTMController
+from .encoder import make_encoder
+
+
+class MANN(nn.Module):
+    def __init__(self, cfg: ModelConfig, image_shape: tuple[int, int, int],
+                 code: LabelCode) -> None:
+        super().__init__()
+        self.code = code
+        self.heads, self.width = cfg.read_heads, cfg.memory_width
+        self.key_strength = cfg.key_strength
+        self.encoder = make_encoder(cfg.encoder, image_shape)
+        self.controller = LSTMController(self.encoder.out_features + code.input_size,
+                                         self.heads * self.width, cfg.controller_size)
+        # per head: key (width), write-gate logit alpha (1), key-strength logit (1)
+        self.head_params = nn.Linear(cfg.controller_size, self.heads * (self.width + 2))
+        self.memory = make_memory(cfg.backend, cfg.memory_slots, cfg.memory_width,
+                                  cfg.read_heads, cfg.gamma)
+        self.output = nn.Linear(cfg.controller_size + self.heads * self.width,
+                                code.groups * code.symbols)
+        import os  # EXPERIMENT HOOK
+        if os.environ.get("FMX_BETA_BIAS"):
+            with torch.no_grad():
+                self.head_params.bias.view(self.heads, self.width + 2)[:, -1] = float(os.environ["FMX_BETA_BIAS"])
+
+    def set_backend(self, backend: str) -> None:
+        m = self.memory
+        self.memory = make_memory(backend, m.slots, m.width, m.heads, m.gamma)
+
+    def forward(self, images: torch.Tensor, prev_labels: torch.Tensor) -> torch.Tensor:
+        """images (B, T, D), prev_labels (B, T, G*S) -> logits (B, T, G, S)."""
+        B, T, _ = images.shape
+        inputs = torch.cat([self.encoder(images), prev_labels], dim=-1)
+        projected = self.controller.project(inputs)  # (B, T, 4 * controller)
+        state = self.controller.initial_state(B, projected)
+        memory = self.memory.initial_state(B, projected.device, projected.dtype)
+        reads = projected.new_zeros(B, self.heads * self.width)  # r_0
+        outputs = []
+        for step_input in projected.unbind(1):  # unbind: one backward stack, not T zero-fills
+            state = self.controller.step(step_input, reads, state)
+            h = state[0]
+            params = self.head_params(h).view(B, self.heads, self.width + 2)
+            keys = torch.tanh(params[..., :self.width])  # (B, H, W)
+            write_gates = torch.sigmoid(params[..., self.width])  # (B, H)
+            strengths = (1 + F.softplus(params[..., self.width + 1]) if self.key_strength
+                         else torch.ones_like(write_gates))
+            read_vectors, memory = self.memory.step(memory, keys, write_gates, strengths)
+            reads = read_vectors.flatten(1)
+            outputs.append(torch.cat([h, reads], dim=-1))
+        logits = self.output(torch.stack(outputs, dim=1))
+        return logits.view(B, T, self.code.groups, self.code.symbols)

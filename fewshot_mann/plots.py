@@ -1,0 +1,32 @@
+"""Accuracy-by-presentation plots (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                path: str | Path, title: str = "") -> Path:
+    """One line per model: accuracy (with a 95% CI band) against the presentation number."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for name, (acc, ci) in curves.items():
+        x = list(range(1, len(acc) + 1))
+        ax.plot(x, [100 * a for a in acc], marker="o", ms=3, label=name)
+        ax.fill_between(x, [100 * (a - c) for a, c in zip(acc, ci, strict=True)],
+                        [100 * (a + c) for a, c in zip(acc, ci, strict=True)], alpha=0.2)
+    ax.set_xlabel("presentation of the class in the episode")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,236 @@
+"""Episodic training: sample a batch of episodes, one optimiser step, repeat.
+
+`Trainer(cfg, out_dir).run()` writes into `out_dir`:
+    config.toml       the full configuration of the run
+    split.json        the pinned class split (training never sees its test classes)
+    checkpoint.pt     config + split + model + optimiser + RNG states + step, written atomically
+    train_log.jsonl   one JSON record per log interval and per held-out evaluation
+A run resumes from `checkpoint.pt` with `resume=True` and then continues exactly as if it had
+never stopped: same batches, same parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from .config import Config
+from .data import ClassSplit, ImageSet, load_dataset, make_split, resolve
+from .episodes import EpisodeSampler, LabelCode
+from .evaluate import evaluate
+from .metrics import episode_loss, presentation_accuracy, step_correct
+from .models import build_model
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "train_log.jsonl"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def make_sampler(cfg: Config, imageset: ImageSet, class_ids: list[str], *, train: bool,
+                 device: torch.device, seed: int, presentations: int | None = None
+                 ) -> EpisodeSampler:
+    """Episodes over `class_ids`; training samplers add the random-rotation class augmentation."""
+    e = cfg.episodes
+    index, rotation = resolve(imageset, class_ids)
+    return EpisodeSampler(imageset, index, rotation, e.n_way, presentations or e.presentations,
+                          LabelCode.make(e.labels, e.n_way),
+                          rotate_classes=train and cfg.data.rotate_classes, device=device,
+                          seed=seed)
+
+
+def lr_at(cfg: Config, step: int) -> float:
+    """Linear warm-up, then cosine decay from train.lr to train.lr_min at the last step."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+    return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class Trainer:
+    cfg: Config
+    out_dir: Path
+    resume: bool = False
+    stop_accuracy: float = 0.0  # stop once held-out 2nd-presentation accuracy reaches this
+    progress: bool = True
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        ckpt_path = self.out_dir / CHECKPOINT
+        payload = None
+        if self.resume:
+            payload = load_checkpoint(ckpt_path)
+            self._adopt_checkpoint_config(Config.from_dict(payload["config"]))
+        elif ckpt_path.exists():
+            raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or "
+                                  f"choose another --out")
+        cfg = self.cfg.validate()
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = pick_device(cfg.train.device)
+        torch.manual_seed(cfg.train.seed)
+
+        self.imageset = load_dataset(cfg.data)
+        self.split = (ClassSplit.from_dict(payload["split"]) if payload
+                      else make_split(cfg.data, self.imageset))
+        self.train_sampler = make_sampler(cfg, self.imageset, self.split.train, train=True,
+                                          device=self.device, seed=cfg.train.seed)
+        self.code = self.train_sampler.code
+        self.model = build_model(cfg.model, self.imageset.image_shape, self.code).to(self.device)
+        self.optimizer = self._make_optimizer()
+        if payload:
+            self._restore(payload)
+        else:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.toml").write_text(cfg.to_toml())
+            self.split.save(self.out_dir / "split.json")
+            (self.out_dir / LOG).write_text("")
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def _adopt_checkpoint_config(self, saved: Config) -> None:
+        """On resume the checkpoint's config rules; only the step budget may grow."""
+        steps = max(self.cfg.train.steps, saved.train.steps)
+        self.cfg = saved
+        self.cfg.train.steps = steps
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        params = self.model.parameters()
+        if t.optimizer == "adam":
+            return torch.optim.Adam(params, lr=t.lr)
+        return torch.optim.RMSprop(params, lr=t.lr, momentum=0.9, eps=1e-5)
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        path = self.out_dir / CHECKPOINT
+        load_weights(self.model, payload["model"], path)
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.train_sampler.generator.set_state(payload["sampler_rng"])
+            torch.set_rng_state(payload["torch_rng"])
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{path}: optimiser or RNG state unusable: {err}") from err
+        self.step = int(payload["step"])
+        self.history = list(payload.get("history", []))
+        self._truncate_log(self.step)
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log records written after the checkpoint (they will be written again)."""
+        log = self.out_dir / LOG
+        if not log.exists():
+            return
+        kept = [line for line in log.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        log.write_text("".join(line + "\n" for line in kept))
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """One update. Returns (loss, per-step correctness (B, T), presentation index (B, T))."""
+        lr = lr_at(self.cfg, self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.train_sampler.sample(self.cfg.train.batch_size)
+        logits = self.model(batch.images, batch.prev_labels)
+        loss = episode_loss(logits, batch.targets)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at step {self.step + 1}; training stopped. The last "
+                f"good checkpoint is {self.out_dir / CHECKPOINT} (lower --lr or "
+                f"--grad-clip and --resume)")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return loss.item(), step_correct(logits, batch.targets), batch.presentation
+
+    def run(self, stop_at: int | None = None) -> list[dict[str, Any]]:
+        """Train to `train.steps` (or pause at step `stop_at`, checkpointed); returns the log."""
+        t = self.cfg.train
+        last = min(t.steps, stop_at or t.steps)
+        heldout = make_sampler(self.cfg, self.imageset, self.split.heldout, train=False,
+                               device=self.device, seed=t.seed + 1)
+        heldout_state = heldout.generator.get_state()
+        K = self.cfg.episodes.presentations
+        window: list[tuple[float, torch.Tensor]] = []
+        started, start_step = time.perf_counter(), self.step
+        elapsed_before = self.history[-1]["elapsed_s"] if self.history else 0.0
+        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, unit="step",
+                   dynamic_ncols=True, desc="train")
+        self.model.train()
+        while self.step < last:
+            loss, correct, presentation = self.train_step()
+            window.append((loss, presentation_accuracy(correct, presentation, K).mean(0)))
+            bar.update(1)
+            log_now = self.step % t.log_every == 0 or self.step == last
+            eval_now = self.step % t.eval_every == 0 or self.step == last
+            if not (log_now or eval_now):
+                continue
+            elapsed = elapsed_before + time.perf_counter() - started
+            record: dict[str, Any] = {
+                "step": self.step, "episodes": self.step * t.batch_size,
+                "elapsed_s": round(elapsed, 2), "lr": lr_at(self.cfg, self.step - 1),
+                "loss": sum(w[0] for w in window) / len(window),
+                "train_instance_accuracy": torch.stack([w[1] for w in window]).mean(0).tolist(),
+            }
+            window.clear()
+            if eval_now:
+                heldout.generator.set_state(heldout_state)  # the same held-out episodes each time
+                result = evaluate(self.model, heldout, t.eval_episodes,
+                                  batch_size=min(t.eval_episodes, 256))
+                self.model.train()
+                record["heldout_instance_accuracy"] = result.instance_accuracy
+                record["heldout_loss"] = result.loss
+            self._log(record, bar)
+            rate = (self.step - start_step) * t.batch_size / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", eps=f"{rate:.0f}/s",
+                            inst2=f"{record['train_instance_accuracy'][1]:.3f}")
+            reached = eval_now and record["heldout_instance_accuracy"][1] >= self.stop_accuracy > 0
+            if self.step % t.checkpoint_every == 0 or self.step == last or reached:
+                self.save()
+            if reached:
+                break
+        bar.close()
+        return self.history
+
+    def _log(self, record: dict[str, Any], bar: tqdm) -> None:
+        self.history.append(record)
+        with open(self.out_dir / LOG, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        parts = [f"step {record['step']}", f"loss {record['loss']:.4f}",
+                 "train " + " ".join(f"{a:.2f}" for a in record["train_instance_accuracy"])]
+        if "heldout_instance_accuracy" in record:
+            parts.append("held-out " + " ".join(f"{a:.2f}"
+                                                for a in record["heldout_instance_accuracy"]))
+        if self.progress:
+            bar.write(" | ".join(parts))
+
+    def save(self) -> None:
+        save_checkpoint(
+            self.out_dir / CHECKPOINT, config=self.cfg.to_dict(), split=self.split.to_dict(),
+            image_shape=list(self.imageset.image_shape), model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(), step=self.step, history=self.history,
+            sampler_rng=self.train_sampler.generator.get_state(), torch_rng=torch.get_rng_state())

@@ -1,0 +1,38 @@
+"""Regenerate (or, with --check, verify) the shipped Santoro split of Omniglot.
+
+1,200 training / 423 test characters drawn once from all 1,623 with random.Random(0) over the
+sorted character names ("Alphabet/characterNN"). The files in fewshot_mann/data/splits/santoro/
+are the pinned split; this script is how they were made.
+
+    python scripts/make_santoro_split.py --data-root ../shared/data/omniglot [--check]
+"""
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+from fewshot_mann.data.omniglot import BACKGROUND, EVALUATION, find_omniglot
+
+OUT = Path(__file__).resolve().parents[1] / "fewshot_mann" / "data" / "splits" / "santoro"
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--data-root", default="data")
+parser.add_argument("--check", action="store_true", help="compare with the shipped files")
+args = parser.parse_args()
+
+folder = find_omniglot(args.data_root)
+names = sorted(f"{p.parent.name}/{p.name}" for group in (BACKGROUND, EVALUATION)
+               for p in (folder / group).glob("*/*") if p.is_dir())
+assert len(names) == 1623, len(names)
+random.Random(0).shuffle(names)
+parts = {"train": sorted(names[:1200]), "test": sorted(names[1200:])}
+for part, ids in parts.items():
+    text = "\n".join(ids) + "\n"
+    path = OUT / f"{part}.txt"
+    if args.check:
+        if path.read_text() != text:
+            sys.exit(f"{path} differs from the regenerated split")
+    else:
+        path.write_text(text)
+print("santoro split:", {k: len(v) for k, v in parts.items()}, "checked" if args.check else "written")

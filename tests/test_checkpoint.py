@@ -1,0 +1,97 @@
+"""Checkpoints: round trip, exact resume, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fewshot_mann.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from fewshot_mann.config import Config, replace
+from fewshot_mann.train import Trainer
+
+
+def tiny_config(data_root, cache_dir, steps: int) -> Config:
+    return replace(
+        Config(),
+        data={"data_root": str(data_root), "cache_dir": str(cache_dir)},
+        model={"controller_size": 32, "memory_slots": 16, "memory_width": 8, "read_heads": 2},
+        train={"steps": steps, "batch_size": 4, "eval_every": 3, "eval_episodes": 8,
+               "checkpoint_every": 3, "log_every": 1, "lr": 3e-3, "lr_min": 1e-3,
+               "device": "cpu"},
+    )
+
+
+def test_round_trip(tmp_path, data_root, cache_dir):
+    cfg = tiny_config(data_root, cache_dir, steps=3)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.run()
+    payload = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert payload["step"] == 3
+    assert Config.from_dict(payload["config"]) == trainer.cfg
+    model, cfg2, split = model_from_checkpoint(payload)
+    assert split.test == trainer.split.test and cfg2 == trainer.cfg
+    for (n, a), (_, b) in zip(model.state_dict().items(), trainer.model.state_dict().items(),
+                              strict=True):
+        assert torch.equal(a, b), n
+    assert (tmp_path / "run" / "split.json").is_file()
+    assert (tmp_path / "run" / "config.toml").is_file()
+
+
+def test_resume_continues_exactly(tmp_path, data_root, cache_dir):
+    straight = Trainer(tiny_config(data_root, cache_dir, steps=6), tmp_path / "a", progress=False)
+    straight.run()
+    first = Trainer(tiny_config(data_root, cache_dir, steps=6), tmp_path / "b", progress=False)
+    first.run(stop_at=4)  # pause between checkpoints (every 3 steps): resumes from step 4
+    resumed = Trainer(tiny_config(data_root, cache_dir, steps=6), tmp_path / "b", resume=True,
+                      progress=False)
+    assert resumed.step == 4
+    resumed.run()
+    for (n, a), (_, b) in zip(straight.model.state_dict().items(),
+                              resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+    logged = (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()
+    assert len(logged) == 6  # one record per step, none lost or doubled
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, data_root, cache_dir):
+    Trainer(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False)
+
+
+def test_truncated_and_foreign_files_are_rejected(tmp_path, data_root, cache_dir):
+    Trainer(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
+    good = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(cut)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not a fewshot-mann checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_cannot_run_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "fewshot-mann-checkpoint-v1", "x": Evil()}, path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_weights_of_another_configuration_are_rejected(tmp_path, data_root, cache_dir):
+    Trainer(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
+    payload = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+    payload["config"]["model"]["controller_size"] = 48
+    with pytest.raises(CheckpointError, match="different model configuration"):
+        model_from_checkpoint(payload)

@@ -1,0 +1,106 @@
+"""Episode sampler invariants, on the real Omniglot images."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fewshot_mann.data.splits import omniglot_split, resolve
+from fewshot_mann.episodes import EpisodeSampler, LabelCode
+
+
+@pytest.fixture(scope="module")
+def train_classes(omniglot):
+    return resolve(omniglot, omniglot_split("santoro", omniglot).train)
+
+
+def sampler(omniglot, classes, n_way=5, presentations=10, labels="one-hot", **kw):
+    return EpisodeSampler(omniglot, *classes, n_way, presentations,
+                          LabelCode.make(labels, n_way), **kw)
+
+
+def test_each_class_exactly_k_times_with_one_label(omniglot, train_classes):
+    e = sampler(omniglot, train_classes, seed=3).sample(64)
+    assert e.images.shape == (64, 50, 400) and e.targets.shape == (64, 50, 1)
+    counts = torch.nn.functional.one_hot(e.classes, 5).sum(1)
+    assert (counts == 10).all()
+    # one label per class, and the N classes of an episode carry N different labels
+    for b in range(64):
+        labels = {c: set(e.targets[b, e.classes[b] == c, 0].tolist()) for c in range(5)}
+        assert all(len(v) == 1 for v in labels.values())
+        assert sorted(v.pop() for v in labels.values()) == [0, 1, 2, 3, 4]
+    # presentation index counts earlier showings of the same class
+    for b in range(4):
+        seen = [0] * 5
+        for t in range(50):
+            c = int(e.classes[b, t])
+            assert int(e.presentation[b, t]) == seen[c]
+            seen[c] += 1
+
+
+def test_previous_label_offset(omniglot, train_classes):
+    e = sampler(omniglot, train_classes, seed=4).sample(16)
+    assert (e.prev_labels[:, 0] == 0).all()
+    onehot = torch.nn.functional.one_hot(e.targets[..., 0], 5).float()
+    assert torch.equal(e.prev_labels[:, 1:], onehot[:, :-1])
+
+
+def test_images_of_a_class_are_distinct_drawings_of_one_character(omniglot, train_classes):
+    s = sampler(omniglot, train_classes, seed=5)
+    e = s.sample(8)
+    for b in range(8):
+        for c in range(5):
+            imgs = e.images[b, e.classes[b] == c]
+            assert len({tuple(i.tolist()) for i in imgs}) == 10  # no drawing twice
+    # without rotation, every image is a row of the ImageSet belonging to a training class
+    allowed = set(train_classes[0].tolist())
+    flat = omniglot.images.flatten(1).float() / 255
+    owner = torch.repeat_interleave(torch.arange(omniglot.num_classes), omniglot.counts)
+    img = e.images[0, 0]
+    match = (flat == img).all(1).nonzero()
+    assert len(match) >= 1 and int(owner[match[0, 0]]) in allowed
+
+
+def test_labels_are_permuted_across_episodes(omniglot, train_classes):
+    e = sampler(omniglot, train_classes, seed=6).sample(500)
+    # the label of the first step's class is uniform over 0..4
+    freq = torch.bincount(e.targets[:, 0, 0], minlength=5).float() / 500
+    assert (freq - 0.2).abs().max() < 0.07
+
+
+def test_seeded_and_different_seeds_differ(omniglot, train_classes):
+    a = sampler(omniglot, train_classes, seed=7).sample(4)
+    b = sampler(omniglot, train_classes, seed=7).sample(4)
+    c = sampler(omniglot, train_classes, seed=8).sample(4)
+    assert torch.equal(a.images, b.images) and torch.equal(a.targets, b.targets)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_five_hot_strings(omniglot, train_classes):
+    e = sampler(omniglot, train_classes, n_way=15, labels="five-hot", seed=9).sample(32)
+    assert e.targets.shape == (32, 150, 5) and e.prev_labels.shape == (32, 150, 25)
+    assert (e.prev_labels[:, 1:].sum(-1) == 5).all()  # five characters, one hot each
+    for b in range(32):
+        strings = {tuple(e.targets[b, e.classes[b] == c][0].tolist()) for c in range(15)}
+        assert len(strings) == 15  # 15 distinct label strings per episode
+
+
+def test_rotation_augmentation_turns_whole_classes(omniglot, train_classes):
+    e = sampler(omniglot, train_classes, rotate_classes=True, seed=10).sample(32)
+    flat = omniglot.images.flatten(1).float() / 255
+    turned = 0
+    for b in range(4):
+        for c in range(5):
+            found = [bool((flat == img).all(1).any()) for img in e.images[b, e.classes[b] == c]]
+            assert len(set(found)) == 1  # a class is turned as a whole: all upright or none
+            turned += not found[0]
+    assert turned > 0
+
+
+def test_errors_for_impossible_episodes(omniglot, train_classes):
+    with pytest.raises(ValueError, match="at least 2000 classes"):
+        sampler(omniglot, train_classes, n_way=2000)
+    with pytest.raises(ValueError, match="fewer than 21 images"):
+        sampler(omniglot, train_classes, presentations=21)
+    with pytest.raises(ValueError, match="at most 3125"):
+        LabelCode.make("five-hot", 4000)
