@@ -65,7 +65,8 @@ class ModelConfig:
     memory_width: int = 40
     read_heads: int = 4
     gamma: float = 0.95  # usage decay, eq. 20
-    key_strength: bool = True  # learned softmax sharpening of the cosine (see memory/README)
+    key_strength: bool = True  # learned sharpening beta_t of the cosine (models/mann.py)
+    key_strength_init: float = 11.0  # beta at initialisation
     backend: str = "batched"  # "reference" | "batched"
     encoder: str = "none"  # "none" | "conv" (small CNN in front of the controller)
     hidden_size: int = 200  # feedforward baseline width
@@ -159,6 +160,8 @@ class Config:
             raise ConfigError(f"model.read_heads ({m.read_heads}) cannot exceed "
                               f"model.memory_slots ({m.memory_slots}): LRUA writes to the "
                               f"read_heads least-used slots (eq. 21)")
+        if m.key_strength_init <= 1.0:
+            raise ConfigError(f"model.key_strength_init must be > 1, got {m.key_strength_init}")
         if not 0.0 <= m.gamma <= 1.0:
             raise ConfigError(f"model.gamma must lie in [0, 1], got {m.gamma}")
         if e.labels == "five-hot" and e.n_way > 5**5:

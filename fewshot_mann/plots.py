@@ -30,3 +30,30 @@ def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_throughput(records: Sequence[dict], path: str | Path, title: str = "") -> Path:
+    """Episodes/s against batch size: one line per (backend, mode, memory slots)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    lines: dict[tuple, list[tuple[int, float]]] = {}
+    for r in records:
+        if r["mode"] == "sample":
+            continue
+        lines.setdefault((r["backend"], r["mode"], r["memory_slots"]), []).append(
+            (r["batch_size"], r["episodes_per_s"]))
+    for (backend, mode, slots), points in sorted(lines.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3,
+                linestyle="-" if backend == "batched" else "--",
+                label=f"{backend} {mode}, {slots} slots")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size (episodes)")
+    ax.set_ylabel("episodes / s")
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -7,7 +7,7 @@ from typing import Any
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import replace
-from .data import load_dataset
+from .data import load_dataset, resolve
 from .evaluate import EvalResult, evaluate, format_table, write_outputs
 from .train import make_sampler, pick_device
 
@@ -20,7 +20,8 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Pa
     """Always on the split's *test* classes, which the checkpoint never trained on.
 
     Episodes have max(training presentations, 11) presentations per class unless told
-    otherwise, so that 1-, 5- and 10-shot accuracies all exist.
+    otherwise (or fewer, when the test classes have fewer images), so that 1-, 5- and 10-shot
+    accuracies all exist.
     """
     payload = load_checkpoint(checkpoint)
     model, cfg, split = model_from_checkpoint(payload, checkpoint)
@@ -32,8 +33,11 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Pa
     dev = pick_device(device)
     model.to(dev)
     imageset = load_dataset(cfg.data)
-    K = presentations or max(cfg.episodes.presentations, 11)
-    sampler = make_sampler(cfg, imageset, split.test, train=False, device=dev, seed=seed,
+    if presentations is None:  # 11 when the test classes have enough images for 10-shot
+        index, _ = resolve(imageset, split.test)
+        presentations = max(cfg.episodes.presentations, min(11, int(imageset.counts[index].min())))
+    K = presentations
+    sampler = make_sampler(cfg, imageset, split.test, side="test", device=dev, seed=seed,
                            presentations=K)
     result = evaluate(model, sampler, episodes, batch_size=batch_size, progress=progress)
     extra = {"split": split.name, "checkpoint": str(checkpoint), "trained_steps": payload["step"],

@@ -4,6 +4,7 @@
     config.toml       the full configuration of the run
     split.json        the pinned class split (training never sees its test classes)
     checkpoint.pt     config + split + model + optimiser + RNG states + step, written atomically
+    model.pt          at the end: config + split + weights only (small; `evaluate` takes it)
     train_log.jsonl   one JSON record per log interval and per held-out evaluation
 A run resumes from `checkpoint.pt` with `resume=True` and then continues exactly as if it had
 never stopped: same batches, same parameters.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +25,14 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .config import Config
-from .data import ClassSplit, ImageSet, load_dataset, make_split, resolve
+from .data import ClassSplit, DatasetError, ImageSet, load_dataset, make_split, resolve
 from .episodes import EpisodeSampler, LabelCode
 from .evaluate import evaluate
 from .metrics import episode_loss, presentation_accuracy, step_correct
 from .models import build_model
 
 CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
 LOG = "train_log.jsonl"
 
 
@@ -46,16 +49,41 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def make_sampler(cfg: Config, imageset: ImageSet, class_ids: list[str], *, train: bool,
+def make_sampler(cfg: Config, imageset: ImageSet, class_ids: list[str], *, side: str,
                  device: torch.device, seed: int, presentations: int | None = None
                  ) -> EpisodeSampler:
-    """Episodes over `class_ids`; training samplers add the random-rotation class augmentation."""
+    """Episodes over the `side` ("train", "val" or "test") classes of a split.
+
+    Training samplers add the random-rotation class augmentation. Classes with fewer images
+    than the presentations per class stop the run or are left out (data.min_images).
+    """
     e = cfg.episodes
+    need = presentations or e.presentations
+    class_ids = usable_classes(imageset, class_ids, need, cfg.data.min_images, side)
+    if len(class_ids) < e.n_way:
+        raise DatasetError(f"{e.n_way}-way episodes need at least {e.n_way} {side} classes; "
+                           f"the split has {len(class_ids)} usable ones")
     index, rotation = resolve(imageset, class_ids)
-    return EpisodeSampler(imageset, index, rotation, e.n_way, presentations or e.presentations,
+    return EpisodeSampler(imageset, index, rotation, e.n_way, need,
                           LabelCode.make(e.labels, e.n_way),
-                          rotate_classes=train and cfg.data.rotate_classes, device=device,
-                          seed=seed)
+                          rotate_classes=side == "train" and cfg.data.rotate_classes,
+                          device=device, seed=seed)
+
+
+def usable_classes(imageset: ImageSet, class_ids: list[str], need: int, policy: str,
+                   side: str) -> list[str]:
+    index, _ = resolve(imageset, class_ids)
+    short = (imageset.counts[index] < need).tolist()
+    if not any(short):
+        return class_ids
+    examples = [c for c, s in zip(class_ids, short, strict=True) if s][:5]
+    message = (f"{sum(short)} of {len(class_ids)} {side} classes have fewer than {need} images "
+               f"(the presentations per class), e.g. {examples}")
+    if policy == "error":
+        raise DatasetError(message + "; pass --min-images skip to leave them out, or lower "
+                                     "--presentations")
+    warnings.warn(message + "; left out", stacklevel=3)
+    return [c for c, s in zip(class_ids, short, strict=True) if not s]
 
 
 def lr_at(cfg: Config, step: int) -> float:
@@ -96,7 +124,7 @@ class Trainer:
         self.imageset = load_dataset(cfg.data)
         self.split = (ClassSplit.from_dict(payload["split"]) if payload
                       else make_split(cfg.data, self.imageset))
-        self.train_sampler = make_sampler(cfg, self.imageset, self.split.train, train=True,
+        self.train_sampler = make_sampler(cfg, self.imageset, self.split.train, side="train",
                                           device=self.device, seed=cfg.train.seed)
         self.code = self.train_sampler.code
         self.model = build_model(cfg.model, self.imageset.image_shape, self.code).to(self.device)
@@ -171,7 +199,8 @@ class Trainer:
         """Train to `train.steps` (or pause at step `stop_at`, checkpointed); returns the log."""
         t = self.cfg.train
         last = min(t.steps, stop_at or t.steps)
-        heldout = make_sampler(self.cfg, self.imageset, self.split.heldout, train=False,
+        heldout = make_sampler(self.cfg, self.imageset, self.split.heldout,
+                               side="val" if self.split.val else "test",
                                device=self.device, seed=t.seed + 1)
         heldout_state = heldout.generator.get_state()
         K = self.cfg.episodes.presentations
@@ -214,6 +243,8 @@ class Trainer:
             if reached:
                 break
         bar.close()
+        if self.step >= t.steps or reached:
+            self.save_model()
         return self.history
 
     def _log(self, record: dict[str, Any], bar: tqdm) -> None:
@@ -228,9 +259,19 @@ class Trainer:
         if self.progress:
             bar.write(" | ".join(parts))
 
+    def _description(self) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "split": self.split.to_dict(),
+                "image_shape": list(self.imageset.image_shape), "step": self.step,
+                "model": self.model.state_dict()}
+
     def save(self) -> None:
-        save_checkpoint(
-            self.out_dir / CHECKPOINT, config=self.cfg.to_dict(), split=self.split.to_dict(),
-            image_shape=list(self.imageset.image_shape), model=self.model.state_dict(),
-            optimizer=self.optimizer.state_dict(), step=self.step, history=self.history,
-            sampler_rng=self.train_sampler.generator.get_state(), torch_rng=torch.get_rng_state())
+        """Everything needed to resume, atomically."""
+        save_checkpoint(self.out_dir / CHECKPOINT, **self._description(),
+                        optimizer=self.optimizer.state_dict(), history=self.history,
+                        sampler_rng=self.train_sampler.generator.get_state(),
+                        torch_rng=torch.get_rng_state())
+
+    def save_model(self) -> None:
+        """The trained model alone (config, split, weights; no optimiser): small enough to share,
+        and accepted by `evaluate` like a full checkpoint."""
+        save_checkpoint(self.out_dir / MODEL, **self._description())

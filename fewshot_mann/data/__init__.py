@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import DataConfig
+from .folder import DatasetError, FolderDataset, custom_split
 from .imageset import ImageSet
 from .omniglot import DataNotFoundError, load_omniglot
 from .splits import ClassSplit, SplitError, omniglot_split, resolve
@@ -12,15 +13,20 @@ def load_dataset(cfg: DataConfig) -> ImageSet:
     """The images a data config names, decoded (or read from the cache)."""
     if cfg.dataset == "omniglot":
         if cfg.channels != 1:
-            raise ValueError("Omniglot is grayscale: data.channels must be 1")
+            raise DatasetError("Omniglot is grayscale: data.channels must be 1")
         return load_omniglot(cfg.data_root, cfg.cache_dir, cfg.image_size, cfg.download)
-    raise ValueError(f"unknown dataset {cfg.dataset!r}; use 'omniglot'")
+    if cfg.dataset.startswith(("folder:", "csv:")):
+        return FolderDataset.from_spec(cfg.dataset, cfg.image_size, cfg.channels, cfg.cache_dir,
+                                       cfg.bad_files).imageset
+    raise DatasetError(f"unknown dataset {cfg.dataset!r}; use omniglot, folder:PATH or csv:FILE")
 
 
 def make_split(cfg: DataConfig, imageset: ImageSet) -> ClassSplit:
     """The class split a data config names, checked against the data."""
-    return omniglot_split(cfg.split, imageset)
+    if cfg.dataset == "omniglot":
+        return omniglot_split(cfg.split, imageset)
+    return custom_split(cfg.split, imageset.class_names, cfg.split_seed)
 
 
-__all__ = ["ClassSplit", "DataNotFoundError", "ImageSet", "SplitError", "load_dataset",
-           "make_split", "resolve"]
+__all__ = ["ClassSplit", "DataNotFoundError", "DatasetError", "FolderDataset", "ImageSet",
+           "SplitError", "load_dataset", "make_split", "resolve"]

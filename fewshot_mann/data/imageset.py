@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ class ImageSet:
     class_names: list[str]  # unique, e.g. "Alphabet_of_the_Magi/character01"
     counts: torch.Tensor  # (num_classes,) int64: images per class
     groups: list[str]  # per class: where it came from (Omniglot: "background" | "evaluation")
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # unreadable (file, why)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -58,7 +59,8 @@ class ImageSet:
     def save(self, path: str | Path, fingerprint: str) -> None:
         """Write atomically: a crash mid-write never leaves a half cache behind."""
         payload = {"images": self.images, "class_names": self.class_names,
-                   "counts": self.counts, "groups": self.groups, "fingerprint": fingerprint}
+                   "counts": self.counts, "groups": self.groups,
+                   "skipped": [list(s) for s in self.skipped], "fingerprint": fingerprint}
         atomic_torch_save(payload, Path(path))
 
     @classmethod
@@ -72,7 +74,7 @@ class ImageSet:
             if payload.get("fingerprint") != fingerprint:
                 return None
             return cls(payload["images"], list(payload["class_names"]), payload["counts"],
-                       list(payload["groups"]))
+                       list(payload["groups"]), [tuple(s) for s in payload["skipped"]])
         except Exception:  # a corrupt cache is rebuilt, never trusted
             return None
 

@@ -1,0 +1,199 @@
+"""Throughput benchmark: episodes/s of training and inference for both memory backends.
+
+Every record runs in a fresh subprocess, so its peak memory is its own: on CUDA
+`torch.cuda.max_memory_allocated`, on the CPU the growth of the process's peak resident set
+over the timed iterations. Inputs are random tensors of the paper's shapes (5-way one-hot,
+T = 50, 20x20 images); the episode sampler is benchmarked on its own (`mode: "sample"`).
+Compare backends only within one run: these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BATCH_SIZES = (16, 64, 256, 1024)
+MEMORY_SLOTS = (128, 512, 2048)
+QUICK_BATCH_SIZES = (16, 256)
+QUICK_MEMORY_SLOTS = (128,)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """One record, in this process: spec has backend, mode, batch_size, memory_slots, device,
+    min_seconds, compile."""
+    from .config import ModelConfig
+    from .episodes import LabelCode
+    from .metrics import episode_loss
+    from .models import MANN
+
+    device = torch.device(spec["device"])
+    B, T = spec["batch_size"], 50
+    code = LabelCode.make("one-hot", 5)
+    if spec["mode"] == "sample":
+        return _measure_sampler(spec, code, device)
+    torch.manual_seed(0)
+    model = MANN(ModelConfig(memory_slots=spec["memory_slots"], backend=spec["backend"]),
+                 (1, 20, 20), code).to(device)
+    if spec.get("compile"):
+        model.memory.step = torch.compile(model.memory.step, dynamic=False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    images = torch.rand(B, T, 400, device=device)
+    targets = torch.randint(0, 5, (B, T, 1), device=device)
+    prev = torch.cat([torch.zeros(B, 1, 5, device=device), code.encode(targets)[:, :-1]], 1)
+
+    def train_step() -> None:
+        loss = episode_loss(model(images, prev), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    @torch.inference_mode()
+    def infer_step() -> None:
+        model(images, prev)
+
+    step = train_step if spec["mode"] == "train" else infer_step
+    model.train(spec["mode"] == "train")
+    step()  # warm-up (and compilation)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = _peak_rss_mb()
+    iterations, start = 0, time.perf_counter()
+    while True:
+        step()
+        iterations += 1
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= spec["min_seconds"] or iterations >= 1000:
+            break
+    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+            else _peak_rss_mb() - rss_before)
+    return {"episodes_per_s": iterations * B / elapsed, "peak_mem_mb": round(peak, 1),
+            "seconds": round(elapsed, 3), "iterations": iterations}
+
+
+def _measure_sampler(spec: dict[str, Any], code, device: torch.device) -> dict[str, Any]:
+    from .data.imageset import ImageSet
+    from .episodes import EpisodeSampler
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (1623 * 20, 1, 20, 20), dtype=torch.uint8, generator=g)
+    imageset = ImageSet(images, [f"c{i}" for i in range(1623)], torch.full((1623,), 20),
+                        ["synthetic"] * 1623)
+    sampler = EpisodeSampler(imageset, torch.arange(1200), torch.zeros(1200, dtype=torch.long),
+                             5, 10, code, rotate_classes=True, device=device)
+    sampler.sample(spec["batch_size"])
+    iterations, start = 0, time.perf_counter()
+    while time.perf_counter() - start < spec["min_seconds"]:
+        sampler.sample(spec["batch_size"])
+        iterations += 1
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    return {"episodes_per_s": iterations * spec["batch_size"] / elapsed, "peak_mem_mb": None,
+            "seconds": round(elapsed, 3), "iterations": iterations}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None = None,
+              min_seconds: float | None = None, compile: bool = False,
+              backends: tuple[str, ...] = ("reference", "batched"),
+              reference_max_batch: int = 256, progress: bool = True) -> dict[str, Any]:
+    """The whole grid; each record in a subprocess. Returns (and writes) the JSON document."""
+    from .plots import plot_throughput
+    from .train import pick_device
+
+    dev = pick_device(device)
+    batch_sizes = QUICK_BATCH_SIZES if quick else BATCH_SIZES
+    slots_list = QUICK_MEMORY_SLOTS if quick else MEMORY_SLOTS
+    seconds = min_seconds if min_seconds is not None else (1.0 if quick else 3.0)
+    specs = [{"backend": "-", "mode": "sample", "batch_size": b, "memory_slots": 0}
+             for b in batch_sizes]
+    specs += [{"backend": backend, "mode": mode, "batch_size": b, "memory_slots": m}
+              for m in slots_list for b in batch_sizes for mode in ("train", "infer")
+              for backend in backends
+              if backend != "reference" or b <= reference_max_batch]
+    records = []
+    for spec in specs:
+        spec.update(device=str(dev), min_seconds=seconds, compile=compile)
+        result = _in_subprocess(spec)
+        record = {k: spec[k] for k in ("backend", "mode", "batch_size", "memory_slots")}
+        record.update(result)
+        records.append(record)
+        if progress:
+            print(f"{record['mode']:6} {record['backend']:9} batch {record['batch_size']:5} "
+                  f"slots {record['memory_slots']:5}  {record['episodes_per_s']:10.1f} episodes/s"
+                  + (f"  peak {record['peak_mem_mb']} MB" if record["peak_mem_mb"] else ""),
+                  flush=True)
+    doc = {"device": device_name(dev), "torch": torch.__version__, "compile": compile,
+           "threads": torch.get_num_threads(), "min_seconds": seconds, "quick": quick,
+           "records": records, "ratios": ratios(records)}
+    if progress:
+        print(format_ratios(doc["ratios"]))
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=1) + "\n")
+        plot_throughput(records, out.with_suffix(".png"), title=doc["device"])
+        if progress:
+            print(f"wrote {out} and {out.with_suffix('.png')}")
+    return doc
+
+
+def ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """batched / reference episodes/s for every setting measured with both, in this run."""
+    by_key = {(r["backend"], r["mode"], r["batch_size"], r["memory_slots"]): r["episodes_per_s"]
+              for r in records}
+    out = []
+    for (backend, mode, b, m), eps in by_key.items():
+        ref = by_key.get(("reference", mode, b, m))
+        if backend == "batched" and ref:
+            out.append({"mode": mode, "batch_size": b, "memory_slots": m,
+                        "batched_over_reference": round(eps / ref, 2)})
+    return out
+
+
+def format_ratios(rows: list[dict[str, Any]]) -> str:
+    lines = ["batched / reference (same run):"]
+    lines += [f"  {r['mode']:6} batch {r['batch_size']:5} slots {r['memory_slots']:5}: "
+              f"{r['batched_over_reference']:.2f}x" for r in rows]
+    return "\n".join(lines)
+
+
+def _in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
+    code = ("import json, sys; from fewshot_mann.bench import measure; "
+            "print(json.dumps(measure(json.loads(sys.argv[1]))))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark record {spec} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,0 +1,71 @@
+"""The command line, end to end on real Omniglot: train, resume, evaluate, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fewshot_mann.cli import main
+
+TINY = ["--controller-size", "32", "--memory-slots", "16", "--memory-width", "8",
+        "--read-heads", "2", "--batch-size", "4", "--eval-every", "2", "--eval-episodes", "8",
+        "--checkpoint-every", "2", "--log-every", "1", "--device", "cpu", "--quiet"]
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "fewshot_mann.cli", "--help"], check=True,
+                         capture_output=True, text=True).stdout
+    for command in ("train", "evaluate"):
+        assert command in out
+
+
+def test_train_resume_evaluate(tmp_path, data_root, cache_dir, capsys):
+    run = tmp_path / "run"
+    common = ["--data-root", str(data_root), "--cache-dir", str(cache_dir), *TINY]
+    assert main(["train", *common, "--steps", "2", "--out", str(run)]) == 0
+    assert main(["train", *common, "--steps", "4", "--out", str(run), "--resume"]) == 0
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(run / "checkpoint.pt"), "--episodes", "20",
+                 "--batch-size", "8", "--data-root", str(data_root), "--cache-dir",
+                 str(cache_dir), "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("instance_accuracy", "instance_ci95", "shot_accuracy", "episodes", "n_way",
+                "split", "checkpoint"):
+        assert key in metrics
+    assert metrics["episodes"] == 20 and metrics["n_way"] == 5 and metrics["split"] == "santoro"
+    assert len(metrics["instance_accuracy"]) == 11  # the evaluator asks for 11 presentations
+    assert set(metrics["shot_accuracy"]) == {"1", "5", "10"}
+    assert (out / "instance_accuracy.csv").read_text().startswith("presentation,accuracy,ci95")
+    assert (out / "instance_accuracy.png").stat().st_size > 1000
+
+
+def test_flags_override_a_toml_config(tmp_path, data_root, cache_dir):
+    config = tmp_path / "run.toml"
+    config.write_text('[episodes]\nn_way = 3\npresentations = 4\n[train]\nlr = 0.002\n')
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--data-root", str(data_root),
+                 "--cache-dir", str(cache_dir), *TINY, "--steps", "1", "--lr", "0.003",
+                 "--out", str(run)]) == 0
+    saved = (run / "config.toml").read_text()
+    assert "n_way = 3" in saved and "presentations = 4" in saved and "lr = 0.003" in saved
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n-way", "0"], "episodes.n_way must be a positive integer"),
+    (["--read-heads", "20", "--memory-slots", "16"], "cannot exceed model.memory_slots"),
+    (["--labels", "five-hot", "--n-way", "4000"], "at most 3125"),
+    (["--memory-width", "-3"], "model.memory_width must be a positive integer"),
+    (["--split", "nonsense"], "unknown Omniglot split"),
+    (["--data-root", "/nonexistent/place"], "Omniglot not found"),
+    (["--presentations", "25"], "fewer than 25 images"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, data_root, cache_dir, capsys, args, message):
+    base = ["--data-root", str(data_root), "--cache-dir", str(cache_dir), *TINY, "--steps", "1"]
+    code = main(["train", *base, *args, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
