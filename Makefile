@@ -16,7 +16,7 @@ DEMO_OUT ?= runs/demo
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean-demo
+.PHONY: demo test lint install
 
 install: $(STAMP)
 
@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	rm -rf $(DEMO_OUT)
 	$(BIN)/fewshot-mann train --data-root $(DATA_ROOT) --download --steps $(DEMO_STEPS) \
-		--batch-size 32 --lr 2e-3 --lr-min 2e-4 --eval-every 500 --out $(DEMO_OUT)
+		--batch-size 16 --lr 3e-3 --lr-min 3e-4 --eval-every 500 --out $(DEMO_OUT)
 	$(BIN)/fewshot-mann evaluate --checkpoint $(DEMO_OUT)/checkpoint.pt --data-root $(DATA_ROOT) \
 		--episodes 1000 --out $(DEMO_OUT)/eval
 	@echo "plot: $(DEMO_OUT)/eval/instance_accuracy.png"

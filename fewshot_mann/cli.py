@@ -97,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", default=None, help="override the dataset location, e.g. "
                     "folder:PATH on another machine (the classes must match the split)")
     ev.add_argument("--quiet", action="store_true")
+
+    bench = sub.add_parser("bench", help="throughput of both memory backends",
+                           description="Training and inference episodes/s for the reference "
+                                       "and batched backends across batch sizes and memory "
+                                       "sizes, each record in a fresh process; prints the "
+                                       "batched/reference ratios of this run.")
+    bench.add_argument("--quick", action="store_true", help="a small grid, under a minute")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--out", type=Path, default=None,
+                       help="JSON path (default results/bench/<device>.json); a PNG is written "
+                            "beside it")
+    bench.add_argument("--seconds", type=float, default=None, help="timed seconds per record")
+    bench.add_argument("--compile", action="store_true", help="torch.compile the memory step")
+    bench.add_argument("--reference-max-batch", type=int, default=256,
+                       help="largest batch timed with the (slow, per-episode) reference backend")
     return parser
 
 
@@ -146,11 +161,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import re
+
+    from .bench import device_name, run_bench
+    from .train import pick_device
+
+    out = args.out
+    if out is None:
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", device_name(pick_device(args.device))).strip("-")
+        out = Path("results") / "bench" / f"{slug.lower()}{'-quick' if args.quick else ''}.json"
+    run_bench(args.device, quick=args.quick, out=out, min_seconds=args.seconds,
+              compile=args.compile, reference_max_batch=args.reference_max_batch)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .errors import USER_ERRORS
 
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench}
     try:
         return handlers[args.command](args)
     except USER_ERRORS as err:

@@ -20,7 +20,7 @@ def episode_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def step_correct(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B, T) bool: every group of the label predicted right (a five-hot string is all or nothing)."""
+    """(B, T) bool: every group of the label right (a five-hot string is all or nothing)."""
     return (logits.argmax(-1) == targets).all(-1)
 
 

@@ -35,4 +35,5 @@ for part, ids in parts.items():
             sys.exit(f"{path} differs from the regenerated split")
     else:
         path.write_text(text)
-print("santoro split:", {k: len(v) for k, v in parts.items()}, "checked" if args.check else "written")
+sizes = {k: len(v) for k, v in parts.items()}
+print("santoro split:", sizes, "checked" if args.check else "written")

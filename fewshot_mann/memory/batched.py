@@ -30,11 +30,13 @@ class BatchedLRUA(MemoryBackend):
              strengths: torch.Tensor) -> tuple[torch.Tensor, LRUAState]:
         gate = write_gates.unsqueeze(-1)  # (B, H, 1)
         # eq. 22, all heads: (B, H, N)
-        write_weights = gate * state.read_weights + (1 - gate) * state.least_used_weights.unsqueeze(1)
+        least_used_weights = state.least_used_weights.unsqueeze(1)  # (B, 1, N)
+        write_weights = gate * state.read_weights + (1 - gate) * least_used_weights
         # zero the least-used slot, then eq. 23 for all heads as one batched matmul:
         # M_t = M_{t-1} * keep + (w^w)^T k    (B, N, H) @ (B, H, W) -> (B, N, W)
         keep = torch.ones_like(state.usage).scatter_(1, state.least_used.unsqueeze(1), 0.0)
-        memory = torch.baddbmm(state.memory * keep.unsqueeze(-1), write_weights.transpose(1, 2), keys)
+        memory = torch.baddbmm(state.memory * keep.unsqueeze(-1), write_weights.transpose(1, 2),
+                               keys)
         # eq. 17 for all heads: (B, H, W) @ (B, W, N) -> (B, H, N)
         norms = memory.norm(dim=-1).unsqueeze(1) * keys.norm(dim=-1, keepdim=True)  # (B, H, N)
         cosine = torch.bmm(keys, memory.transpose(1, 2)) / (norms + EPS)
