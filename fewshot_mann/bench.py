@@ -2,8 +2,9 @@
 
 Every record runs in a fresh subprocess, so its peak memory is its own: on CUDA
 `torch.cuda.max_memory_allocated`, on the CPU the growth of the process's peak resident set
-over the timed iterations. Inputs are random tensors of the paper's shapes (5-way one-hot,
-T = 50, 20x20 images); the episode sampler is benchmarked on its own (`mode: "sample"`).
+from just before the first (warm-up) step to the end of the timed steps. Inputs are random
+tensors of the paper's shapes (5-way one-hot, T = 50, 20x20 images); the episode sampler is
+benchmarked on its own (`mode: "sample"`).
 Compare backends only within one run: these machines are noisy.
 """
 
@@ -75,11 +76,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     step = train_step if spec["mode"] == "train" else infer_step
     model.train(spec["mode"] == "train")
-    step()  # warm-up (and compilation)
-    _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = _peak_rss_mb()
+    step()  # warm-up (and compilation)
+    _sync(device)
     iterations, start = 0, time.perf_counter()
     while True:
         step()
@@ -135,7 +136,9 @@ def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None 
     dev = pick_device(device)
     batch_sizes = QUICK_BATCH_SIZES if quick else BATCH_SIZES
     slots_list = QUICK_MEMORY_SLOTS if quick else MEMORY_SLOTS
-    seconds = min_seconds if min_seconds is not None else (1.0 if quick else 3.0)
+    seconds = min_seconds if min_seconds is not None else (0.5 if quick else 3.0)
+    if quick:  # the per-episode reference is slow: time it at the smallest batch only
+        reference_max_batch = min(reference_max_batch, min(batch_sizes))
     specs = [{"backend": "-", "mode": "sample", "batch_size": b, "memory_slots": 0}
              for b in batch_sizes]
     specs += [{"backend": backend, "mode": mode, "batch_size": b, "memory_slots": m}
@@ -152,7 +155,7 @@ def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None 
         if progress:
             print(f"{record['mode']:6} {record['backend']:9} batch {record['batch_size']:5} "
                   f"slots {record['memory_slots']:5}  {record['episodes_per_s']:10.1f} episodes/s"
-                  + (f"  peak {record['peak_mem_mb']} MB" if record["peak_mem_mb"] else ""),
+                  + (f"  peak {record['peak_mem_mb']} MB" if record["mode"] != "sample" else ""),
                   flush=True)
     doc = {"device": device_name(dev), "torch": torch.__version__, "compile": compile,
            "threads": torch.get_num_threads(), "min_seconds": seconds, "quick": quick,

@@ -1,15 +1,22 @@
 """`fewshot-mann` command line: train, evaluate, bench, report.
 
 Every train flag maps onto a config field; precedence is defaults < --config TOML < flags.
-Expected failures (bad input, missing data, bad checkpoint) print one clear line and exit 2.
+Expected failures (bad input, missing data, bad checkpoint) print one clear line and exit 2
+(the traceback too with FEWSHOT_MANN_DEBUG=1); warnings such as skipped files print as
+"fewshot-mann <command>: warning: ...".
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+DEBUG_ENV = "FEWSHOT_MANN_DEBUG"  # set to get the traceback of an expected error
 
 # flag -> (config section, field, type, help)
 TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
@@ -96,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cache-dir", default=None)
     ev.add_argument("--dataset", default=None, help="override the dataset location, e.g. "
                     "folder:PATH on another machine (the classes must match the split)")
+    ev.add_argument("--min-images", choices=["error", "skip"], default=None,
+                    help="test classes with fewer images than the presentations: stop, or "
+                         "leave them out (default: as in training)")
     ev.add_argument("--quiet", action="store_true")
 
     bench = sub.add_parser("bench", help="throughput of both memory backends",
@@ -115,11 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace):
-    from .config import Config, replace
+def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The settings a train command line names: its --config file's, then its flags' (which
+    win), by config section. Settings it does not name keep their defaults."""
+    from .config import ConfigError, read_toml
 
-    cfg = Config.from_toml(args.config) if args.config else Config()
-    sections: dict[str, dict] = {}
+    sections = read_toml(args.config) if args.config else {}
+    for name, values in sections.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{args.config}: [{name}] must be a table")
     for flag, (section, name, _, _) in TRAIN_FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
@@ -130,15 +144,17 @@ def config_from_args(args: argparse.Namespace):
         sections.setdefault("data", {})["rotate_classes"] = False
     if args.no_key_strength:
         sections.setdefault("model", {})["key_strength"] = False
-    return replace(cfg, **sections)
+    return sections
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .config import Config
     from .train import Trainer
 
-    cfg = config_from_args(args)
-    trainer = Trainer(cfg, args.out, resume=args.resume, stop_accuracy=args.stop_accuracy,
-                      progress=not args.quiet)
+    requested = requested_settings(args)
+    trainer = Trainer(Config.from_dict(requested), args.out, resume=args.resume,
+                      stop_accuracy=args.stop_accuracy, progress=not args.quiet,
+                      requested=requested)
     history = trainer.run()
     last = next((r for r in reversed(history) if "heldout_instance_accuracy" in r), None)
     if last and not args.quiet:
@@ -156,7 +172,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         presentations=args.presentations, batch_size=args.batch_size,
                         seed=args.seed, device=args.device, backend=args.backend,
                         data_overrides={"data_root": args.data_root,
-                                        "cache_dir": args.cache_dir, "dataset": args.dataset},
+                                        "cache_dir": args.cache_dir, "dataset": args.dataset,
+                                        "min_images": args.min_images},
                         progress=not args.quiet)
     return 0
 
@@ -181,14 +198,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench}
-    try:
-        return handlers[args.command](args)
-    except USER_ERRORS as err:
-        print(f"fewshot-mann {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_printer(args.command)
+        try:
+            return handlers[args.command](args)
+        except USER_ERRORS as err:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            print(f"fewshot-mann {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+def _warning_printer(command: str) -> Callable[..., None]:
+    """Warnings (skipped files, left-out classes) as one plain report, not a source line."""
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        print(f"fewshot-mann {command}: warning: {message}", file=sys.stderr)
+    return show
 
 
 if __name__ == "__main__":

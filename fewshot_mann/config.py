@@ -13,6 +13,7 @@ config fails before any data is read.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -115,14 +116,7 @@ class Config:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Config:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path}: not valid TOML: {err}") from err
-        return cls.from_dict(raw)
+        return cls.from_dict(read_toml(path))
 
     def to_toml(self) -> str:
         lines = []
@@ -148,6 +142,10 @@ class Config:
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for section, values in self.to_dict().items():
+            for key, value in values.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ConfigError(f"{section}.{key} must be a finite number, got {value}")
         _choice("data.channels", d.channels, (1, 3))
         _choice("data.min_images", d.min_images, ("error", "skip"))
         _choice("data.bad_files", d.bad_files, ("error", "skip"))
@@ -173,6 +171,17 @@ class Config:
         if t.warmup_steps < 0 or t.grad_clip < 0 or t.threads < 0:
             raise ConfigError("train.warmup_steps, train.grad_clip and train.threads must be >= 0")
         return self
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The sections a TOML config file sets, as written (unchecked beyond TOML syntax)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:
@@ -212,4 +221,4 @@ def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
 
 
 __all__ = ["Config", "ConfigError", "DataConfig", "EpisodeConfig", "ModelConfig", "TrainConfig",
-           "replace"]
+           "read_toml", "replace"]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from .checkpoint import CheckpointError
 from .config import ConfigError
+from .data.folder import DatasetError
 from .data.omniglot import DataNotFoundError
 from .data.splits import SplitError
 from .train import TrainingDiverged
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, CheckpointError, DataNotFoundError, SplitError, TrainingDiverged,
+    ConfigError, CheckpointError, DataNotFoundError, DatasetError, SplitError, TrainingDiverged,
     FileExistsError, FileNotFoundError, ValueError, OSError,
 )

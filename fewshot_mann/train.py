@@ -7,7 +7,8 @@
     model.pt          at the end: config + split + weights only (small; `evaluate` takes it)
     train_log.jsonl   one JSON record per log interval and per held-out evaluation
 A run resumes from `checkpoint.pt` with `resume=True` and then continues exactly as if it had
-never stopped: same batches, same parameters.
+never stopped: same batches, same parameters. A NaN or infinite loss or gradient stops the run
+with `TrainingDiverged` before the bad update, leaving the last checkpoint as it was.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from .config import Config
-from .data import ClassSplit, DatasetError, ImageSet, load_dataset, make_split, resolve
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_config,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
+from .config import Config, ConfigError, replace
+from .data import DatasetError, ImageSet, load_dataset, make_split, resolve
 from .episodes import EpisodeSampler, LabelCode
 from .evaluate import evaluate
 from .metrics import episode_loss, presentation_accuracy, step_correct
@@ -34,6 +41,11 @@ from .models import build_model
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 LOG = "train_log.jsonl"
+# what a resumed run may change: where it runs and finds its data, its schedule and cadence
+RESUMABLE = {("data", key) for key in ("data_root", "cache_dir", "download")} | {
+    ("train", key) for key in ("steps", "lr", "lr_min", "warmup_steps", "grad_clip", "device",
+                               "threads", "eval_every", "eval_episodes", "checkpoint_every",
+                               "log_every")}
 
 
 class TrainingDiverged(RuntimeError):
@@ -43,9 +55,12 @@ class TrainingDiverged(RuntimeError):
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
     return device
 
 
@@ -102,16 +117,21 @@ class Trainer:
     resume: bool = False
     stop_accuracy: float = 0.0  # stop once held-out 2nd-presentation accuracy reaches this
     progress: bool = True
+    # on resume, the settings asked for by section (the CLI's flags and --config); None: all of
+    # cfg. They must agree with the checkpoint's, except the RESUMABLE ones, which are adopted.
+    requested: dict[str, dict[str, Any]] | None = None
     step: int = 0
+    saved_step: int | None = None  # the step checkpoint.pt holds
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         ckpt_path = self.out_dir / CHECKPOINT
-        payload = None
+        payload, saved_split = None, None
         if self.resume:
             payload = load_checkpoint(ckpt_path)
-            self._adopt_checkpoint_config(Config.from_dict(payload["config"]))
+            saved, saved_split = checkpoint_config(payload, ckpt_path)
+            self._adopt_checkpoint_config(saved)
         elif ckpt_path.exists():
             raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or "
                                   f"choose another --out")
@@ -122,10 +142,12 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
 
         self.imageset = load_dataset(cfg.data)
-        self.split = (ClassSplit.from_dict(payload["split"]) if payload
-                      else make_split(cfg.data, self.imageset))
+        self.split = saved_split or make_split(cfg.data, self.imageset)
         self.train_sampler = make_sampler(cfg, self.imageset, self.split.train, side="train",
                                           device=self.device, seed=cfg.train.seed)
+        self.heldout = make_sampler(cfg, self.imageset, self.split.heldout,
+                                    side="val" if self.split.val else "test",
+                                    device=self.device, seed=cfg.train.seed + 1)
         self.code = self.train_sampler.code
         self.model = build_model(cfg.model, self.imageset.image_shape, self.code).to(self.device)
         self.optimizer = self._make_optimizer()
@@ -139,10 +161,21 @@ class Trainer:
 
     # ---- set-up ------------------------------------------------------------------------------
     def _adopt_checkpoint_config(self, saved: Config) -> None:
-        """On resume the checkpoint's config rules; only the step budget may grow."""
-        steps = max(self.cfg.train.steps, saved.train.steps)
-        self.cfg = saved
-        self.cfg.train.steps = steps
+        """On resume the checkpoint's config rules: the RESUMABLE settings requested replace
+        its own, any other requested setting must equal its own."""
+        requested = self.cfg.to_dict() if self.requested is None else self.requested
+        have = saved.to_dict()
+        conflicts = [f"{section}.{key} = {value!r} (the run has {have[section][key]!r})"
+                     for section, values in requested.items() for key, value in values.items()
+                     if (section, key) not in RESUMABLE and value != have[section][key]]
+        if conflicts:
+            raise ConfigError(f"{self.out_dir} was trained with another configuration; a "
+                              f"resumed run keeps its own, so drop or fix "
+                              f"{', '.join(conflicts)}")
+        adopted = {section: {key: value for key, value in values.items()
+                             if (section, key) in RESUMABLE}
+                   for section, values in requested.items()}
+        self.cfg = replace(saved, **adopted)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         t = self.cfg.train
@@ -160,17 +193,17 @@ class Trainer:
             torch.set_rng_state(payload["torch_rng"])
         except (KeyError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{path}: optimiser or RNG state unusable: {err}") from err
-        self.step = int(payload["step"])
+        self.step = self.saved_step = int(payload["step"])
         self.history = list(payload.get("history", []))
         self._truncate_log(self.step)
 
     def _truncate_log(self, step: int) -> None:
-        """Drop log records written after the checkpoint (they will be written again)."""
+        """Drop log records written after the checkpoint (they will be written again), and a
+        last line cut short by a crash."""
         log = self.out_dir / LOG
         if not log.exists():
             return
-        kept = [line for line in log.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
+        kept = [line for line in log.read_text().splitlines() if _logged_step(line) <= step]
         log.write_text("".join(line + "\n" for line in kept))
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -182,27 +215,34 @@ class Trainer:
         batch = self.train_sampler.sample(self.cfg.train.batch_size)
         logits = self.model(batch.images, batch.prev_labels)
         loss = episode_loss(logits, batch.targets)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss became {loss.item()} at step {self.step + 1}; training stopped. The last "
-                f"good checkpoint is {self.out_dir / CHECKPOINT} (lower --lr or "
-                f"--grad-clip and --resume)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        # clipping at +inf (grad_clip = 0) scales by exactly 1: the norm, for the check, alone
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                              self.cfg.train.grad_clip or math.inf)
+        loss_value, norm_value = torch.stack([loss.detach(), norm]).tolist()  # one sync
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            raise TrainingDiverged(self._divergence_message(loss_value, norm_value))
         self.optimizer.step()
         self.step += 1
-        return loss.item(), step_correct(logits, batch.targets), batch.presentation
+        return loss_value, step_correct(logits, batch.targets), batch.presentation
+
+    def _divergence_message(self, loss: float, norm: float) -> str:
+        what = (f"the loss became {loss}" if not math.isfinite(loss)
+                else f"the gradient norm became {norm}")
+        if self.saved_step is None:
+            kept = ("no checkpoint had been written yet: start again with a lower --lr or a "
+                    "--grad-clip")
+        else:
+            kept = (f"{self.out_dir / CHECKPOINT} keeps step {self.saved_step}, the last good "
+                    f"checkpoint: --resume from it with a lower --lr or a --grad-clip")
+        return f"{what} at step {self.step + 1}; training stopped before that update. {kept}"
 
     def run(self, stop_at: int | None = None) -> list[dict[str, Any]]:
         """Train to `train.steps` (or pause at step `stop_at`, checkpointed); returns the log."""
         t = self.cfg.train
         last = min(t.steps, stop_at or t.steps)
-        heldout = make_sampler(self.cfg, self.imageset, self.split.heldout,
-                               side="val" if self.split.val else "test",
-                               device=self.device, seed=t.seed + 1)
-        heldout_state = heldout.generator.get_state()
+        reached = False
         K = self.cfg.episodes.presentations
         window: list[tuple[float, torch.Tensor]] = []
         started, start_step = time.perf_counter(), self.step
@@ -227,8 +267,8 @@ class Trainer:
             }
             window.clear()
             if eval_now:
-                heldout.generator.set_state(heldout_state)  # the same held-out episodes each time
-                result = evaluate(self.model, heldout, t.eval_episodes,
+                self.heldout.generator.manual_seed(t.seed + 1)  # the same episodes each time
+                result = evaluate(self.model, self.heldout, t.eval_episodes,
                                   batch_size=min(t.eval_episodes, 256))
                 self.model.train()
                 record["heldout_instance_accuracy"] = result.instance_accuracy
@@ -270,8 +310,17 @@ class Trainer:
                         optimizer=self.optimizer.state_dict(), history=self.history,
                         sampler_rng=self.train_sampler.generator.get_state(),
                         torch_rng=torch.get_rng_state())
+        self.saved_step = self.step
 
     def save_model(self) -> None:
         """The trained model alone (config, split, weights; no optimiser): small enough to share,
         and accepted by `evaluate` like a full checkpoint."""
         save_checkpoint(self.out_dir / MODEL, **self._description())
+
+
+def _logged_step(line: str) -> float:
+    """The step of a train_log.jsonl record; +inf for a blank or unreadable (cut) line."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf

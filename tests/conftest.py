@@ -29,3 +29,48 @@ def omniglot(data_root, cache_dir):
     from fewshot_mann.data.omniglot import load_omniglot
 
     return load_omniglot(data_root, cache_dir, image_size=20)
+
+
+def write_image_tree(data_root: Path, out: Path, alphabet: str, classes: int) -> Path:
+    """The first `classes` characters of an Omniglot alphabet rewritten as a plain custom
+    dataset, out/<class>/<image>, with nothing Omniglot-like left: plain names and, in turn,
+    1-bit PNG, RGB JPEG, inverted grayscale BMP, palette GIF and RGBA WebP files of five
+    different sizes (not all square)."""
+    from PIL import Image, ImageOps
+
+    source = data_root / "omniglot-py" / "images_background" / alphabet
+    for c, char_dir in enumerate(sorted(source.iterdir())[:classes]):
+        folder = out / f"{alphabet[:4].lower()}{c:02d}"
+        folder.mkdir(parents=True)
+        for i, png in enumerate(sorted(char_dir.glob("*.png"))):
+            gray = Image.open(png).convert("L")
+            kind = i % 5
+            if kind == 0:
+                Image.open(png).save(folder / f"{i:02d}.png")
+            elif kind == 1:
+                gray.convert("RGB").resize((64, 48)).save(folder / f"{i:02d}.jpg", quality=90)
+            elif kind == 2:
+                ImageOps.invert(gray).resize((50, 50)).save(folder / f"{i:02d}.bmp")
+            elif kind == 3:
+                gray.convert("P").resize((80, 80)).save(folder / f"{i:02d}.gif")
+            else:
+                gray.convert("RGBA").resize((30, 40)).save(folder / f"{i:02d}.webp")
+    return out
+
+
+@pytest.fixture(scope="session")
+def image_tree(data_root, tmp_path_factory) -> Path:
+    """A read-only-by-convention custom dataset: 16 classes of 20 mixed images; copy it before
+    changing it (shutil.copytree)."""
+    root = tmp_path_factory.mktemp("tree") / "symbols"
+    write_image_tree(data_root, root, "Tagalog", 8)
+    write_image_tree(data_root, root, "Blackfoot_(Canadian_Aboriginal_Syllabics)", 8)
+    return root
+
+
+@pytest.fixture(scope="session")
+def omniglot28(data_root, cache_dir):
+    """Omniglot at 28x28, the size of the standard N-way K-shot benchmark (Vinyals et al.)."""
+    from fewshot_mann.data.omniglot import load_omniglot
+
+    return load_omniglot(data_root, cache_dir, image_size=28)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ..config import DataConfig
-from .folder import DatasetError, FolderDataset, custom_split
+from .folder import DatasetError, FolderDataset
 from .imageset import ImageSet
 from .omniglot import DataNotFoundError, load_omniglot
-from .splits import ClassSplit, SplitError, omniglot_split, resolve
+from .splits import ClassSplit, SplitError, custom_split, omniglot_split, resolve
 
 
 def load_dataset(cfg: DataConfig) -> ImageSet:
@@ -29,4 +29,4 @@ def make_split(cfg: DataConfig, imageset: ImageSet) -> ClassSplit:
 
 
 __all__ = ["ClassSplit", "DataNotFoundError", "DatasetError", "FolderDataset", "ImageSet",
-           "SplitError", "load_dataset", "make_split", "resolve"]
+           "SplitError", "custom_split", "load_dataset", "make_split", "resolve"]

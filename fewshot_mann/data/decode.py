@@ -23,15 +23,10 @@ def fingerprint(files: Sequence[Path], root: Path, extra: str) -> str:
 
 
 def decode_image(path: Path, size: int, channels: int, invert: bool) -> np.ndarray:
-    """One file -> (channels, size, size) uint8. Raises OSError/ValueError on unreadable files."""
+    """One file -> (channels, size, size) uint8. Raises on files Pillow cannot read."""
     with Image.open(path) as im:
         im.load()  # force the full decode here, so truncated files fail here
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA", "P", "PA") or (im.mode == "P" and "transparency" in im.info):
-            # composite transparent images on white, the usual "paper" background
-            rgba = im.convert("RGBA")
-            im = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-        im = im.convert("L" if channels == 1 else "RGB")
+        im = to_mode(ImageOps.exif_transpose(im), channels)
         if invert:
             im = ImageOps.invert(im)
         im = im.resize((size, size), Image.Resampling.LANCZOS)
@@ -39,9 +34,32 @@ def decode_image(path: Path, size: int, channels: int, invert: bool) -> np.ndarr
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
+def to_mode(im: Image.Image, channels: int) -> Image.Image:
+    """Any Pillow mode -> 8-bit "L" (channels=1) or "RGB" (channels=3).
+
+    16-bit images are scaled by 1/257 and 32-bit integer or float images stretched from their
+    own min..max (Pillow's convert would clip them at 255); transparency is composited on white,
+    the usual "paper" background.
+    """
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        pixels = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        if im.mode.startswith("I;16"):
+            pixels /= 257.0
+        else:
+            low, high = pixels.min(), pixels.max()
+            pixels = (pixels - low) * (255.0 / (high - low)) if high > low else pixels * 0
+        im = Image.fromarray(np.round(pixels).astype(np.uint8), "L")
+    if "A" in im.getbands() or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    if im.mode not in ("1", "L", "RGB"):  # CMYK, YCbCr, LAB, HSV, RGBA...: via RGB
+        im = im.convert("RGB")
+    return im.convert("L" if channels == 1 else "RGB")
+
+
 def decode_files(files: Sequence[Path], size: int, channels: int, invert: bool,
                  desc: str) -> tuple[torch.Tensor, list[tuple[Path, str]]]:
-    """Decode many files with a progress bar.
+    """Decode many files, with a progress bar in a terminal.
 
     Returns (images (n_ok, C, size, size) uint8, failures [(path, reason)]), the images in the
     order of `files` with the failures left out.
@@ -49,12 +67,12 @@ def decode_files(files: Sequence[Path], size: int, channels: int, invert: bool,
     def one(path: Path) -> np.ndarray | str:
         try:
             return decode_image(path, size, channels, invert)
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
+        except Exception as err:  # Pillow's parsers raise many kinds of error on bad files
             return f"{type(err).__name__}: {err}"
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(tqdm(pool.map(one, files), total=len(files), desc=desc, unit="img",
-                            leave=False, mininterval=1.0))
+                            leave=False, mininterval=1.0, disable=None))  # None: terminals only
     ok = [r for r in results if isinstance(r, np.ndarray)]
     failures = [(p, r) for p, r in zip(files, results, strict=True) if isinstance(r, str)]
     images = torch.from_numpy(np.stack(ok)) if ok else torch.zeros(0, channels, size, size,

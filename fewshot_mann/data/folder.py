@@ -22,9 +22,12 @@ from pathlib import Path
 
 import torch
 
+from ..config import default_cache_dir
 from .decode import decode_files, fingerprint
 from .imageset import ImageSet
-from .splits import ClassSplit, SplitError, ratio_split
+from .splits import ClassSplit, custom_split
+
+SHOWN = 20  # unreadable files listed by name in a report
 
 
 class DatasetError(ValueError):
@@ -35,7 +38,7 @@ class DatasetError(ValueError):
 class FolderDataset:
     """A custom dataset, ready for episodes. Usable from a notebook:
 
-        ds = FolderDataset.from_spec("folder:my_images", image_size=28)
+        ds = FolderDataset.from_spec("folder:my_images", image_size=20)
         split = ds.split("ratio:0.75", seed=0)
         print(ds.imageset.num_classes, ds.skipped)
     """
@@ -44,54 +47,48 @@ class FolderDataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
 
     @classmethod
-    def from_spec(cls, spec: str, image_size: int = 28, channels: int = 1,
-                  cache_dir: str | Path = "data/cache", bad_files: str = "skip") -> FolderDataset:
+    def from_spec(cls, spec: str, image_size: int = 20, channels: int = 1,
+                  cache_dir: str | Path | None = None, bad_files: str = "skip") -> FolderDataset:
+        """`folder:PATH[,PATH...]` or `csv:FILE` -> the decoded dataset (from the cache when it
+        is current; `cache_dir` defaults to $FEWSHOT_MANN_CACHE or data/cache)."""
         kind, _, target = spec.partition(":")
-        if kind == "folder" and target:
-            entries = list_folders([Path(p) for p in target.split(",")])
-        elif kind == "csv" and target:
-            entries = read_manifest(Path(target))
+        paths = [Path(p).expanduser() for p in target.split(",")] if target else []
+        if kind == "folder" and paths:
+            entries = list_folders(paths)
+        elif kind == "csv" and len(paths) == 1:
+            entries = read_manifest(paths[0])
         else:
             raise DatasetError(f"dataset {spec!r}: use folder:PATH[,PATH...] or csv:FILE")
-        return cls.from_entries(entries, image_size, channels, cache_dir, bad_files,
-                                label=spec)
+        source = f"{kind}:" + ",".join(str(p.resolve()) for p in paths)
+        return cls.from_entries(entries, image_size, channels, cache_dir, bad_files, source)
 
     @classmethod
-    def from_entries(cls, entries: Sequence[tuple[Path, str]], image_size: int, channels: int,
-                     cache_dir: str | Path, bad_files: str, label: str) -> FolderDataset:
-        """(file, class name) pairs -> decoded dataset, through the cache."""
+    def from_entries(cls, entries: Sequence[tuple[Path, str]], image_size: int = 20,
+                     channels: int = 1, cache_dir: str | Path | None = None,
+                     bad_files: str = "skip", source: str = "entries") -> FolderDataset:
+        """(file, class name) pairs -> the decoded dataset, through a cache named by `source`."""
         if bad_files not in ("skip", "error"):
             raise DatasetError(f"bad_files must be 'skip' or 'error', got {bad_files!r}")
-        files = [p for p, _ in entries]
-        root = Path("/")
-        absolute = [p.resolve() for p in files]
+        files = [Path(p).resolve() for p, _ in entries]
         settings = f"folder-v1 size={image_size} channels={channels} classes=" + "|".join(
             name for _, name in entries)
-        key = fingerprint(absolute, root, extra=settings)
-        cache = Path(cache_dir) / (
-            f"custom-{hashlib.sha256(label.encode()).hexdigest()[:12]}-{image_size}px-"
+        key = fingerprint(files, Path("/"), extra=settings)
+        cache = Path(cache_dir if cache_dir is not None else default_cache_dir()) / (
+            f"custom-{hashlib.sha256(source.encode()).hexdigest()[:12]}-{image_size}px-"
             f"c{channels}.pt")
         imageset = ImageSet.load(cache, key)
         if imageset is None:
-            images, failures = decode_files(absolute, image_size, channels, invert=False,
-                                            desc=f"decoding {label}")
+            images, failures = decode_files(files, image_size, channels, invert=False,
+                                            desc=f"decoding {source}")
             failed = {p for p, _ in failures}
-            kept = [name for p, (_, name) in zip(absolute, entries, strict=True)
-                    if p not in failed]
+            kept = [name for p, (_, name) in zip(files, entries, strict=True) if p not in failed]
             imageset = _group(images, kept, [(str(p), why) for p, why in failures])
             imageset.save(cache, key)
-        if imageset.skipped and bad_files == "error":
-            listed = "\n".join(f"  {p}: {why}" for p, why in imageset.skipped[:20])
-            raise DatasetError(f"{len(imageset.skipped)} files could not be read as images "
-                               f"(pass --bad-files skip to leave them out):\n{listed}")
-        if imageset.skipped:
-            listed = "\n".join(f"  {p}: {why}" for p, why in imageset.skipped[:20])
-            more = len(imageset.skipped) - 20
-            warnings.warn(f"skipped {len(imageset.skipped)} unreadable files:\n{listed}"
-                          + (f"\n  ... and {more} more" if more > 0 else ""), stacklevel=2)
+        _report_skipped(imageset, {name for _, name in entries}, bad_files)
         return cls(imageset, list(imageset.skipped))
 
     def split(self, spec: str, seed: int = 0) -> ClassSplit:
+        """`ratio:F[,V]` with a seed, or `lists:DIR`: see `splits.custom_split`."""
         return custom_split(spec, self.imageset.class_names, seed)
 
 
@@ -107,10 +104,15 @@ def list_folders(roots: Sequence[Path]) -> list[tuple[Path, str]]:
             raise DatasetError(f"dataset folder does not exist: {root}")
         if not root.is_dir():
             raise DatasetError(f"dataset path is not a folder: {root}")
-        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        visible = [p for p in sorted(root.iterdir()) if not p.name.startswith(".")]
+        class_dirs = [p for p in visible if p.is_dir()]
         if not class_dirs:
             raise DatasetError(f"{root} holds no class sub-folders (expected "
                                f"{root}/<class>/<image files>)")
+        loose = len(visible) - len(class_dirs)
+        if loose:
+            warnings.warn(f"{loose} files directly in {root} are in no class folder; ignored",
+                          stacklevel=3)
         for class_dir in class_dirs:
             files = sorted(p for p in class_dir.rglob("*") if p.is_file() and
                            not any(part.startswith(".") for part in p.relative_to(root).parts))
@@ -127,17 +129,22 @@ def read_manifest(path: Path) -> list[tuple[Path, str]]:
     """A CSV with a header `path,label`; relative paths are relative to the CSV's folder."""
     if not path.is_file():
         raise DatasetError(f"manifest not found: {path}")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
             raise DatasetError(f"{path}: the header must name the columns 'path' and 'label', "
                                f"found {reader.fieldnames}")
-        entries = []
+        entries, first_line = [], {}
         for line, row in enumerate(reader, start=2):
-            if not row["path"] or not row["label"]:
+            file, label = (row["path"] or "").strip(), (row["label"] or "").strip()
+            if not file or not label:
                 raise DatasetError(f"{path}:{line}: empty path or label")
-            file = Path(row["path"])
-            entries.append((file if file.is_absolute() else path.parent / file, row["label"]))
+            full = (path.parent / file).resolve()
+            if full in first_line:
+                raise DatasetError(f"{path}:{line}: {file} is listed twice (first on line "
+                                   f"{first_line[full]})")
+            first_line[full] = line
+            entries.append((full, label))
     if not entries:
         raise DatasetError(f"{path}: no rows")
     missing = [str(p) for p, _ in entries if not p.is_file()]
@@ -150,8 +157,8 @@ def _group(images: torch.Tensor, names: list[str], skipped: list[tuple[str, str]
     """Reorder decoded images so each class is contiguous (classes sorted by name)."""
     classes = sorted(set(names))
     if not classes:
-        raise DatasetError("none of the files could be read as an image:\n" + "\n".join(
-            f"  {p}: {why}" for p, why in skipped[:20]))
+        raise DatasetError("none of the files could be read as an image:\n"
+                           + _listing(skipped))
     index = {c: i for i, c in enumerate(classes)}
     label = torch.tensor([index[n] for n in names])
     order = torch.argsort(label, stable=True)
@@ -159,31 +166,23 @@ def _group(images: torch.Tensor, names: list[str], skipped: list[tuple[str, str]
     return ImageSet(images[order], classes, counts, ["custom"] * len(classes), skipped)
 
 
-def custom_split(spec: str, class_names: list[str], seed: int) -> ClassSplit:
-    """`ratio:F` (fraction F of classes for training, the rest for test; `ratio:F,V` keeps a
-    fraction V for validation) or `lists:DIR` (DIR/train.txt, DIR/test.txt, DIR/val.txt)."""
-    kind, _, arg = spec.partition(":")
-    if kind == "ratio":
-        try:
-            fractions = [float(x) for x in arg.split(",")]
-        except ValueError:
-            raise SplitError(f"split {spec!r}: use ratio:0.8 or ratio:0.7,0.1") from None
-        return ratio_split(class_names, fractions[0], seed,
-                           fractions[1] if len(fractions) > 1 else 0.0)
-    if kind == "lists":
-        folder = Path(arg)
-        parts = {}
-        for part in ("train", "test", "val"):
-            file = folder / f"{part}.txt"
-            if part != "val" and not file.is_file():
-                raise SplitError(f"split {spec!r}: {file} not found")
-            parts[part] = ([ln.strip() for ln in file.read_text().splitlines() if ln.strip()]
-                           if file.is_file() else [])
-        known = set(class_names)
-        for part, ids in parts.items():
-            unknown = [c for c in ids if c not in known]
-            if unknown:
-                raise SplitError(f"split {spec!r}: {part}.txt names {len(unknown)} classes the "
-                                 f"data lacks, e.g. {unknown[:3]}")
-        return ClassSplit(f"lists:{folder}", parts["train"], parts["test"], parts["val"])
-    raise SplitError(f"split {spec!r} is not usable with custom data; use ratio:F or lists:DIR")
+def _report_skipped(imageset: ImageSet, listed_classes: set[str], bad_files: str) -> None:
+    """Unreadable files: a DatasetError (bad_files="error") or a warning naming them."""
+    if not imageset.skipped:
+        return
+    summary = f"{len(imageset.skipped)} files could not be read as images"
+    emptied = sorted(listed_classes - set(imageset.class_names))
+    if emptied:
+        summary += f" ({len(emptied)} classes had no readable image and are left out, " \
+                   f"e.g. {emptied[:3]})"
+    if bad_files == "error":
+        raise DatasetError(f"{summary}; pass --bad-files skip to leave them out:\n"
+                           + _listing(imageset.skipped))
+    warnings.warn(f"{summary}; skipped:\n" + _listing(imageset.skipped), stacklevel=3)
+
+
+def _listing(skipped: list[tuple[str, str]]) -> str:
+    lines = [f"  {p}: {why}" for p, why in skipped[:SHOWN]]
+    if len(skipped) > SHOWN:
+        lines.append(f"  ... and {len(skipped) - SHOWN} more")
+    return "\n".join(lines)

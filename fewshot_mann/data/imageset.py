@@ -2,8 +2,8 @@
 
 Omniglot and custom folders both end up here, so the episode sampler never knows where the
 images came from. Images of a class are contiguous: class `c` owns rows
-`offsets[c] : offsets[c] + counts[c]`. Pixel values are uint8 with the *foreground high*
-(Omniglot strokes = 255, background = 0).
+`offsets[c] : offsets[c] + counts[c]`. Pixel values are uint8; Omniglot is inverted so that
+its strokes are 255 on 0, custom images keep the polarity of their files.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ class ImageSet:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
 
     def class_index(self, name: str) -> int:
         try:

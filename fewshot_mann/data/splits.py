@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -46,6 +47,11 @@ class ClassSplit:
             raise SplitError(f"split {self.name!r} needs training and test classes "
                              f"(has {len(self.train)} train, {len(self.test)} test)")
         sides = {"train": self.train, "val": self.val, "test": self.test}
+        for side, ids in sides.items():
+            repeated = sorted(c for c, n in Counter(ids).items() if n > 1)
+            if repeated:
+                raise SplitError(f"split {self.name!r}: {len(repeated)} {side} classes are "
+                                 f"listed more than once, e.g. {repeated[:3]}")
         bases = {side: {base_name(c) for c in ids} for side, ids in sides.items()}
         for a, b in (("train", "test"), ("train", "val"), ("val", "test")):
             shared = bases[a] & bases[b]
@@ -80,14 +86,18 @@ def base_name(class_id: str) -> str:
 
 
 def resolve(imageset: ImageSet, class_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class ids -> (class index in `imageset`, rotation in quarter turns), both (n,) int64."""
-    index, rotation = [], []
-    for cid in class_ids:
-        head, _, tail = cid.rpartition("/")
-        turns = ROTATION_SUFFIXES.get(tail)
-        index.append(imageset.class_index(head if turns is not None else cid))
-        rotation.append(turns or 0)
-    return torch.tensor(index), torch.tensor(rotation)
+    """Class ids -> (class index in `imageset`, rotation in quarter turns), both (n,) int64.
+
+    Raises SplitError when the data lacks some of the classes (changed or other data)."""
+    bases = [base_name(cid) for cid in class_ids]
+    missing = [cid for cid, base in zip(class_ids, bases, strict=True) if base not in imageset]
+    if missing:
+        raise SplitError(f"{len(missing)} classes of the split are not in the data, e.g. "
+                         f"{missing[:3]}: is this the data the split was made for?")
+    index = [imageset.class_index(base) for base in bases]
+    rotation = [0 if base == cid else ROTATION_SUFFIXES[cid.rpartition("/")[2]]
+                for cid, base in zip(class_ids, bases, strict=True)]
+    return torch.tensor(index, dtype=torch.long), torch.tensor(rotation, dtype=torch.long)
 
 
 def _shipped(name: str, part: str) -> list[str]:
@@ -124,5 +134,43 @@ def ratio_split(class_names: list[str], train_fraction: float, seed: int,
     random.Random(seed).shuffle(names)
     n_train = round(train_fraction * len(names))
     n_val = round(val_fraction * len(names))
-    return ClassSplit(f"ratio:{train_fraction}", names[:n_train],
+    name = f"ratio:{train_fraction}" + (f",{val_fraction}" if val_fraction else "")
+    return ClassSplit(f"{name} (seed {seed})", names[:n_train],
                       names[n_train + n_val:], names[n_train:n_train + n_val])
+
+
+def custom_split(spec: str, class_names: list[str], seed: int) -> ClassSplit:
+    """The split of custom data: `ratio:F` (a fraction F of the classes, shuffled with `seed`,
+    for training, the rest for test), `ratio:F,V` (and a fraction V for validation), or
+    `lists:DIR` (class names one per line in DIR/train.txt, DIR/test.txt, optional DIR/val.txt).
+    """
+    kind, _, arg = spec.partition(":")
+    if kind == "ratio":
+        try:
+            fractions = [float(x) for x in arg.split(",")]
+        except ValueError:
+            fractions = []
+        if len(fractions) not in (1, 2):
+            raise SplitError(f"split {spec!r}: use ratio:0.8 (train fraction) or ratio:0.7,0.1 "
+                             f"(train and validation fractions)")
+        return ratio_split(class_names, fractions[0], seed, *fractions[1:])
+    if kind == "lists" and arg:
+        return list_split(Path(arg), class_names)
+    raise SplitError(f"split {spec!r} is not usable with custom data; use ratio:F or lists:DIR")
+
+
+def list_split(folder: Path, class_names: list[str]) -> ClassSplit:
+    """folder/train.txt, folder/test.txt and optional folder/val.txt, one class name a line."""
+    parts: dict[str, list[str]] = {}
+    for part in ("train", "test", "val"):
+        file = folder / f"{part}.txt"
+        if not file.is_file():
+            if part != "val":
+                raise SplitError(f"split lists:{folder}: {file} not found")
+            continue
+        parts[part] = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+        unknown = sorted(set(parts[part]) - set(class_names))
+        if unknown:
+            raise SplitError(f"split lists:{folder}: {part}.txt names {len(unknown)} classes "
+                             f"the data lacks, e.g. {unknown[:3]}")
+    return ClassSplit(f"lists:{folder}", parts["train"], parts["test"], parts.get("val", []))

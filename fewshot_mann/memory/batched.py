@@ -35,8 +35,12 @@ class BatchedLRUA(MemoryBackend):
         # zero the least-used slot, then eq. 23 for all heads as one batched matmul:
         # M_t = M_{t-1} * keep + (w^w)^T k    (B, N, H) @ (B, H, W) -> (B, N, W)
         keep = torch.ones_like(state.usage).scatter_(1, state.least_used.unsqueeze(1), 0.0)
-        memory = torch.baddbmm(state.memory * keep.unsqueeze(-1), write_weights.transpose(1, 2),
-                               keys)
+        if torch.is_grad_enabled():
+            memory = torch.baddbmm(state.memory * keep.unsqueeze(-1),
+                                   write_weights.transpose(1, 2), keys)
+        else:  # inference: overwrite the (B, N, W) memory in place, no new tensor per step
+            memory = state.memory.mul_(keep.unsqueeze(-1)).baddbmm_(
+                write_weights.transpose(1, 2), keys)
         # eq. 17 for all heads: (B, H, W) @ (B, W, N) -> (B, H, N)
         norms = memory.norm(dim=-1).unsqueeze(1) * keys.norm(dim=-1, keepdim=True)  # (B, H, N)
         cosine = torch.bmm(keys, memory.transpose(1, 2)) / (norms + EPS)

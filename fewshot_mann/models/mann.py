@@ -26,7 +26,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..episodes import LabelCode
-from ..memory import make_memory
+from ..memory import LRUAState, make_memory
 from .controller import LSTMController
 from .encoder import make_encoder
 
@@ -55,6 +55,12 @@ class MANN(nn.Module):
     def set_backend(self, backend: str) -> None:
         m = self.memory
         self.memory = make_memory(backend, m.slots, m.width, m.heads, m.gamma)
+        self.__dict__.pop("_step", None)  # a compiled step belongs to the old backend
+
+    def compile_step(self) -> None:
+        """torch.compile one time step (controller, heads and memory): fuses the many small
+        element-wise ops of a step. Compiles on first use (tens of seconds on a CPU)."""
+        self._step = torch.compile(self.step, dynamic=False)
 
     def forward(self, images: torch.Tensor, prev_labels: torch.Tensor) -> torch.Tensor:
         """images (B, T, D), prev_labels (B, T, G*S) -> logits (B, T, G, S)."""
@@ -64,17 +70,27 @@ class MANN(nn.Module):
         state = self.controller.initial_state(B, projected)
         memory = self.memory.initial_state(B, projected.device, projected.dtype)
         reads = projected.new_zeros(B, self.heads * self.width)  # r_0
+        step = getattr(self, "_step", self.step)
         outputs = []
         for step_input in projected.unbind(1):  # unbind: one backward stack, not T zero-fills
-            state = self.controller.step(step_input, reads, state)
-            h = state[0]
-            params = self.head_params(h).view(B, self.heads, self.width + 2)
-            keys = torch.tanh(params[..., :self.width])  # (B, H, W)
-            write_gates = torch.sigmoid(params[..., self.width])  # (B, H)
-            strengths = (1 + F.softplus(params[..., self.width + 1]) if self.key_strength
-                         else torch.ones_like(write_gates))
-            read_vectors, memory = self.memory.step(memory, keys, write_gates, strengths)
-            reads = read_vectors.flatten(1)
-            outputs.append(torch.cat([h, reads], dim=-1))
+            output, reads, state, memory = step(step_input, reads, state, memory)
+            outputs.append(output)
         logits = self.output(torch.stack(outputs, dim=1))
         return logits.view(B, T, self.code.groups, self.code.symbols)
+
+    def step(self, step_input: torch.Tensor, reads: torch.Tensor,
+             state: tuple[torch.Tensor, torch.Tensor], memory: LRUAState
+             ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor], LRUAState]:
+        """One time step. step_input (B, 4*controller) projected [x_t; y_{t-1}]; reads r_{t-1}
+        (B, H*W). Returns ([h_t; r_t] for the output layer, r_t, controller state, memory)."""
+        B = reads.shape[0]
+        state = self.controller.step(step_input, reads, state)
+        h = state[0]
+        params = self.head_params(h).view(B, self.heads, self.width + 2)
+        keys = torch.tanh(params[..., :self.width])  # (B, H, W)
+        write_gates = torch.sigmoid(params[..., self.width])  # (B, H)
+        strengths = (1 + F.softplus(params[..., self.width + 1]) if self.key_strength
+                     else torch.ones_like(write_gates))
+        read_vectors, memory = self.memory.step(memory, keys, write_gates, strengths)
+        reads = read_vectors.flatten(1)
+        return torch.cat([h, reads], dim=-1), reads, state, memory
