@@ -161,7 +161,15 @@ class EpisodeSampler:
         image = image.flatten(1).gather(1, order)  # (B, T)
         step_turns = turns.gather(1, classes)  # (B, T)
         images = self.pixels[step_turns, image].float().div_(255.0)  # (B, T, D)
-        labels = self.code.draw(B, N, g, dev)  # (B, N, G)
-        targets = labels.gather(1, classes.unsqueeze(-1).expand(-1, -1, self.code.groups))
-        return Episodes(images, targets, shift_labels(self.code, targets), classes,
-                        presentation_index(classes, N))
+        return label_episodes(images, classes, N, self.code, g)
+
+
+def label_episodes(images: torch.Tensor, classes: torch.Tensor, n_way: int, code: LabelCode,
+                   generator: torch.Generator) -> Episodes:
+    """Episodes from shuffled steps: images (B, T, D) showing classes (B, T) in 0..n_way-1.
+
+    Draws a fresh label per class and episode from `code` and builds the label inputs."""
+    labels = code.draw(images.shape[0], n_way, generator, images.device)  # (B, N, G)
+    targets = labels.gather(1, classes.unsqueeze(-1).expand(-1, -1, code.groups))
+    return Episodes(images, targets, shift_labels(code, targets), classes,
+                    presentation_index(classes, n_way))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .episodes import EpisodeSampler
+from .episodes import Episodes, EpisodeSampler
 from .metrics import episode_loss, mean_ci95, presentation_accuracy, step_correct
 
 SHOTS = (1, 5, 10)
@@ -39,27 +40,39 @@ class EvalResult:
         return asdict(self)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, sampler: EpisodeSampler, episodes: int, batch_size: int = 256,
              progress: bool = False) -> EvalResult:
     """Run `episodes` episodes from `sampler` through `model` in eval mode."""
     if episodes < 1:
         raise ValueError("need at least one evaluation episode")
+    sizes = [min(batch_size, episodes - done) for done in range(0, episodes, batch_size)]
+    batches = (sampler.sample(size) for size in sizes)  # drawn lazily, one batch at a time
+    return evaluate_episodes(model, batches, sampler.n_way, sampler.presentations,
+                             total=episodes, progress=progress)
+
+
+@torch.no_grad()
+def evaluate_episodes(model: nn.Module, batches: Iterable[Episodes], n_way: int,
+                      presentations: int, total: int | None = None,
+                      progress: bool = False) -> EvalResult:
+    """Run ready-made batches of episodes (on the model's device) through `model` in eval mode:
+    from a sampler, or from another task pipeline (`fewshot_mann.interop`)."""
     model.eval()
-    K = sampler.presentations
+    K = presentations
     per_episode, losses, done = [], [], 0
-    with tqdm(total=episodes, disable=not progress, unit="episode", desc="evaluate") as bar:
-        while done < episodes:
-            batch = sampler.sample(min(batch_size, episodes - done))
+    with tqdm(total=total, disable=not progress, unit="episode", desc="evaluate") as bar:
+        for batch in batches:
             logits = model(batch.images, batch.prev_labels)
             losses.append(episode_loss(logits, batch.targets).item() * batch.batch_size)
             correct = step_correct(logits, batch.targets)
             per_episode.append(presentation_accuracy(correct, batch.presentation, K).cpu())
             done += batch.batch_size
             bar.update(batch.batch_size)
+    if done == 0:
+        raise ValueError("need at least one evaluation episode")
     accuracy, ci = mean_ci95(torch.cat(per_episode))
     shots = [k for k in SHOTS if k < K]
-    return EvalResult(episodes=done, n_way=sampler.n_way, presentations=K,
+    return EvalResult(episodes=done, n_way=n_way, presentations=K,
                       loss=sum(losses) / done, instance_accuracy=accuracy, instance_ci95=ci,
                       shot_accuracy={str(k): accuracy[k] for k in shots},
                       shot_ci95={str(k): ci[k] for k in shots})

@@ -12,14 +12,19 @@ import matplotlib.pyplot as plt
 
 
 def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-                path: str | Path, title: str = "") -> Path:
-    """One line per model: accuracy (with a 95% CI band) against the presentation number."""
+                path: str | Path, title: str = "",
+                points: Mapping[str, Mapping[int, float]] | None = None) -> Path:
+    """One line per model: accuracy (with a 95% CI band) against the presentation number;
+    `points` adds unconnected markers, e.g. published numbers {name: {presentation: acc}}."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for name, (acc, ci) in curves.items():
         x = list(range(1, len(acc) + 1))
         ax.plot(x, [100 * a for a in acc], marker="o", ms=3, label=name)
         ax.fill_between(x, [100 * (a - c) for a, c in zip(acc, ci, strict=True)],
                         [100 * (a + c) for a, c in zip(acc, ci, strict=True)], alpha=0.2)
+    for name, marks in (points or {}).items():
+        ax.plot(list(marks), [100 * a for a in marks.values()], linestyle="none", marker="x",
+                ms=8, mew=2, color="black", label=name)
     ax.set_xlabel("presentation of the class in the episode")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)

@@ -1,0 +1,52 @@
+"""Prototypical Networks (Snell et al. 2017) on learn2learn's Omniglot CNN.
+
+    embedding   f(x): learn2learn's Omniglot CNN feature extractor (`ConvBase`: four blocks of
+                3x3 conv with 64 channels and stride 2, batch norm, ReLU; Finn et al. 2017),
+                then the mean over space: a 64-d vector per 28x28 image
+    prototypes  c_n = (1/K) sum_k f(x_{n,k})                          (Snell et al., eq. 1)
+    classifier  p(y = n | x) = softmax_n(-||f(x) - c_n||^2)            (eq. 2, squared Euclidean)
+    training    minimise -log p(y = true class | x) over the queries of training episodes
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from learn2learn.vision.models import ConvBase
+from torch import nn
+
+from .tasks import Tasks
+
+
+class ProtoNet(nn.Module):
+    def __init__(self, image_size: int = 28, hidden: int = 64, layers: int = 4) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.encoder = ConvBase(hidden=hidden, channels=1, max_pool=False, layers=layers)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(..., D) flat images -> (..., hidden) embeddings."""
+        x = images.reshape(-1, 1, self.image_size, self.image_size)
+        return self.encoder(x).mean(dim=(2, 3)).view(*images.shape[:-1], -1)
+
+    def class_logits(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """support (B, N, K, D), query (B, M, D) -> (B, M, N): minus the squared distance of
+        each query to each class prototype."""
+        prototypes = self.embed(support).mean(2)  # (B, N, E)
+        return -(self.embed(query).unsqueeze(2) - prototypes.unsqueeze(1)).pow(2).sum(-1)
+
+    def meta_loss(self, tasks: Tasks) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy and accuracy on the queries of a batch of training tasks."""
+        B, N, Q, _ = tasks.query.shape
+        logits = self.class_logits(tasks.support, tasks.query.flatten(1, 2))  # (B, N*Q, N)
+        target = torch.arange(N, device=logits.device).repeat_interleave(Q).expand(B, -1)
+        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten())
+        return loss, (logits.argmax(-1) == target).float().mean()
+
+    @torch.no_grad()
+    def predict(self, support: torch.Tensor, support_labels: torch.Tensor,
+                query: torch.Tensor) -> torch.Tensor:
+        """The `FewShotClassifier` interface; puts the network in eval mode."""
+        self.eval()
+        slot = self.class_logits(support, query).argmax(-1)  # (B, M): nearest prototype
+        return support_labels[:, :, 0].gather(1, slot)

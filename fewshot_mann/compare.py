@@ -1,0 +1,324 @@
+"""The comparison: which runs it needs, and how each method is scored on shared test episodes.
+
+Two protocols, each with one set of test episodes that every method sees (fixed seed):
+
+    santoro5, santoro15   Santoro et al. 2016 (sec. 4.1): the MANN, LSTM and feedforward
+                          networks on 10-presentation episodes of the santoro split's test
+                          classes, 5-way one-hot and 15-way five-hot labels; per-instance
+                          accuracy (`fewshot_mann.run_eval`)
+    5w1s, 5w5s, 20w1s,    standard N-way K-shot on the Vinyals test classes at 28x28
+    20w5s                 (`fewshot_mann.baselines.tasks`): the MANN reads the episode as a
+                          sequence and is scored on presentation K; ProtoNets, MAML and the
+                          scikit-learn baselines classify that same presentation from the K
+                          before it
+
+`PLAN` lists the runs: where each run's checkpoint lives (under a runs root), the command that
+trains it, and the configuration the checkpoint must have. `evaluate_run` scores a run's
+`model.pt` on its settings, or reports "not run" (no checkpoint, or one of another
+configuration): numbers are only ever measured, never filled in. Each score is a `Record`,
+written to <results>/compare/<method>/<setting>.json and reused by `--reuse` while the
+checkpoint's bytes and the episode count are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .baselines.checkpoint import load_baseline
+from .baselines.pixels import PIXEL_BASELINES
+from .baselines.tasks import SETTINGS, TEST_SEED, Setting, eval_episodes, score
+from .bench import device_name
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_config,
+    load_checkpoint,
+    model_from_checkpoint,
+)
+from .cli import TRAIN_FLAGS
+from .config import Config
+from .data.imageset import ImageSet
+from .data.omniglot import load_omniglot
+from .data.splits import omniglot_split
+from .evaluate import evaluate_episodes
+from .run_eval import evaluate_checkpoint
+from .train import pick_device
+
+MODEL = "model.pt"  # the file a finished run leaves (fewshot-mann train and baselines.train)
+SANTORO = {"santoro5": (5, "one-hot"), "santoro15": (15, "five-hot")}  # n_way, label code
+SANTORO_PRESENTATIONS = 10
+SANTORO_INSTANCES = (1, 2, 3, 4, 5, 10)
+STANDARD = {s.name: s for s in SETTINGS}
+SEQUENCE_MODELS = ("mann", "mann-conv", "lstm", "feedforward")
+BASELINE_TRAIN = "python -m fewshot_mann.baselines.train"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run and the settings its checkpoint is scored on."""
+
+    method: str
+    settings: tuple[str, ...]
+    folder: str | None  # under the runs root; None: nothing to train (scikit-learn)
+    command: str = ""  # trains it; {out} stands for the run folder
+    expect: tuple[tuple[str, Any], ...] = ()  # (config key, value) the checkpoint must have
+
+
+@dataclass
+class Record:
+    """The score of one method on one setting, and where it came from."""
+
+    method: str
+    setting: str
+    status: str  # "ok" | "not run"
+    reason: str = ""
+    episodes: int = 0
+    mean: float | None = None  # standard settings: accuracy on the K-shot queries
+    ci95: float | None = None
+    instance_accuracy: list[float] = field(default_factory=list)  # santoro: by presentation
+    instance_ci95: list[float] = field(default_factory=list)
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    checkpoint_committed: bool = False  # tracked by git and unchanged: a reused checkpoint
+    trained_steps: int | None = None
+    train_wall_s: float | None = None
+    train_machine: str | None = None
+    train_command: str = ""
+    eval_wall_s: float | None = None
+    machine: str = ""
+    torch: str = ""
+    eval_command: str = ""
+
+
+def _plan() -> tuple[Run, ...]:
+    """Step budgets fit a CPU: about 22 core-hours in all, from the seconds per step measured
+    on one core of an AMD EPYC with one torch thread (in the comments)."""
+    runs = []
+    # s/step, MANN / LSTM / feedforward: 5-way 0.097 / 0.032 / 0.008, 15-way 0.27 / 0.098 / 0.023
+    for kind in ("mann", "lstm", "feedforward"):
+        for group, (n_way, labels) in SANTORO.items():
+            runs.append(Run(
+                kind, (group,), f"{kind}-{group}",
+                f"fewshot-mann train --model {kind} --split santoro --n-way {n_way} "
+                f"--labels {labels} --steps 40000 --threads 1 --out {{out}}",
+                (("model.kind", kind), ("data.split", "santoro"),
+                 ("episodes.n_way", n_way), ("episodes.labels", labels))))
+    # s/step at 28x28: flat pixels 5-way 0.104, 20-way 0.38; conv encoder 1.53 and 6.6
+    budget = {("none", 5): 40000, ("none", 20): 20000, ("conv", 5): 6000, ("conv", 20): 1500}
+    for method, encoder in (("mann", "none"), ("mann-conv", "conv")):
+        for n_way in (5, 20):
+            runs.append(Run(
+                method, (f"{n_way}w1s", f"{n_way}w5s"), f"{method}-vinyals{n_way}",
+                f"fewshot-mann train --model mann --encoder {encoder} --split vinyals "
+                f"--image-size 28 --no-rotate --n-way {n_way} --labels one-hot "
+                f"--steps {budget[encoder, n_way]} --threads 1 --out {{out}}",
+                (("model.kind", "mann"), ("model.encoder", encoder),
+                 ("data.split", "vinyals"), ("episodes.n_way", n_way),
+                 ("episodes.labels", "one-hot"))))
+    # s/step, 60-way episodes with 5 queries: 1-shot 0.097, 5-shot 0.15
+    for shots in (1, 5):
+        runs.append(Run(
+            "protonet", (f"5w{shots}s", f"20w{shots}s"), f"protonet-{shots}shot",
+            f"{BASELINE_TRAIN} --method protonet --shots {shots} --steps 20000 --threads 1 "
+            f"--out {{out}}", (("method", "protonet"), ("shots", shots))))
+    # s/step: 5w1s 0.39, 5w5s 1.07 (second order); 20-way first order (second order costs
+    # about 3x): 20w1s 0.54, 20w5s 2.2
+    inner = {5: "--batch 32 --fast-lr 0.4 --adapt-steps 1 --test-adapt-steps 3",
+             20: "--batch 16 --fast-lr 0.1 --adapt-steps 5 --test-adapt-steps 5 --first-order"}
+    steps = {"5w1s": 10000, "5w5s": 5000, "20w1s": 10000, "20w5s": 3000}
+    for s in SETTINGS:
+        runs.append(Run(
+            "maml", (s.name,), f"maml-{s.name}",
+            f"{BASELINE_TRAIN} --method maml --ways {s.n_way} --shots {s.shots} "
+            f"{inner[s.n_way]} --steps {steps[s.name]} --threads 1 --out {{out}}",
+            (("method", "maml"), ("ways", s.n_way), ("shots", s.shots))))
+    runs += [Run(name, tuple(STANDARD), None) for name in PIXEL_BASELINES]
+    return tuple(runs)
+
+
+PLAN = _plan()
+
+
+@dataclass
+class Context:
+    """Where runs and data are, how many test episodes, and what this evaluation records."""
+
+    runs: Path
+    results: Path  # records go to results/compare/<method>/<setting>.json
+    episodes: int = 1000
+    data_root: str | None = None
+    cache_dir: str | None = None
+    device: str = "cpu"
+    reuse: bool = False
+    command: str = ""
+    progress: bool = True
+    _imagesets: dict[int, ImageSet] = field(default_factory=dict)
+
+    def imageset(self, size: int) -> ImageSet:
+        if size not in self._imagesets:
+            cfg = Config().data
+            self._imagesets[size] = load_omniglot(self.data_root or cfg.data_root,
+                                                  self.cache_dir or cfg.cache_dir, size)
+        return self._imagesets[size]
+
+    def record_path(self, method: str, setting: str) -> Path:
+        return self.results / "compare" / method / f"{setting}.json"
+
+
+def evaluate_plan(ctx: Context, plan: tuple[Run, ...] = PLAN) -> list[Record]:
+    return [record for run in plan for record in evaluate_run(run, ctx)]
+
+
+def evaluate_run(run: Run, ctx: Context) -> list[Record]:
+    """Score a run's checkpoint on each of its settings (or say why it cannot be)."""
+    path = ctx.runs / run.folder / MODEL if run.folder else None
+    base = Record(run.method, "", "ok", machine=device_name(pick_device(ctx.device)),
+                  torch=str(torch.__version__), eval_command=ctx.command)
+    if path is not None:
+        if not path.is_file():
+            return _not_run(run, path.parent, f"no checkpoint at {path}")
+        try:
+            _describe_checkpoint(base, run, path)
+        except (CheckpointError, KeyError, ValueError) as err:
+            return _not_run(run, path.parent, str(err))
+    records = []
+    for setting in run.settings:
+        record = _reused(ctx, base, setting)
+        if record is None:
+            record = Record(**{**asdict(base), "setting": setting})
+            started = time.perf_counter()
+            _score(run, path, setting, record, ctx)
+            record.eval_wall_s = round(time.perf_counter() - started, 2)
+            out = ctx.record_path(run.method, setting)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(asdict(record), indent=1) + "\n")
+        if ctx.progress:
+            print(f"{run.method:15} {setting:10} {_summary(record)}", flush=True)
+        records.append(record)
+    return records
+
+
+def _not_run(run: Run, folder: Path, reason: str) -> list[Record]:
+    return [Record(run.method, setting, "not run", reason=reason,
+                   train_command=run.command.format(out=folder)) for setting in run.settings]
+
+
+def _reused(ctx: Context, base: Record, setting: str) -> Record | None:
+    """The stored record, with --reuse, when it scored the same checkpoint bytes on as many
+    episodes."""
+    path = ctx.record_path(base.method, setting)
+    if not (ctx.reuse and path.is_file()):
+        return None
+    try:
+        stored = Record(**json.loads(path.read_text()))
+    except (TypeError, ValueError):  # unreadable or of another format: evaluate again
+        return None
+    same = (stored.status == "ok" and stored.episodes == ctx.episodes
+            and stored.checkpoint_sha256 == base.checkpoint_sha256)
+    return stored if same else None
+
+
+def _describe_checkpoint(record: Record, run: Run, path: Path) -> None:
+    """Fill in what the checkpoint says about its training; ValueError if it is not the
+    configuration the run asks for."""
+    if run.method in SEQUENCE_MODELS:
+        payload = load_checkpoint(path)
+        config, _ = checkpoint_config(payload, path)
+        have = {f"{section}.{key}": value
+                for section, values in config.to_dict().items() for key, value in values.items()}
+        record.train_command = _train_command(config, path.parent)
+        record.train_wall_s = _logged_elapsed(path.parent / "train_log.jsonl")
+    else:
+        payload = load_baseline(path)[1]
+        have = payload["train"]
+        record.train_command = payload["command"]
+        record.train_wall_s = payload["elapsed_s"]
+        record.train_machine = payload["machine"]
+    wrong = [f"{key} = {have.get(key)!r} (expected {value!r})" for key, value in run.expect
+             if have.get(key) != value]
+    if wrong:
+        raise ValueError(f"{path} is another configuration: {', '.join(wrong)}")
+    record.checkpoint = str(path)
+    record.checkpoint_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    record.checkpoint_committed = _committed(path)
+    record.trained_steps = int(payload["step"])
+
+
+def _score(run: Run, path: Path | None, setting: str, record: Record, ctx: Context) -> None:
+    device = pick_device(ctx.device)
+    if setting in SANTORO:
+        result = evaluate_checkpoint(
+            path, ctx.episodes, ctx.record_path(run.method, setting).with_suffix(""),
+            presentations=SANTORO_PRESENTATIONS, seed=TEST_SEED, device=ctx.device,
+            data_overrides={"data_root": ctx.data_root, "cache_dir": ctx.cache_dir},
+            progress=False)
+        record.episodes = result.episodes
+        record.instance_accuracy, record.instance_ci95 = (result.instance_accuracy,
+                                                          result.instance_ci95)
+        return
+    s: Setting = STANDARD[setting]
+    if run.method in SEQUENCE_MODELS:
+        model, cfg, _ = model_from_checkpoint(load_checkpoint(path), path)
+        imageset = ctx.imageset(cfg.data.image_size)
+        test = omniglot_split("vinyals", imageset).test
+        result = evaluate_episodes(model.to(device), eval_episodes(
+            imageset, test, s, ctx.episodes, device=device), s.n_way, s.presentations)
+        record.mean, record.ci95 = result.instance_accuracy[s.shots], result.instance_ci95[s.shots]
+        record.episodes = result.episodes
+        return
+    classifier = (PIXEL_BASELINES[run.method] if path is None
+                  else load_baseline(path)[0].to(device))
+    imageset = ctx.imageset(28)
+    test = omniglot_split("vinyals", imageset).test
+    result = score(classifier, eval_episodes(imageset, test, s, ctx.episodes, device=device),
+                   s.shots)
+    record.mean, record.ci95, record.episodes = result.mean, result.ci95, result.episodes
+
+
+def _train_command(cfg: Config, out: Path) -> str:
+    """A `fewshot-mann train` command that reproduces `cfg` (machine paths left out)."""
+    have, default = cfg.to_dict(), Config().to_dict()
+    args = ["fewshot-mann", "train"]
+    for flag, (section, key, _, _) in TRAIN_FLAGS.items():
+        if key not in ("data_root", "cache_dir") and have[section][key] != default[section][key]:
+            args += [flag, str(have[section][key])]
+    args += ["--no-rotate"] * (not cfg.data.rotate_classes)
+    args += ["--no-key-strength"] * (not cfg.model.key_strength)
+    return shlex.join([*args, "--out", str(out)])
+
+
+def _logged_elapsed(log: Path) -> float | None:
+    """Training wall-clock: the last `elapsed_s` of a run's train_log.jsonl."""
+    if not log.is_file():
+        return None
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1]).get("elapsed_s") if lines else None
+
+
+def _committed(path: Path) -> bool:
+    """Tracked by git and identical to the committed version."""
+    def git(*args: str) -> int:
+        return subprocess.run(["git", "-C", str(path.parent), *args], capture_output=True,
+                              check=False).returncode
+    try:
+        return (git("ls-files", "--error-unmatch", path.name) == 0
+                and git("diff", "--quiet", "HEAD", "--", path.name) == 0)
+    except OSError:  # no git
+        return False
+
+
+def _summary(record: Record) -> str:
+    if record.status != "ok":
+        return record.status
+    if record.instance_accuracy:
+        return "instances " + " ".join(f"{100 * record.instance_accuracy[i - 1]:.1f}"
+                                       for i in SANTORO_INSTANCES)
+    return f"{100 * record.mean:.2f} +- {100 * record.ci95:.2f} %"

@@ -1,0 +1,86 @@
+"""scripts/report.py end to end on tiny real checkpoints: measured where a run exists, "not run"
+where it does not (or holds another configuration), published numbers labelled as such."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+from fewshot_mann.baselines.train import main as train_baseline
+from fewshot_mann.cli import main as fewshot_mann
+from fewshot_mann.compare import SANTORO_INSTANCES
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "report.py"
+TINY = ["--controller-size", "32", "--memory-slots", "16", "--memory-width", "8",
+        "--read-heads", "2", "--batch-size", "4", "--eval-every", "2", "--eval-episodes", "8",
+        "--checkpoint-every", "2", "--device", "cpu", "--quiet", "--steps", "2"]
+SETTING_KEYS = {"mean", "ci95", "episodes", "status", "checkpoint", "checkpoint_committed",
+                "train_wall_s", "eval_wall_s", "machine", "torch", "train_command",
+                "eval_command"}
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("report_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_from_tiny_checkpoints(tmp_path, data_root, cache_dir, omniglot, omniglot28):
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    data = ["--data-root", str(data_root), "--cache-dir", str(cache_dir)]
+    assert fewshot_mann(["train", *data, *TINY, "--split", "santoro", "--n-way", "5",
+                         "--out", str(runs / "mann-santoro5")]) == 0
+    assert fewshot_mann(["train", *data, *TINY, "--split", "vinyals", "--image-size", "28",
+                         "--no-rotate", "--n-way", "5", "--out", str(runs / "mann-vinyals5")]) == 0
+    shutil.copytree(runs / "mann-santoro5", runs / "lstm-santoro5")  # a MANN where an LSTM goes
+    base = [*data, "--device", "cpu", "--quiet", "--shots", "1", "--ways", "5"]
+    assert train_baseline(["--method", "protonet", *base, "--steps", "2",
+                           "--out", str(runs / "protonet-1shot")]) == 0
+    assert train_baseline(["--method", "maml", *base, "--steps", "1", "--batch", "2",
+                           "--out", str(runs / "maml-5w1s")]) == 0
+
+    args = ["--runs", str(runs), "--out", str(out), "--episodes", "20", *data, "--quiet"]
+    assert load_script().main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+
+    santoro = report["mann"]["santoro5-inst2"]
+    assert set(santoro) >= SETTING_KEYS and santoro["status"] == "ok"
+    assert santoro["episodes"] == 20 and 0 <= santoro["mean"] <= 1 and santoro["ci95"] > 0
+    assert {f"santoro5-inst{i}" for i in SANTORO_INSTANCES} <= set(report["mann"])
+    assert santoro["train_command"].startswith("fewshot-mann train")
+    assert santoro["checkpoint_committed"] is False and santoro["trained_steps"] == 2
+    for method, setting in [("mann", "5w1s"), ("mann", "5w5s"), ("protonet", "5w1s"),
+                            ("protonet", "20w1s"), ("maml", "5w1s"), ("sklearn-knn", "20w5s"),
+                            ("sklearn-logreg", "5w1s")]:
+        entry = report[method][setting]
+        assert entry["status"] == "ok" and entry["episodes"] == 20, (method, setting)
+        assert 0 <= entry["mean"] <= 1 and entry["eval_wall_s"] > 0 and entry["machine"]
+    assert report["protonet"]["5w1s"]["train_command"].startswith(
+        "python -m fewshot_mann.baselines.train --method protonet")
+    assert report["sklearn-knn"]["5w1s"]["checkpoint"] is None
+    # missing runs, and a checkpoint of another configuration, are "not run", never numbers
+    for method, setting in [("mann", "20w1s"), ("mann-conv", "5w1s"), ("protonet", "5w5s"),
+                            ("feedforward", "santoro15-inst10"), ("lstm", "santoro5-inst1")]:
+        entry = report[method][setting]
+        assert entry["status"] == "not run" and entry["mean"] is None, (method, setting)
+    assert "model.kind = 'mann' (expected 'lstm')" in report["lstm"]["santoro5-inst1"]["reason"]
+    assert report["published: MANN (Santoro et al. 2016)"]["santoro5-inst2"]["mean"] == 0.828
+    assert report["published: ProtoNets (Snell et al. 2017)"]["20w5s"]["status"] == "published"
+
+    md = (out / "REPORT.md").read_text()
+    assert "not run" in md and "*published: MAML (Finn et al. 2017)*" in md
+    assert "![accuracy by presentation, 5-way, one-hot labels](santoro5_curves.png)" in md
+    assert (out / "santoro5_curves.png").stat().st_size > 1000
+    assert not (out / "santoro15_curves.png").exists()  # nothing was run there
+    record = out / "compare" / "protonet" / "5w1s.json"
+    assert json.loads(record.read_text())["checkpoint_sha256"]
+
+    # --reuse keeps the scores of unchanged checkpoints instead of evaluating again
+    stamp = record.stat().st_mtime_ns
+    assert load_script().main([*args, "--reuse"]) == 0
+    assert record.stat().st_mtime_ns == stamp
+    assert json.loads((out / "report.json").read_text())["protonet"]["5w1s"] == \
+        report["protonet"]["5w1s"]
