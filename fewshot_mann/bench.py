@@ -11,6 +11,7 @@ Compare backends only within one run: these machines are noisy.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -153,10 +154,14 @@ def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None 
         record.update(result)
         records.append(record)
         if progress:
-            print(f"{record['mode']:6} {record['backend']:9} batch {record['batch_size']:5} "
-                  f"slots {record['memory_slots']:5}  {record['episodes_per_s']:10.1f} episodes/s"
-                  + (f"  peak {record['peak_mem_mb']} MB" if record["mode"] != "sample" else ""),
-                  flush=True)
+            head = (f"{record['mode']:6} {record['backend']:9} batch {record['batch_size']:5} "
+                    f"slots {record['memory_slots']:5}  ")
+            if record.get("error"):
+                print(head + "failed: " + record["error"], flush=True)
+            else:
+                print(head + f"{record['episodes_per_s']:10.1f} episodes/s"
+                      + (f"  peak {record['peak_mem_mb']} MB" if record["mode"] != "sample"
+                         else ""), flush=True)
     doc = {"device": device_name(dev), "torch": torch.__version__, "compile": compile,
            "threads": torch.get_num_threads(), "min_seconds": seconds, "quick": quick,
            "records": records, "ratios": ratios(records)}
@@ -175,7 +180,7 @@ def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None 
 def ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """batched / reference episodes/s for every setting measured with both, in this run."""
     by_key = {(r["backend"], r["mode"], r["batch_size"], r["memory_slots"]): r["episodes_per_s"]
-              for r in records}
+              for r in records if r["episodes_per_s"]}
     out = []
     for (backend, mode, b, m), eps in by_key.items():
         ref = by_key.get(("reference", mode, b, m))
@@ -193,10 +198,27 @@ def format_ratios(rows: list[dict[str, Any]]) -> str:
 
 
 def _in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
-    code = ("import json, sys; from fewshot_mann.bench import measure; "
+    """Run `measure(spec)` in a fresh interpreter whose data segment is capped at 80 % of the
+    machine's memory, so that a grid point too big for it fails on its own (recorded as an
+    error) instead of bringing the machine down."""
+    code = ("import json, resource, sys; limit = int(sys.argv[2]); "
+            "resource.setrlimit(resource.RLIMIT_DATA, (limit, limit)); "
+            "from fewshot_mann.bench import measure; "
             "print(json.dumps(measure(json.loads(sys.argv[1]))))")
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True,
-                          text=True)
+    limit = int(0.8 * _total_memory_bytes())
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(spec), str(limit)],
+                          capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"benchmark record {spec} failed:\n{done.stderr[-2000:]}")
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        why = lines[-1] if lines else f"exit status {done.returncode}"
+        if "memory" in why.lower() or done.returncode in (-9, 137):
+            why = f"out of memory (limit {limit / 2**30:.1f} GiB): {why}"
+        return {"episodes_per_s": None, "peak_mem_mb": None, "error": why[:300]}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _total_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 16 * 2**30

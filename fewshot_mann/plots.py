@@ -42,7 +42,7 @@ def plot_throughput(records: Sequence[dict], path: str | Path, title: str = "") 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     lines: dict[tuple, list[tuple[int, float]]] = {}
     for r in records:
-        if r["mode"] == "sample":
+        if r["mode"] == "sample" or not r["episodes_per_s"]:
             continue
         lines.setdefault((r["backend"], r["mode"], r["memory_slots"]), []).append(
             (r["batch_size"], r["episodes_per_s"]))

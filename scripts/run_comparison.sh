@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Train the runs of the comparison report (fewshot_mann/compare.py) on a 2-core CPU, with step
+# budgets cut to about 50 minutes per core: two queues, one per core, one torch thread each.
+# The full budgets of compare.PLAN need about 22 core-hours; the report records, for every
+# checkpoint, the exact training command it came from (steps included).
+#
+#   scripts/run_comparison.sh [RUNS_DIR]        (default runs/compare)
+set -euo pipefail
+RUNS=${1:-runs/compare}
+DATA=${FEWSHOT_MANN_DATA:-../shared/data/omniglot}
+T="fewshot-mann train --data-root $DATA --threads 1 --quiet"
+B="python -m fewshot_mann.baselines.train --data-root $DATA --threads 1 --quiet"
+mkdir -p "$RUNS"
+
+queue_a() {
+  $T --model lstm --split santoro --n-way 5 --labels one-hot --steps 10000 --out "$RUNS/lstm-santoro5"
+  $T --model feedforward --split santoro --n-way 5 --labels one-hot --steps 2000 --out "$RUNS/feedforward-santoro5"
+  $T --model feedforward --split santoro --n-way 15 --labels five-hot --steps 1000 --out "$RUNS/feedforward-santoro15"
+  $T --model lstm --split santoro --n-way 15 --labels five-hot --steps 4000 --out "$RUNS/lstm-santoro15"
+  $T --model mann --split santoro --n-way 15 --labels five-hot --steps 5000 --out "$RUNS/mann-santoro15"
+  $B --method protonet --shots 1 --steps 5000 --out "$RUNS/protonet-1shot"
+}
+
+queue_b() {
+  $T --model mann --encoder none --split vinyals --image-size 28 --no-rotate --n-way 5 --labels one-hot --steps 10000 --out "$RUNS/mann-vinyals5"
+  $B --method protonet --shots 5 --steps 4000 --out "$RUNS/protonet-5shot"
+  $B --method maml --ways 5 --shots 1 --batch 32 --fast-lr 0.4 --adapt-steps 1 --test-adapt-steps 3 --steps 1500 --out "$RUNS/maml-5w1s"
+  $B --method maml --ways 5 --shots 5 --batch 32 --fast-lr 0.4 --adapt-steps 1 --test-adapt-steps 3 --steps 600 --out "$RUNS/maml-5w5s"
+}
+
+start=$(date +%s)
+taskset -c 0 bash -c "$(declare -f queue_a); T='$T'; B='$B'; RUNS='$RUNS'; queue_a" > "$RUNS/queue_a.log" 2>&1 &
+a=$!
+taskset -c 1 bash -c "$(declare -f queue_b); T='$T'; B='$B'; RUNS='$RUNS'; queue_b" > "$RUNS/queue_b.log" 2>&1 &
+b=$!
+wait $a; wait $b
+echo "comparison runs done in $(( $(date +%s) - start )) s"
