@@ -34,11 +34,20 @@ def save_checkpoint(path: str | Path, **payload: Any) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The payload of a checkpoint file, or CheckpointError saying why it cannot be used.
+    """The payload of a MANN/LSTM/feedforward checkpoint, or CheckpointError saying why not."""
+    payload = read_payload(path, FORMAT, "a fewshot-mann checkpoint")
+    missing = [key for key in REQUIRED if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: it lacks {missing}")
+    return payload
+
+
+def read_payload(path: str | Path, fmt: str, what: str) -> dict[str, Any]:
+    """The dict saved at `path` with format tag `fmt`, checked before it is trusted.
 
     torch.load does not check the CRC-32 that torch.save writes for every record of its zip
     file, so a flipped bit would load silently as a different weight: the records are
-    checked here first.
+    checked here first. weights_only=True: opening a file never runs code.
     """
     path = Path(path)
     if not path.is_file():
@@ -55,11 +64,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         first = str(err).splitlines()[0] if str(err) else ""
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
                               f"{type(err).__name__}: {first}") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a fewshot-mann checkpoint")
-    missing = [key for key in REQUIRED if key not in payload]
-    if missing:
-        raise CheckpointError(f"{path} is incomplete: it lacks {missing}")
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise CheckpointError(f"{path} is not {what}")
     return payload
 
 

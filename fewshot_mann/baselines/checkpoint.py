@@ -1,21 +1,18 @@
 """Checkpoints of the episodic baselines: the network's config and weights, plus what a run
 needs to resume (optimiser, RNG states, step) in the periodic `checkpoint.pt`.
 
-Written atomically like the MANN's (`fewshot_mann.checkpoint`) and read with
-`torch.load(weights_only=True)`, so opening one can never run code.
+Written atomically like the MANN's and read by the same checked loader
+(`fewshot_mann.checkpoint.read_payload`: checksums first, weights_only=True).
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, read_payload
 from ..data.imageset import atomic_torch_save
 from .maml import MAML
 from .protonet import ProtoNet
@@ -41,16 +38,7 @@ def save_baseline(path: str | Path, network: dict[str, Any], model: nn.Module,
 
 def load_baseline(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The network a checkpoint describes, with its weights, and the whole payload."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError,
-            ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a fewshot-mann baseline checkpoint")
+    payload = read_payload(path, FORMAT, "a fewshot-mann baseline checkpoint")
     try:
         model = build_network(payload["network"])
         model.load_state_dict(payload["model"])
