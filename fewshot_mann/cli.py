@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no random 90-degree class rotation during training")
     train.add_argument("--no-key-strength", action="store_true",
                        help="plain softmax of the cosine (eq. 18 as printed, no sharpening)")
+    train.add_argument("--compile", action="store_true", default=None,
+                       help="torch.compile each MANN time step (tens of seconds to compile)")
     train.add_argument("--out", type=Path, required=True, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--stop-accuracy", type=float, default=0.0,
@@ -140,6 +142,8 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             sections.setdefault(section, {})[name] = value
     if args.download:
         sections.setdefault("data", {})["download"] = True
+    if args.compile:
+        sections.setdefault("train", {})["compile"] = True
     if args.no_rotate:
         sections.setdefault("data", {})["rotate_classes"] = False
     if args.no_key_strength:

@@ -85,6 +85,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" picks cuda when present
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    compile: bool = False  # torch.compile each MANN time step (MANN.compile_step)
     eval_every: int = 500
     eval_episodes: int = 256
     checkpoint_every: int = 500

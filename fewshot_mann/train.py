@@ -44,8 +44,8 @@ LOG = "train_log.jsonl"
 # what a resumed run may change: where it runs and finds its data, its schedule and cadence
 RESUMABLE = {("data", key) for key in ("data_root", "cache_dir", "download")} | {
     ("train", key) for key in ("steps", "lr", "lr_min", "warmup_steps", "grad_clip", "device",
-                               "threads", "eval_every", "eval_episodes", "checkpoint_every",
-                               "log_every")}
+                               "threads", "compile", "eval_every", "eval_episodes",
+                               "checkpoint_every", "log_every")}
 
 
 class TrainingDiverged(RuntimeError):
@@ -150,6 +150,10 @@ class Trainer:
                                     device=self.device, seed=cfg.train.seed + 1)
         self.code = self.train_sampler.code
         self.model = build_model(cfg.model, self.imageset.image_shape, self.code).to(self.device)
+        if cfg.train.compile:
+            if not hasattr(self.model, "compile_step"):
+                raise ConfigError(f"train.compile applies to the MANN, not to {cfg.model.kind}")
+            self.model.compile_step()
         self.optimizer = self._make_optimizer()
         if payload:
             self._restore(payload)
