@@ -78,7 +78,7 @@ class TrainConfig:
     steps: int = 20_000  # optimiser updates
     batch_size: int = 16  # episodes per update
     optimizer: str = "adam"  # "adam" | "rmsprop"
-    lr: float = 3e-3  # peak; 1e-3 with batch 32 stayed on the plateau 3x longer (results/)
+    lr: float = 3e-3  # peak; with 1e-3 and batch 32 the plateau lasts far longer (results/plateau)
     lr_min: float = 1e-4  # cosine decay target; equal to lr for a constant rate
     warmup_steps: int = 0
     grad_clip: float = 10.0  # max global grad norm; 0 disables clipping

@@ -145,7 +145,8 @@ run, on {machine}.
 
 ![ablation](ablation.png)
 
-Regenerate: `python scripts/ablation.py --episodes {args.episodes}` (commands of each run in
+Only episodes are compared: the wall-clock in ablation.json depends on what else shared the
+machine. Regenerate: `python scripts/ablation.py --episodes {args.episodes}` (commands of each run in
 ablation.json).
 """)
 print(table)
