@@ -103,7 +103,10 @@ def markdown(records: Sequence[Record], data: dict[str, dict[str, dict[str, Any]
         f"Episodes of {SANTORO_PRESENTATIONS} presentations per class, test classes of the "
         f"santoro split (1,200 train / 423 test characters), images at the size each network "
         f"was trained on (20x20 in the paper). Column *i* is the accuracy on the *i*-th "
-        f"presentation of a class.", ""]
+        f"presentation of a class. The feedforward network sees only x_t and y_(t-1): it can "
+        f"beat chance only by copying y_(t-1), which is right when step t-1 showed the same "
+        f"class (probability (K-1)/(NK-1): 18 % for 5-way, 6 % for 15-way, K = "
+        f"{SANTORO_PRESENTATIONS}).", ""]
     for group in SANTORO:
         columns = [f"{group}-inst{i}" for i in SANTORO_INSTANCES]
         lines += [f"### {SANTORO_TITLES[group]}", "",

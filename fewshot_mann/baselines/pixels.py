@@ -15,6 +15,7 @@ import torch
 from sklearn.base import ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
+from threadpoolctl import threadpool_limits
 
 
 @dataclass
@@ -26,10 +27,14 @@ class PixelClassifier:
     def predict(self, support: torch.Tensor, support_labels: torch.Tensor,
                 query: torch.Tensor) -> torch.Tensor:
         predictions = []
-        for s, labels, q in zip(support.flatten(1, 2).cpu().numpy(),
-                                support_labels.flatten(1).cpu().numpy(), query.cpu().numpy(),
-                                strict=True):
-            predictions.append(torch.from_numpy(clone(self.estimator).fit(s, labels).predict(q)))
+        # one BLAS thread: these fits are tiny (at most 100 x 784), and a multi-threaded BLAS
+        # makes them up to 30x slower when the other core is busy
+        with threadpool_limits(limits=1):
+            for s, labels, q in zip(support.flatten(1, 2).cpu().numpy(),
+                                    support_labels.flatten(1).cpu().numpy(), query.cpu().numpy(),
+                                    strict=True):
+                fitted = clone(self.estimator).fit(s, labels)
+                predictions.append(torch.from_numpy(fitted.predict(q)))
         return torch.stack(predictions)
 
 
