@@ -59,7 +59,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     model = MANN(ModelConfig(memory_slots=spec["memory_slots"], backend=spec["backend"]),
                  (1, 20, 20), code).to(device)
     if spec.get("compile"):
-        model.memory.step = torch.compile(model.memory.step, dynamic=False)
+        model.compile_step()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     images = torch.rand(B, T, 400, device=device)
     targets = torch.randint(0, 5, (B, T, 1), device=device)

@@ -54,6 +54,7 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--seed": ("train", "seed", int, "seed of the whole run"),
     "--device": ("train", "device", str, "auto | cpu | cuda | cuda:N"),
     "--threads": ("train", "threads", int, "torch CPU threads (0 = torch default)"),
+    "--precision": ("train", "precision", str, "fp32 | tf32 (CUDA matmuls) | bf16 (autocast)"),
     "--eval-every": ("train", "eval_every", int, "steps between held-out evaluations"),
     "--eval-episodes": ("train", "eval_episodes", int, "episodes per held-out evaluation"),
     "--checkpoint-every": ("train", "checkpoint_every", int, "steps between checkpoints"),
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="JSON path (default results/bench/<device>.json); a PNG is written "
                             "beside it")
     bench.add_argument("--seconds", type=float, default=None, help="timed seconds per record")
-    bench.add_argument("--compile", action="store_true", help="torch.compile the memory step")
+    bench.add_argument("--compile", action="store_true", help="torch.compile each time step")
     bench.add_argument("--reference-max-batch", type=int, default=256,
                        help="largest batch timed with the (slow, per-episode) reference backend")
     return parser

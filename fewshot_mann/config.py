@@ -86,6 +86,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" picks cuda when present
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     compile: bool = False  # torch.compile each MANN time step (MANN.compile_step)
+    precision: str = "fp32"  # "fp32" | "tf32" (CUDA matmuls in TF32) | "bf16" (autocast)
     eval_every: int = 500
     eval_episodes: int = 256
     checkpoint_every: int = 500
@@ -155,6 +156,7 @@ class Config:
         _choice("model.backend", m.backend, ("reference", "batched"))
         _choice("model.encoder", m.encoder, ("none", "conv"))
         _choice("train.optimizer", t.optimizer, ("adam", "rmsprop"))
+        _choice("train.precision", t.precision, ("fp32", "tf32", "bf16"))
         if m.read_heads > m.memory_slots:
             raise ConfigError(f"model.read_heads ({m.read_heads}) cannot exceed "
                               f"model.memory_slots ({m.memory_slots}): LRUA writes to the "

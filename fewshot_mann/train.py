@@ -44,7 +44,7 @@ LOG = "train_log.jsonl"
 # what a resumed run may change: where it runs and finds its data, its schedule and cadence
 RESUMABLE = {("data", key) for key in ("data_root", "cache_dir", "download")} | {
     ("train", key) for key in ("steps", "lr", "lr_min", "warmup_steps", "grad_clip", "device",
-                               "threads", "compile", "eval_every", "eval_episodes",
+                               "threads", "compile", "precision", "eval_every", "eval_episodes",
                                "checkpoint_every", "log_every")}
 
 
@@ -150,6 +150,9 @@ class Trainer:
                                     device=self.device, seed=cfg.train.seed + 1)
         self.code = self.train_sampler.code
         self.model = build_model(cfg.model, self.imageset.image_shape, self.code).to(self.device)
+        # TF32 matmuls are a process-wide CUDA switch; bf16 is an autocast around each forward
+        torch.backends.cuda.matmul.allow_tf32 = cfg.train.precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = cfg.train.precision == "tf32"
         if cfg.train.compile:
             if not hasattr(self.model, "compile_step"):
                 raise ConfigError(f"train.compile applies to the MANN, not to {cfg.model.kind}")
@@ -217,8 +220,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = self.train_sampler.sample(self.cfg.train.batch_size)
-        logits = self.model(batch.images, batch.prev_labels)
-        loss = episode_loss(logits, batch.targets)
+        with self.autocast():
+            logits = self.model(batch.images, batch.prev_labels)
+        loss = episode_loss(logits.float(), batch.targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # clipping at +inf (grad_clip = 0) scales by exactly 1: the norm, for the check, alone
@@ -230,6 +234,11 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         return loss_value, step_correct(logits, batch.targets), batch.presentation
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast when train.precision is "bf16", else a no-op context."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.cfg.train.precision == "bf16")
 
     def _divergence_message(self, loss: float, norm: float) -> str:
         what = (f"the loss became {loss}" if not math.isfinite(loss)
@@ -272,8 +281,9 @@ class Trainer:
             window.clear()
             if eval_now:
                 self.heldout.generator.manual_seed(t.seed + 1)  # the same episodes each time
-                result = evaluate(self.model, self.heldout, t.eval_episodes,
-                                  batch_size=min(t.eval_episodes, 256))
+                with self.autocast():
+                    result = evaluate(self.model, self.heldout, t.eval_episodes,
+                                      batch_size=min(t.eval_episodes, 256))
                 self.model.train()
                 record["heldout_instance_accuracy"] = result.instance_accuracy
                 record["heldout_loss"] = result.loss

@@ -69,3 +69,12 @@ def test_bad_input_is_one_clear_line(tmp_path, data_root, cache_dir, capsys, arg
     code = main(["train", *base, *args, "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_bf16_autocast_trains_and_evaluates(tmp_path, data_root, cache_dir):
+    run = tmp_path / "run"
+    assert main(["train", "--data-root", str(data_root), "--cache-dir", str(cache_dir), *TINY,
+                 "--steps", "2", "--precision", "bf16", "--out", str(run)]) == 0
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["loss"] == r["loss"] for r in log)  # finite, not NaN
+    assert "bf16" in (run / "config.toml").read_text()
