@@ -223,7 +223,11 @@ def _reused(ctx: Context, base: Record, setting: str) -> Record | None:
         return None
     same = (stored.status == "ok" and stored.episodes == ctx.episodes
             and stored.checkpoint_sha256 == base.checkpoint_sha256)
-    return stored if same else None
+    if not same:
+        return None
+    # the score stands; where the checkpoint lives and whether git holds it are read anew
+    stored.checkpoint, stored.checkpoint_committed = base.checkpoint, base.checkpoint_committed
+    return stored
 
 
 def _describe_checkpoint(record: Record, run: Run, path: Path) -> None:
