@@ -46,6 +46,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """One record, in this process: spec has backend, mode, batch_size, memory_slots, device,
     min_seconds, compile."""
     from .config import ModelConfig
+    from .cuda_graphs import graph_inference, graph_training_forward
     from .episodes import LabelCode
     from .metrics import episode_loss
     from .models import MANN
@@ -64,24 +65,31 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     images = torch.rand(B, T, 400, device=device)
     targets = torch.randint(0, 5, (B, T, 1), device=device)
     prev = torch.cat([torch.zeros(B, 1, 5, device=device), code.encode(targets)[:, :-1]], 1)
+    train = spec["mode"] == "train"
+    model.train(train)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = _peak_rss_mb()
+    setup = time.perf_counter()
+    forward = model
+    if spec.get("cuda_graph"):
+        capture = graph_training_forward if train else graph_inference
+        forward = capture(model, images, prev)
 
     def train_step() -> None:
-        loss = episode_loss(model(images, prev), targets)
+        loss = episode_loss(forward(images, prev), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     @torch.inference_mode()
     def infer_step() -> None:
-        model(images, prev)
+        forward(images, prev)
 
-    step = train_step if spec["mode"] == "train" else infer_step
-    model.train(spec["mode"] == "train")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    rss_before = _peak_rss_mb()
+    step = train_step if train else infer_step
     step()  # warm-up (and compilation)
     _sync(device)
+    setup_s = time.perf_counter() - setup
     iterations, start = 0, time.perf_counter()
     while True:
         step()
@@ -93,7 +101,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
             else _peak_rss_mb() - rss_before)
     return {"episodes_per_s": iterations * B / elapsed, "peak_mem_mb": round(peak, 1),
-            "seconds": round(elapsed, 3), "iterations": iterations}
+            "seconds": round(elapsed, 3), "iterations": iterations,
+            "setup_s": round(setup_s, 2)}
 
 
 def _measure_sampler(spec: dict[str, Any], code, device: torch.device) -> dict[str, Any]:
@@ -129,14 +138,22 @@ def _peak_rss_mb() -> float:
 def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None = None,
               min_seconds: float | None = None, compile: bool = False,
               backends: tuple[str, ...] = ("reference", "batched"),
-              reference_max_batch: int = 256, progress: bool = True) -> dict[str, Any]:
-    """The whole grid; each record in a subprocess. Returns (and writes) the JSON document."""
+              reference_max_batch: int = 256, progress: bool = True,
+              batch_sizes: tuple[int, ...] | None = None,
+              memory_slots: tuple[int, ...] | None = None,
+              cuda_graph: bool = False) -> dict[str, Any]:
+    """The whole grid (batch sizes x memory sizes x train/infer x backends, plus the sampler).
+    On the CPU each record runs in a subprocess; on CUDA in this process, where
+    `max_memory_allocated` gives each record's own peak and an out-of-memory error is caught.
+    Returns (and writes) the JSON document."""
     from .plots import plot_throughput
     from .train import pick_device
 
     dev = pick_device(device)
-    batch_sizes = QUICK_BATCH_SIZES if quick else BATCH_SIZES
-    slots_list = QUICK_MEMORY_SLOTS if quick else MEMORY_SLOTS
+    if cuda_graph and dev.type != "cuda":
+        raise ValueError(f"--cuda-graph needs a CUDA device, not {dev}")
+    batch_sizes = batch_sizes or (QUICK_BATCH_SIZES if quick else BATCH_SIZES)
+    slots_list = memory_slots or (QUICK_MEMORY_SLOTS if quick else MEMORY_SLOTS)
     seconds = min_seconds if min_seconds is not None else (0.5 if quick else 3.0)
     if quick:  # the per-episode reference is slow: time it at the smallest batch only
         reference_max_batch = min(reference_max_batch, min(batch_sizes))
@@ -148,8 +165,8 @@ def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None 
               if backend != "reference" or b <= reference_max_batch]
     records = []
     for spec in specs:
-        spec.update(device=str(dev), min_seconds=seconds, compile=compile)
-        result = _in_subprocess(spec)
+        spec.update(device=str(dev), min_seconds=seconds, compile=compile, cuda_graph=cuda_graph)
+        result = _in_this_process(spec) if dev.type == "cuda" else _in_subprocess(spec)
         record = {k: spec[k] for k in ("backend", "mode", "batch_size", "memory_slots")}
         record.update(result)
         records.append(record)
@@ -163,6 +180,7 @@ def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None 
                       + (f"  peak {record['peak_mem_mb']} MB" if record["mode"] != "sample"
                          else ""), flush=True)
     doc = {"device": device_name(dev), "torch": torch.__version__, "compile": compile,
+           "cuda_graph": cuda_graph,
            "threads": torch.get_num_threads(), "min_seconds": seconds, "quick": quick,
            "records": records, "ratios": ratios(records)}
     if progress:
@@ -195,6 +213,18 @@ def format_ratios(rows: list[dict[str, Any]]) -> str:
     lines += [f"  {r['mode']:6} batch {r['batch_size']:5} slots {r['memory_slots']:5}: "
               f"{r['batched_over_reference']:.2f}x" for r in rows]
     return "\n".join(lines)
+
+
+def _in_this_process(spec: dict[str, Any]) -> dict[str, Any]:
+    """`measure(spec)` on CUDA; a grid point too big for the card is recorded, not fatal."""
+    try:
+        return measure(spec)
+    except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one
+        kind = "out of memory" if isinstance(err, torch.cuda.OutOfMemoryError) else "failed"
+        why = f"{kind}: {type(err).__name__}: {str(err).splitlines()[0]}"
+        return {"episodes_per_s": None, "peak_mem_mb": None, "error": why[:300]}
+    finally:
+        torch.cuda.empty_cache()
 
 
 def _in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:

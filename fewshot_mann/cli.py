@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--stop-accuracy", type=float, default=0.0,
                        help="stop once held-out 2nd-presentation accuracy reaches this (0-1)")
+    train.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
+                       help="pause (checkpointed, resumable) at the first held-out evaluation "
+                            "after this many seconds")
+    train.add_argument("--cuda-graph", action="store_true", default=None,
+                       help="capture the unrolled episode as a CUDA graph (CUDA only)")
     train.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint on held-out classes",
@@ -123,9 +128,37 @@ def build_parser() -> argparse.ArgumentParser:
                             "beside it")
     bench.add_argument("--seconds", type=float, default=None, help="timed seconds per record")
     bench.add_argument("--compile", action="store_true", help="torch.compile each time step")
+    bench.add_argument("--cuda-graph", action="store_true",
+                       help="capture each step as a CUDA graph (CUDA only)")
+    bench.add_argument("--batch-sizes", type=_int_list, default=None, metavar="B,B,...",
+                       help="batch sizes to time (default 16,64,256,1024)")
+    bench.add_argument("--memory-slots", type=_int_list, default=None, metavar="N,N,...",
+                       help="memory sizes to time (default 128,512,2048)")
+    bench.add_argument("--backends", type=_backend_list,
+                       default=("reference", "batched"), metavar="NAME,NAME",
+                       help="reference,batched (default both)")
     bench.add_argument("--reference-max-batch", type=int, default=256,
                        help="largest batch timed with the (slow, per-episode) reference backend")
     return parser
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _backend_list(text: str) -> tuple[str, ...]:
+    names = tuple(text.split(","))
+    unknown = [n for n in names if n not in ("reference", "batched")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown backend(s) {unknown}: reference, batched")
+    return names
 
 
 def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -145,6 +178,8 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         sections.setdefault("data", {})["download"] = True
     if args.compile:
         sections.setdefault("train", {})["compile"] = True
+    if args.cuda_graph:
+        sections.setdefault("train", {})["cuda_graph"] = True
     if args.no_rotate:
         sections.setdefault("data", {})["rotate_classes"] = False
     if args.no_key_strength:
@@ -158,7 +193,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     requested = requested_settings(args)
     trainer = Trainer(Config.from_dict(requested), args.out, resume=args.resume,
-                      stop_accuracy=args.stop_accuracy, progress=not args.quiet,
+                      stop_accuracy=args.stop_accuracy, time_limit_s=args.time_limit,
+                      progress=not args.quiet,
                       requested=requested)
     history = trainer.run()
     last = next((r for r in reversed(history) if "heldout_instance_accuracy" in r), None)
@@ -194,7 +230,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", device_name(pick_device(args.device))).strip("-")
         out = Path("results") / "bench" / f"{slug.lower()}{'-quick' if args.quick else ''}.json"
     run_bench(args.device, quick=args.quick, out=out, min_seconds=args.seconds,
-              compile=args.compile, reference_max_batch=args.reference_max_batch)
+              compile=args.compile, reference_max_batch=args.reference_max_batch,
+              cuda_graph=args.cuda_graph, batch_sizes=args.batch_sizes,
+              memory_slots=args.memory_slots, backends=args.backends)
     return 0
 
 

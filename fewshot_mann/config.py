@@ -86,6 +86,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" picks cuda when present
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     compile: bool = False  # torch.compile each MANN time step (MANN.compile_step)
+    cuda_graph: bool = False  # capture the unrolled episode, forward and backward (CUDA only)
     precision: str = "fp32"  # "fp32" | "tf32" (CUDA matmuls in TF32) | "bf16" (autocast)
     eval_every: int = 500
     eval_episodes: int = 256
@@ -171,6 +172,9 @@ class Config:
         if not (t.lr > 0 and 0 < t.lr_min <= t.lr):
             raise ConfigError(f"need 0 < train.lr_min <= train.lr, got lr={t.lr}, "
                               f"lr_min={t.lr_min}")
+        if t.compile and t.cuda_graph:
+            raise ConfigError("train.compile and train.cuda_graph are two ways to cut per-kernel "
+                              "overhead: choose one")
         if t.warmup_steps < 0 or t.grad_clip < 0 or t.threads < 0:
             raise ConfigError("train.warmup_steps, train.grad_clip and train.threads must be >= 0")
         return self

@@ -17,6 +17,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import Config, ConfigError, replace
+from .cuda_graphs import graph_training_forward
 from .data import DatasetError, ImageSet, load_dataset, make_split, resolve
 from .episodes import EpisodeSampler, LabelCode
 from .evaluate import evaluate
@@ -44,8 +46,8 @@ LOG = "train_log.jsonl"
 # what a resumed run may change: where it runs and finds its data, its schedule and cadence
 RESUMABLE = {("data", key) for key in ("data_root", "cache_dir", "download")} | {
     ("train", key) for key in ("steps", "lr", "lr_min", "warmup_steps", "grad_clip", "device",
-                               "threads", "compile", "precision", "eval_every", "eval_episodes",
-                               "checkpoint_every", "log_every")}
+                               "threads", "compile", "cuda_graph", "precision", "eval_every",
+                               "eval_episodes", "checkpoint_every", "log_every")}
 
 
 class TrainingDiverged(RuntimeError):
@@ -116,6 +118,8 @@ class Trainer:
     out_dir: Path
     resume: bool = False
     stop_accuracy: float = 0.0  # stop once held-out 2nd-presentation accuracy reaches this
+    time_limit_s: float = 0.0  # > 0: pause (checkpointed) at the first evaluation after this
+    # many seconds of this call of run(); --resume continues
     progress: bool = True
     # on resume, the settings asked for by section (the CLI's flags and --config); None: all of
     # cfg. They must agree with the checkpoint's, except the RESUMABLE ones, which are adopted.
@@ -157,6 +161,10 @@ class Trainer:
             if not hasattr(self.model, "compile_step"):
                 raise ConfigError(f"train.compile applies to the MANN, not to {cfg.model.kind}")
             self.model.compile_step()
+        if cfg.train.cuda_graph and self.device.type != "cuda":
+            raise ConfigError(f"train.cuda_graph needs a CUDA device; this run is on "
+                              f"{self.device}")
+        self._graphed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         self.optimizer = self._make_optimizer()
         if payload:
             self._restore(payload)
@@ -220,8 +228,15 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = self.train_sampler.sample(self.cfg.train.batch_size)
-        with self.autocast():
-            logits = self.model(batch.images, batch.prev_labels)
+        forward = self.model
+        if self.cfg.train.cuda_graph:
+            if self._graphed is None:  # captured once, from the first batch's shapes
+                with self.autocast(cache_enabled=False):
+                    self._graphed = graph_training_forward(self.model, batch.images,
+                                                           batch.prev_labels)
+            forward = self._graphed
+        with self.autocast(cache_enabled=not self.cfg.train.cuda_graph):
+            logits = forward(batch.images, batch.prev_labels)
         loss = episode_loss(logits.float(), batch.targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -235,10 +250,12 @@ class Trainer:
         self.step += 1
         return loss_value, step_correct(logits, batch.targets), batch.presentation
 
-    def autocast(self) -> torch.autocast:
-        """bf16 autocast when train.precision is "bf16", else a no-op context."""
+    def autocast(self, cache_enabled: bool = True) -> torch.autocast:
+        """bf16 autocast when train.precision is "bf16", else a no-op context (CUDA graphs
+        need `cache_enabled=False`)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.cfg.train.precision == "bf16")
+                              enabled=self.cfg.train.precision == "bf16",
+                              cache_enabled=cache_enabled)
 
     def _divergence_message(self, loss: float, norm: float) -> str:
         what = (f"the loss became {loss}" if not math.isfinite(loss)
@@ -292,9 +309,10 @@ class Trainer:
             bar.set_postfix(loss=f"{record['loss']:.3f}", eps=f"{rate:.0f}/s",
                             inst2=f"{record['train_instance_accuracy'][1]:.3f}")
             reached = eval_now and record["heldout_instance_accuracy"][1] >= self.stop_accuracy > 0
-            if self.step % t.checkpoint_every == 0 or self.step == last or reached:
+            out_of_time = eval_now and time.perf_counter() - started >= self.time_limit_s > 0
+            if self.step % t.checkpoint_every == 0 or self.step == last or reached or out_of_time:
                 self.save()
-            if reached:
+            if reached or out_of_time:
                 break
         bar.close()
         if self.step >= t.steps or reached:

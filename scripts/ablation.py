@@ -146,7 +146,7 @@ run, on {machine}.
 ![ablation](ablation.png)
 
 Only episodes are compared: the wall-clock in ablation.json depends on what else shared the
-machine. Regenerate: `python scripts/ablation.py --episodes {args.episodes}` (commands of each run in
-ablation.json).
+machine. Regenerate: `python scripts/ablation.py --episodes {args.episodes}` (commands of each
+run in ablation.json).
 """)
 print(table)

@@ -39,6 +39,11 @@ parser.add_argument("--max-steps", type=int, default=20_000)
 parser.add_argument("--batch-size", type=int, default=None)
 parser.add_argument("--lr", type=float, default=None)
 parser.add_argument("--eval-every", type=int, default=250)
+parser.add_argument("--max-seconds", type=float, default=0.0,
+                    help="give up at the first evaluation after this many seconds (0: never)")
+parser.add_argument("--precision", default="fp32", help="fp32 | tf32 | bf16")
+parser.add_argument("--cuda-graph", action="store_true",
+                    help="capture each training step's episode as a CUDA graph (CUDA only)")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--run-dir", type=Path, default=Path("runs/time-to-accuracy"))
 parser.add_argument("--out", type=Path, default=None,
@@ -48,6 +53,7 @@ args = parser.parse_args()
 data = {k: v for k, v in {"data_root": args.data_root, "cache_dir": args.cache_dir}.items() if v}
 train = {"steps": args.max_steps, "lr_min": 1e-4, "seed": args.seed, "device": args.device,
          "threads": args.threads, "eval_every": args.eval_every, "eval_episodes": 500,
+         "precision": args.precision, "cuda_graph": args.cuda_graph,
          "checkpoint_every": args.eval_every, "log_every": args.eval_every}
 if args.batch_size:
     train["batch_size"] = args.batch_size
@@ -57,7 +63,7 @@ cfg = replace(Config(), data=data, train=train)
 shutil.rmtree(args.run_dir, ignore_errors=True)
 
 started = time.perf_counter()
-trainer = Trainer(cfg, args.run_dir, stop_accuracy=args.target)
+trainer = Trainer(cfg, args.run_dir, stop_accuracy=args.target, time_limit_s=args.max_seconds)
 setup_s = time.perf_counter() - started
 history = trainer.run()
 evals = [r for r in history if "heldout_instance_accuracy" in r]
@@ -80,8 +86,9 @@ doc = {
                "heldout_2nd": r["heldout_instance_accuracy"][1]} for r in evals],
     "config": cfg.to_dict(),
     "command": "python scripts/time_to_accuracy.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        if v is not None and k not in ("out", "run_dir")),
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+        for k, v in vars(args).items()
+        if v is not None and v is not False and k not in ("out", "run_dir")),
 }
 out = args.out or Path("results/time_to_accuracy") / (
     re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower() + ".json")

@@ -1,0 +1,99 @@
+"""CUDA only (skipped on machines without a GPU; run them where one is: see
+scripts/gpu_session.sh). The batched backend on the GPU is the reference backend, and a
+CUDA-graph-captured episode is the eager one: same outputs, same updates."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+
+from fewshot_mann.config import CACHE_DIR_ENV, Config, ModelConfig, replace
+from fewshot_mann.cuda_graphs import graph_inference, graph_training_forward
+from fewshot_mann.episodes import LabelCode
+from fewshot_mann.metrics import episode_loss
+from fewshot_mann.models import MANN
+from fewshot_mann.train import Trainer
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA = torch.device("cuda")
+
+
+def paper_model_and_batches(batches: int, B: int = 16, T: int = 50, seed: int = 0):
+    torch.manual_seed(seed)
+    code = LabelCode.make("one-hot", 5)
+    model = MANN(ModelConfig(), (1, 20, 20), code).to(CUDA)
+    data = []
+    for _ in range(batches):
+        images = torch.rand(B, T, 400, device=CUDA)
+        targets = torch.randint(0, 5, (B, T, 1), device=CUDA)
+        prev = torch.cat([torch.zeros(B, 1, 5, device=CUDA), code.encode(targets)[:, :-1]], 1)
+        data.append((images, prev, targets))
+    return model, data
+
+
+def train_steps(model, forward, data) -> list[float]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for images, prev, targets in data:
+        loss = episode_loss(forward(images, prev), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_backends_agree_on_cuda():
+    model, [(images, prev, targets)] = paper_model_and_batches(1, B=8)
+    grads = {}
+    for backend in ("reference", "batched"):
+        model.set_backend(backend)
+        model.zero_grad(set_to_none=True)
+        episode_loss(model(images, prev), targets).backward()
+        grads[backend] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for name, ref in grads["reference"].items():
+        scale = float(ref.abs().max())
+        torch.testing.assert_close(grads["batched"][name], ref, rtol=0, atol=1e-4 * scale,
+                                   msg=lambda m, n=name: f"gradient of {n}: {m}")
+
+
+def test_graphed_training_makes_the_eager_updates():
+    model, data = paper_model_and_batches(6)
+    graphed_model = copy.deepcopy(model)
+    eager_losses = train_steps(model, model, data)
+    forward = graph_training_forward(graphed_model, data[0][0], data[0][1])
+    graph_losses = train_steps(graphed_model, forward, data)
+    assert graph_losses == pytest.approx(eager_losses, rel=1e-4)
+    for (name, p), q in zip(model.named_parameters(), graphed_model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_graphed_inference_matches_eager():
+    model, data = paper_model_and_batches(2)
+    model.eval()
+    replay = graph_inference(model, data[0][0], data[0][1])
+    for images, prev, _ in data:  # new inputs are copied into the captured buffers
+        with torch.inference_mode():
+            expected = model(images, prev)
+        torch.testing.assert_close(replay(images, prev).clone(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_trainer_with_cuda_graph_resumes_exactly(tmp_path, data_root, cache_dir):
+    cache = os.environ.get(CACHE_DIR_ENV) or str(cache_dir)  # a decoded cache, if one is there
+    cfg = replace(Config(), data={"data_root": str(data_root), "cache_dir": cache},
+                  train={"steps": 40, "device": "cuda", "cuda_graph": True, "eval_every": 20,
+                         "checkpoint_every": 20, "log_every": 20, "eval_episodes": 64})
+    whole = Trainer(cfg, tmp_path / "whole", progress=False)
+    whole.run()
+    paused = Trainer(cfg, tmp_path / "paused", progress=False)
+    paused.run(stop_at=20)
+    resumed = Trainer(cfg, tmp_path / "paused", resume=True, progress=False)
+    resumed.run()
+    for (name, p), q in zip(whole.model.named_parameters(), resumed.model.parameters(),
+                            strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+    assert (tmp_path / "whole" / "model.pt").is_file()
