@@ -45,7 +45,9 @@ parser.add_argument("--precision", default="fp32", help="fp32 | tf32 | bf16")
 parser.add_argument("--cuda-graph", action="store_true",
                     help="capture each training step's episode as a CUDA graph (CUDA only)")
 parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--run-dir", type=Path, default=Path("runs/time-to-accuracy"))
+parser.add_argument("--run-dir", type=Path, default=Path("runs/time-to-accuracy"),
+                    help="training run folder; must not exist unless --overwrite")
+parser.add_argument("--overwrite", action="store_true", help="delete --run-dir first")
 parser.add_argument("--out", type=Path, default=None,
                     help="JSON path (default results/time_to_accuracy/<device>.json)")
 args = parser.parse_args()
@@ -60,7 +62,10 @@ if args.batch_size:
 if args.lr:
     train["lr"] = args.lr
 cfg = replace(Config(), data=data, train=train)
-shutil.rmtree(args.run_dir, ignore_errors=True)
+if args.run_dir.exists():
+    if not args.overwrite:
+        parser.error(f"{args.run_dir} exists: pass --overwrite to delete it, or another --run-dir")
+    shutil.rmtree(args.run_dir)
 
 started = time.perf_counter()
 trainer = Trainer(cfg, args.run_dir, stop_accuracy=args.target, time_limit_s=args.max_seconds)
@@ -88,7 +93,7 @@ doc = {
     "command": "python scripts/time_to_accuracy.py " + " ".join(
         f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
         for k, v in vars(args).items()
-        if v is not None and v is not False and k not in ("out", "run_dir")),
+        if v is not None and v is not False and k not in ("out", "run_dir", "overwrite")),
 }
 out = args.out or Path("results/time_to_accuracy") / (
     re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower() + ".json")
