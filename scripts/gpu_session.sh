@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# Every GPU measurement of results/, for a machine with a CUDA GPU and the CUDA PyTorch image
+# The GPU measurements of results/, for a machine with a CUDA GPU and the CUDA PyTorch image
 # (torch, torchvision, tqdm, pillow, scikit-learn, matplotlib; learn2learn is not needed).
-# Two parts, each well inside a 10-minute call; run from the repository root:
+# Run from the repository root, naming the parts to run, in order:
 #
-#     OUT=DIR bash scripts/gpu_session.sh measure [TTA_BATCH] [TTA_LR] [TTA_MAX_SECONDS]
-#         CUDA tests, `fewshot-mann bench` eager and with CUDA graphs, time to 82.8 %
-#     OUT=DIR bash scripts/gpu_session.sh conv [MAX_SECONDS_PER_RUN]
-#         MANN + conv encoder, Vinyals split, 5-way and 20-way (the comparison's runs);
-#         writes DIR/conv-runs.tar (each run folder)
+#     OUT=DIR bash scripts/gpu_session.sh tests bench tta conv
+#
+#   tests  the CUDA-only tests (tests/test_cuda.py)                        -> DIR/test_cuda.log
+#   bench  `fewshot-mann bench`, eager and with CUDA graphs                -> DIR/bench-*.json, png
+#   tta    time to 82.8 % at the 2nd presentation, CUDA graphs, batch $TTA_BATCH (64),
+#          lr $TTA_LR (3e-3), giving up after $TTA_MAX_SECONDS (100)      -> DIR/time-to-accuracy.json
+#   conv   MANN + conv encoder on the Vinyals split, 5-way then 20-way (the comparison's runs),
+#          each stopped after $CONV_MAX_SECONDS (150)                      -> DIR/conv-vinyals*.tar
 #
 # Omniglot comes from $FEWSHOT_MANN_DATA, or is unpacked from .gpu/omniglot.tgz (made with
 # `tar --format=posix -czf .gpu/omniglot.tgz omniglot-py`, which keeps the files' mtimes, so
 # the decoded caches .gpu/omniglot-<size>px.pt.gz made here from the same files stay valid).
-# Each phase has its own time limit, so one failure does not cost the others.
+# Each part has its own time limit, so one failure does not cost the others.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
-PART=${1:?measure or conv}
+[ $# -gt 0 ] || { echo "name the parts to run: tests bench tta conv" >&2; exit 2; }
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -34,41 +37,45 @@ phase machine
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 $PY -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())"
 
-if [ "$PART" = measure ]; then
-    TTA_BATCH=${2:-64} TTA_LR=${3:-3e-3} TTA_MAX_SECONDS=${4:-100}
+for part in "$@"; do
+  case $part in
+  tests)
     phase "CUDA tests"
     timeout 180 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 \
-        | tee "$OUT/test_cuda.log"
-    GRAPH=--cuda-graph
-    grep -q " failed\| error" "$OUT/test_cuda.log" && GRAPH=""  # time to accuracy: eager then
-
+        | tee "$OUT/test_cuda.log" ;;
+  bench)
     phase "bench, eager"
     timeout 180 $PY -m fewshot_mann.cli bench --device cuda --seconds 0.3 \
         --batch-sizes 16,64,256,1024,4096,16384 --reference-max-batch 16 \
         --out "$OUT/bench-eager.json"
-
     phase "bench, CUDA graphs"
     timeout 120 $PY -m fewshot_mann.cli bench --device cuda --seconds 0.3 --cuda-graph \
         --backends batched --batch-sizes 16,64,256,1024,4096,16384 --memory-slots 128 \
-        --out "$OUT/bench-cuda-graph.json"
-
-    phase "time to 82.8 % ($GRAPH)"
-    timeout $((TTA_MAX_SECONDS + 150)) $PY scripts/time_to_accuracy.py --device cuda $GRAPH \
-        --batch-size "$TTA_BATCH" --lr "$TTA_LR" --eval-every 100 \
-        --max-seconds "$TTA_MAX_SECONDS" --run-dir /tmp/gpu-session-tta --overwrite \
-        --out "$OUT/time-to-accuracy.json" 2>&1 | quiet
-elif [ "$PART" = conv ]; then
-    MAX_SECONDS=${2:-150}
+        --out "$OUT/bench-cuda-graph.json" ;;
+  tta)
+    max=${TTA_MAX_SECONDS:-100}
+    phase "time to 82.8 %"
+    timeout $((max + 150)) $PY scripts/time_to_accuracy.py --device cuda --cuda-graph \
+        --batch-size "${TTA_BATCH:-64}" --lr "${TTA_LR:-3e-3}" --eval-every 100 \
+        --max-seconds "$max" --run-dir /tmp/gpu-session-tta --overwrite \
+        --out "$OUT/time-to-accuracy.json" 2>&1 | quiet ;;
+  conv)
+    max=${CONV_MAX_SECONDS:-150}
     # the comparison's step budgets (fewshot_mann/compare.py); --time-limit is the safety net
     for run in "5 6000" "20 1500"; do
         set -- $run
+        dir=/tmp/runs/mann-conv-vinyals$1
         phase "MANN + conv encoder, vinyals $1-way, $2 steps"
-        timeout $((MAX_SECONDS + 60)) $PY -m fewshot_mann.cli train --model mann \
-            --encoder conv --split vinyals --image-size 28 --no-rotate --n-way "$1" \
-            --labels one-hot --steps "$2" --device cuda --cuda-graph --eval-every 250 \
-            --checkpoint-every 250 \
-            --time-limit "$MAX_SECONDS" --out "/tmp/runs/mann-conv-vinyals$1" 2>&1 | quiet
-    done
-    tar cf "$OUT/conv-runs.tar" -C /tmp/runs .
-fi
+        timeout $((max + 60)) $PY -m fewshot_mann.cli train --model mann --encoder conv \
+            --split vinyals --image-size 28 --no-rotate --n-way "$1" --labels one-hot \
+            --steps "$2" --device cuda --cuda-graph --eval-every 250 --checkpoint-every 250 \
+            --time-limit "$max" --out "$dir" 2>&1 | quiet
+        # model.pt when the run finished, else the (larger) resumable checkpoint.pt
+        weights=model.pt; [ -e "$dir/model.pt" ] || weights=checkpoint.pt
+        tar cf "$OUT/conv-vinyals$1.tar" -C "$dir" "$weights" train_log.jsonl config.toml \
+            split.json
+    done ;;
+  *) echo "unknown part $part: tests bench tta conv" >&2 ;;
+  esac
+done
 phase done

@@ -4,9 +4,13 @@
 # The full budgets of compare.PLAN need about 22 core-hours; the report records, for every
 # checkpoint, the exact training command it came from (steps included).
 #
-#   scripts/run_comparison.sh [RUNS_DIR]        (default runs/compare)
+#   scripts/run_comparison.sh [RUNS_DIR] [STAGE]     (default runs/compare, stage 1)
+#
+# Stage 1 is the first 50 minutes (queues a and b); stage 2 (queues c and d, about 65 minutes)
+# adds the 20-way MANN and the 20-way 1-shot MAML.
 set -euo pipefail
 RUNS=${1:-runs/compare}
+STAGE=${2:-1}
 DATA=${FEWSHOT_MANN_DATA:-../shared/data/omniglot}
 T="fewshot-mann train --data-root $DATA --threads 1 --quiet"
 B="python -m fewshot_mann.baselines.train --data-root $DATA --threads 1 --quiet"
@@ -28,10 +32,22 @@ queue_b() {
   $B --method maml --ways 5 --shots 5 --batch 32 --fast-lr 0.4 --adapt-steps 1 --test-adapt-steps 3 --steps 600 --out "$RUNS/maml-5w5s"
 }
 
+queue_c() {
+  $T --model mann --encoder none --split vinyals --image-size 28 --no-rotate --n-way 20 --labels one-hot --steps 10000 --out "$RUNS/mann-vinyals20"
+}
+
+queue_d() {
+  $B --method maml --ways 20 --shots 1 --batch 16 --fast-lr 0.1 --adapt-steps 5 --test-adapt-steps 5 --first-order --steps 7000 --out "$RUNS/maml-20w1s"
+}
+
+if [ "$STAGE" = 1 ]; then queues=(queue_a queue_b); else queues=(queue_c queue_d); fi
 start=$(date +%s)
-taskset -c 0 bash -c "$(declare -f queue_a); T='$T'; B='$B'; RUNS='$RUNS'; queue_a" > "$RUNS/queue_a.log" 2>&1 &
-a=$!
-taskset -c 1 bash -c "$(declare -f queue_b); T='$T'; B='$B'; RUNS='$RUNS'; queue_b" > "$RUNS/queue_b.log" 2>&1 &
-b=$!
-wait $a; wait $b
+pids=()
+for core in 0 1; do
+  q=${queues[$core]}
+  taskset -c "$core" bash -c "$(declare -f "$q"); T='$T'; B='$B'; RUNS='$RUNS'; $q" \
+    > "$RUNS/$q.log" 2>&1 &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
 echo "comparison runs done in $(( $(date +%s) - start )) s"

@@ -21,10 +21,11 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 CUDA = torch.device("cuda")
 
 
-def paper_model_and_batches(batches: int, B: int = 16, T: int = 50, seed: int = 0):
+def paper_model_and_batches(batches: int, B: int = 16, T: int = 50, seed: int = 0,
+                            key_strength_init: float = 11.0):
     torch.manual_seed(seed)
     code = LabelCode.make("one-hot", 5)
-    model = MANN(ModelConfig(), (1, 20, 20), code).to(CUDA)
+    model = MANN(ModelConfig(key_strength_init=key_strength_init), (1, 20, 20), code).to(CUDA)
     data = []
     for _ in range(batches):
         images = torch.rand(B, T, 400, device=CUDA)
@@ -48,7 +49,9 @@ def train_steps(model, forward, data) -> list[float]:
 
 
 def test_backends_agree_on_cuda():
-    model, [(images, prev, targets)] = paper_model_and_batches(1, B=8)
+    # a moderate key strength, as tests/test_backends.py in float32: at the default (11) the
+    # gradient through 50 chained sharp reads amplifies float32 rounding to O(1) differences
+    model, [(images, prev, targets)] = paper_model_and_batches(1, B=8, key_strength_init=2.0)
     grads = {}
     for backend in ("reference", "batched"):
         model.set_backend(backend)
