@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fewshot_mann.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from fewshot_mann.config import Config, replace
+from fewshot_mann.config import Config, ConfigError, replace
 from fewshot_mann.train import Trainer
 
 
@@ -51,6 +51,25 @@ def test_resume_continues_exactly(tmp_path, data_root, cache_dir):
         assert torch.equal(a, b), n
     logged = (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()
     assert len(logged) == 6  # one record per step, none lost or doubled
+
+
+def test_time_limit_pauses_at_an_evaluation_and_resume_finishes(tmp_path, data_root, cache_dir):
+    cfg = tiny_config(data_root, cache_dir, steps=9)
+    paused = Trainer(cfg, tmp_path / "t", time_limit_s=1e-9, progress=False)
+    paused.run()  # out of time at the first held-out evaluation (step 3): checkpointed there
+    assert paused.step == 3 and load_checkpoint(tmp_path / "t" / "checkpoint.pt")["step"] == 3
+    assert not (tmp_path / "t" / "model.pt").exists()  # not finished
+    resumed = Trainer(cfg, tmp_path / "t", resume=True, progress=False)
+    resumed.run()
+    assert resumed.step == 9 and (tmp_path / "t" / "model.pt").is_file()
+
+
+def test_cuda_graph_needs_cuda(tmp_path, data_root, cache_dir):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = replace(tiny_config(data_root, cache_dir, steps=3), train={"cuda_graph": True})
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        Trainer(cfg, tmp_path / "g", progress=False)
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, data_root, cache_dir):
