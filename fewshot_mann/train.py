@@ -143,6 +143,9 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = pick_device(cfg.train.device)
+        if cfg.train.cuda_graph and self.device.type != "cuda":
+            raise ConfigError(f"train.cuda_graph needs a CUDA device; this run is on "
+                              f"{self.device}")
         torch.manual_seed(cfg.train.seed)
 
         self.imageset = load_dataset(cfg.data)
@@ -161,9 +164,6 @@ class Trainer:
             if not hasattr(self.model, "compile_step"):
                 raise ConfigError(f"train.compile applies to the MANN, not to {cfg.model.kind}")
             self.model.compile_step()
-        if cfg.train.cuda_graph and self.device.type != "cuda":
-            raise ConfigError(f"train.cuda_graph needs a CUDA device; this run is on "
-                              f"{self.device}")
         self._graphed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         self.optimizer = self._make_optimizer()
         if payload:
