@@ -7,7 +7,8 @@
 #   scripts/run_comparison.sh [RUNS_DIR] [STAGE]     (default runs/compare, stage 1)
 #
 # Stage 1 is the first 50 minutes (queues a and b); stage 2 (queues c and d, about 65 minutes)
-# adds the 20-way MANN and the 20-way 1-shot MAML.
+# adds the 20-way MANN and the 20-way 1-shot MAML; stage 3 (queue e, one core, about 40
+# minutes) the 20-way 5-shot MAML.
 set -euo pipefail
 RUNS=${1:-runs/compare}
 STAGE=${2:-1}
@@ -40,10 +41,19 @@ queue_d() {
   $B --method maml --ways 20 --shots 1 --batch 16 --fast-lr 0.1 --adapt-steps 5 --test-adapt-steps 5 --first-order --steps 7000 --out "$RUNS/maml-20w1s"
 }
 
-if [ "$STAGE" = 1 ]; then queues=(queue_a queue_b); else queues=(queue_c queue_d); fi
+queue_e() {
+  $B --method maml --ways 20 --shots 5 --batch 16 --fast-lr 0.1 --adapt-steps 5 --test-adapt-steps 5 --first-order --steps 1000 --out "$RUNS/maml-20w5s"
+}
+
+case $STAGE in
+  1) queues=(queue_a queue_b) ;;
+  2) queues=(queue_c queue_d) ;;
+  3) queues=(queue_e) ;;
+  *) echo "unknown stage $STAGE: 1, 2 or 3" >&2; exit 2 ;;
+esac
 start=$(date +%s)
 pids=()
-for core in 0 1; do
+for core in "${!queues[@]}"; do  # one queue per core
   q=${queues[$core]}
   taskset -c "$core" bash -c "$(declare -f "$q"); T='$T'; B='$B'; RUNS='$RUNS'; $q" \
     > "$RUNS/$q.log" 2>&1 &
