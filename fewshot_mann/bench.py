@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from .episodes import LabelCode
+
 BATCH_SIZES = (16, 64, 256, 1024)
 MEMORY_SLOTS = (128, 512, 2048)
 QUICK_BATCH_SIZES = (16, 256)
@@ -42,12 +44,24 @@ def device_name(device: torch.device) -> str:
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
+def random_episodes(code: LabelCode, batch_size: int, steps: int = 50, pixels: int = 400,
+                    device: torch.device | str = "cpu",
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random inputs of an episode batch's shapes, for timing and profiling: images (B, T, D)
+    in [0, 1), prev_labels (B, T, G*S) = the targets shifted one step (zeros at step 0),
+    targets (B, T, G) digits."""
+    images = torch.rand(batch_size, steps, pixels, device=device)
+    targets = torch.randint(0, code.symbols, (batch_size, steps, code.groups), device=device)
+    prev = torch.cat([torch.zeros(batch_size, 1, code.input_size, device=device),
+                      code.encode(targets)[:, :-1]], 1)
+    return images, prev, targets
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """One record, in this process: spec has backend, mode, batch_size, memory_slots, device,
     min_seconds, compile."""
     from .config import ModelConfig
     from .cuda_graphs import graph_inference, graph_training_forward
-    from .episodes import LabelCode
     from .metrics import episode_loss
     from .models import MANN
 
@@ -62,9 +76,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("compile"):
         model.compile_step()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    images = torch.rand(B, T, 400, device=device)
-    targets = torch.randint(0, 5, (B, T, 1), device=device)
-    prev = torch.cat([torch.zeros(B, 1, 5, device=device), code.encode(targets)[:, :-1]], 1)
+    images, prev, targets = random_episodes(code, B, T, device=device)
     train = spec["mode"] == "train"
     model.train(train)
     if device.type == "cuda":

@@ -11,7 +11,7 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from fewshot_mann.bench import device_name
+from fewshot_mann.bench import device_name, random_episodes
 from fewshot_mann.config import ModelConfig
 from fewshot_mann.episodes import LabelCode
 from fewshot_mann.metrics import episode_loss
@@ -30,8 +30,7 @@ B, T = args.batch_size, 50
 code = LabelCode.make("one-hot", 5)
 model = MANN(ModelConfig(), (1, 20, 20), code)
 optimizer = torch.optim.Adam(model.parameters())
-images, targets = torch.rand(B, T, 400), torch.randint(0, 5, (B, T, 1))
-prev = torch.cat([torch.zeros(B, 1, 5), code.encode(targets)[:, :-1]], 1)
+images, prev, targets = random_episodes(code, B, T)
 
 
 def step() -> None:

@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+from fewshot_mann.bench import random_episodes
 from fewshot_mann.config import CACHE_DIR_ENV, Config, ModelConfig, replace
 from fewshot_mann.cuda_graphs import graph_inference, graph_training_forward
 from fewshot_mann.episodes import LabelCode
@@ -26,13 +27,7 @@ def paper_model_and_batches(batches: int, B: int = 16, T: int = 50, seed: int = 
     torch.manual_seed(seed)
     code = LabelCode.make("one-hot", 5)
     model = MANN(ModelConfig(key_strength_init=key_strength_init), (1, 20, 20), code).to(CUDA)
-    data = []
-    for _ in range(batches):
-        images = torch.rand(B, T, 400, device=CUDA)
-        targets = torch.randint(0, 5, (B, T, 1), device=CUDA)
-        prev = torch.cat([torch.zeros(B, 1, 5, device=CUDA), code.encode(targets)[:, :-1]], 1)
-        data.append((images, prev, targets))
-    return model, data
+    return model, [random_episodes(code, B, T, device=CUDA) for _ in range(batches)]
 
 
 def train_steps(model, forward, data) -> list[float]:
