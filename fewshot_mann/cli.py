@@ -39,7 +39,9 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--labels": ("episodes", "labels", str, "one-hot | five-hot"),
     "--model": ("model", "kind", str, "mann | lstm | feedforward"),
     "--backend": ("model", "backend", str, "memory backend: reference | batched"),
-    "--encoder": ("model", "encoder", str, "none (flat pixels) | conv"),
+    "--encoder": ("model", "encoder", str, "none (flat pixels) | conv | convbase"),
+    "--encoder-init": ("model", "encoder_init", str,
+                       "ProtoNets checkpoint (model.pt) that starts a convbase encoder"),
     "--controller-size": ("model", "controller_size", int, "LSTM units"),
     "--memory-slots": ("model", "memory_slots", int, "memory rows"),
     "--memory-width": ("model", "memory_width", int, "memory row size"),
@@ -81,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no random 90-degree class rotation during training")
     train.add_argument("--no-key-strength", action="store_true",
                        help="plain softmax of the cosine (eq. 18 as printed, no sharpening)")
+    train.add_argument("--freeze-encoder", action="store_true", default=None,
+                       help="keep the --encoder-init weights fixed (no gradient, BN frozen)")
     train.add_argument("--compile", action="store_true", default=None,
                        help="torch.compile each MANN time step (tens of seconds to compile)")
     train.add_argument("--out", type=Path, required=True, help="run folder")
@@ -176,6 +180,8 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             sections.setdefault(section, {})[name] = value
     if args.download:
         sections.setdefault("data", {})["download"] = True
+    if args.freeze_encoder:
+        sections.setdefault("model", {})["freeze_encoder"] = True
     if args.compile:
         sections.setdefault("train", {})["compile"] = True
     if args.cuda_graph:

@@ -57,7 +57,7 @@ SANTORO = {"santoro5": (5, "one-hot"), "santoro15": (15, "five-hot")}  # n_way, 
 SANTORO_PRESENTATIONS = 10
 SANTORO_INSTANCES = (1, 2, 3, 4, 5, 10)
 STANDARD = {s.name: s for s in SETTINGS}
-SEQUENCE_MODELS = ("mann", "mann-conv", "lstm", "feedforward")
+SEQUENCE_MODELS = ("mann", "mann-conv", "mann-pretrained", "lstm", "feedforward")
 BASELINE_TRAIN = "python -m fewshot_mann.baselines.train"
 
 
@@ -68,7 +68,7 @@ class Run:
     method: str
     settings: tuple[str, ...]
     folder: str | None  # under the runs root; None: nothing to train (scikit-learn)
-    command: str = ""  # trains it; {out} stands for the run folder
+    command: str = ""  # trains it; {out} stands for the run folder, {runs} for the runs root
     expect: tuple[tuple[str, Any], ...] = ()  # (config key, value) the checkpoint must have
 
 
@@ -111,18 +111,22 @@ def _plan() -> tuple[Run, ...]:
                 f"--labels {labels} --steps 40000 --threads 1 --out {{out}}",
                 (("model.kind", kind), ("data.split", "santoro"),
                  ("episodes.n_way", n_way), ("episodes.labels", labels))))
-    # s/step at 28x28: flat pixels 5-way 0.104, 20-way 0.38; conv encoder 1.53 and 6.6
-    budget = {("none", 5): 40000, ("none", 20): 20000, ("conv", 5): 6000, ("conv", 20): 1500}
-    for method, encoder in (("mann", "none"), ("mann-conv", "conv")):
+    # s/step at 28x28: flat pixels 5-way 0.104, 20-way 0.38; conv encoder 1.53 and 6.6;
+    # frozen ProtoNets CNN (convbase, fewshot_mann/pretrained.py) 0.2 and 0.93
+    budget = {("none", 5): 40000, ("none", 20): 20000, ("conv", 5): 6000, ("conv", 20): 1500,
+              ("convbase", 5): 5000, ("convbase", 20): 6000}
+    pretrained = " --encoder-init {runs}/protonet-1shot/model.pt --freeze-encoder"
+    for method, encoder, flags in (("mann", "none", ""), ("mann-conv", "conv", ""),
+                                   ("mann-pretrained", "convbase", pretrained)):
         for n_way in (5, 20):
             runs.append(Run(
                 method, (f"{n_way}w1s", f"{n_way}w5s"), f"{method}-vinyals{n_way}",
-                f"fewshot-mann train --model mann --encoder {encoder} --split vinyals "
+                f"fewshot-mann train --model mann --encoder {encoder}{flags} --split vinyals "
                 f"--image-size 28 --no-rotate --n-way {n_way} --labels one-hot "
                 f"--steps {budget[encoder, n_way]} --threads 1 --out {{out}}",
                 (("model.kind", "mann"), ("model.encoder", encoder),
-                 ("data.split", "vinyals"), ("episodes.n_way", n_way),
-                 ("episodes.labels", "one-hot"))))
+                 ("model.freeze_encoder", bool(flags)), ("data.split", "vinyals"),
+                 ("episodes.n_way", n_way), ("episodes.labels", "one-hot"))))
     # s/step, 60-way episodes with 5 queries: 1-shot 0.097, 5-shot 0.15
     for shots in (1, 5):
         runs.append(Run(
@@ -207,8 +211,9 @@ def evaluate_run(run: Run, ctx: Context) -> list[Record]:
 
 
 def _not_run(run: Run, folder: Path, reason: str) -> list[Record]:
-    return [Record(run.method, setting, "not run", reason=reason,
-                   train_command=run.command.format(out=folder)) for setting in run.settings]
+    command = run.command.format(out=folder, runs=folder.parent)
+    return [Record(run.method, setting, "not run", reason=reason, train_command=command)
+            for setting in run.settings]
 
 
 def _reused(ctx: Context, base: Record, setting: str) -> Record | None:
@@ -296,6 +301,7 @@ def _train_command(cfg: Config, out: Path) -> str:
             args += [flag, str(have[section][key])]
     args += ["--no-rotate"] * (not cfg.data.rotate_classes)
     args += ["--no-key-strength"] * (not cfg.model.key_strength)
+    args += ["--freeze-encoder"] * cfg.model.freeze_encoder
     return shlex.join([*args, "--out", str(out)])
 
 

@@ -69,7 +69,9 @@ class ModelConfig:
     key_strength: bool = True  # learned sharpening beta_t of the cosine (models/mann.py)
     key_strength_init: float = 11.0  # beta at initialisation
     backend: str = "batched"  # "reference" | "batched"
-    encoder: str = "none"  # "none" | "conv" (small CNN in front of the controller)
+    encoder: str = "none"  # "none" | "conv" | "convbase" (models/encoder.py)
+    encoder_init: str = ""  # a ProtoNets checkpoint whose CNN starts a "convbase" encoder
+    freeze_encoder: bool = False  # keep the initialised encoder fixed while the rest trains
     hidden_size: int = 200  # feedforward baseline width
 
 
@@ -155,13 +157,19 @@ class Config:
         _choice("episodes.labels", e.labels, ("one-hot", "five-hot"))
         _choice("model.kind", m.kind, ("mann", "lstm", "feedforward"))
         _choice("model.backend", m.backend, ("reference", "batched"))
-        _choice("model.encoder", m.encoder, ("none", "conv"))
+        _choice("model.encoder", m.encoder, ("none", "conv", "convbase"))
         _choice("train.optimizer", t.optimizer, ("adam", "rmsprop"))
         _choice("train.precision", t.precision, ("fp32", "tf32", "bf16"))
         if m.read_heads > m.memory_slots:
             raise ConfigError(f"model.read_heads ({m.read_heads}) cannot exceed "
                               f"model.memory_slots ({m.memory_slots}): LRUA writes to the "
                               f"read_heads least-used slots (eq. 21)")
+        if m.encoder_init and m.encoder != "convbase":
+            raise ConfigError(f"model.encoder_init starts a 'convbase' encoder (the ProtoNets "
+                              f"CNN); model.encoder is {m.encoder!r}")
+        if m.freeze_encoder and not m.encoder_init:
+            raise ConfigError("model.freeze_encoder keeps a pretrained encoder fixed: set "
+                              "model.encoder_init (a ProtoNets checkpoint) too")
         if m.key_strength_init <= 1.0:
             raise ConfigError(f"model.key_strength_init must be > 1, got {m.key_strength_init}")
         if not 0.0 <= m.gamma <= 1.0:

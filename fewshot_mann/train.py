@@ -39,6 +39,7 @@ from .episodes import EpisodeSampler, LabelCode
 from .evaluate import evaluate
 from .metrics import episode_loss, presentation_accuracy, step_correct
 from .models import build_model
+from .pretrained import init_encoder
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -169,6 +170,8 @@ class Trainer:
         if payload:
             self._restore(payload)
         else:
+            if cfg.model.encoder_init:  # resumed runs have these weights in their checkpoint
+                init_encoder(self.model, cfg.model.encoder_init, self.split)
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.toml").write_text(cfg.to_toml())
             self.split.save(self.out_dir / "split.json")
@@ -194,7 +197,7 @@ class Trainer:
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         t = self.cfg.train
-        params = self.model.parameters()
+        params = [p for p in self.model.parameters() if p.requires_grad]  # not a frozen encoder
         if t.optimizer == "adam":
             return torch.optim.Adam(params, lr=t.lr)
         return torch.optim.RMSprop(params, lr=t.lr, momentum=0.9, eps=1e-5)

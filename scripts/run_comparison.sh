@@ -8,7 +8,9 @@
 #
 # Stage 1 is the first 50 minutes (queues a and b); stage 2 (queues c and d, about 65 minutes)
 # adds the 20-way MANN and the 20-way 1-shot MAML; stage 3 (queue e, one core, about 40
-# minutes) the 20-way 5-shot MAML.
+# minutes) the 20-way 5-shot MAML. Stage 4 (queues f and g, about 2 hours) needs the ProtoNets
+# run of stage 1: the MANN with the conv encoder, 5-way (its 20-way run, at 6.6 s a step, does
+# not fit), and the MANN on the frozen ProtoNets CNN, 5-way then 20-way.
 set -euo pipefail
 RUNS=${1:-runs/compare}
 STAGE=${2:-1}
@@ -45,11 +47,22 @@ queue_e() {
   $B --method maml --ways 20 --shots 5 --batch 16 --fast-lr 0.1 --adapt-steps 5 --test-adapt-steps 5 --first-order --steps 1000 --out "$RUNS/maml-20w5s"
 }
 
+queue_f() {
+  $T --model mann --encoder conv --split vinyals --image-size 28 --no-rotate --n-way 5 --labels one-hot --steps 4500 --time-limit 8400 --out "$RUNS/mann-conv-vinyals5"
+}
+
+queue_g() {
+  P="--model mann --encoder convbase --encoder-init $RUNS/protonet-1shot/model.pt --freeze-encoder"
+  $T $P --split vinyals --image-size 28 --no-rotate --n-way 5 --labels one-hot --steps 5000 --out "$RUNS/mann-pretrained-vinyals5"
+  $T $P --split vinyals --image-size 28 --no-rotate --n-way 20 --labels one-hot --steps 6000 --out "$RUNS/mann-pretrained-vinyals20"
+}
+
 case $STAGE in
   1) queues=(queue_a queue_b) ;;
   2) queues=(queue_c queue_d) ;;
   3) queues=(queue_e) ;;
-  *) echo "unknown stage $STAGE: 1, 2 or 3" >&2; exit 2 ;;
+  4) queues=(queue_f queue_g) ;;
+  *) echo "unknown stage $STAGE: 1, 2, 3 or 4" >&2; exit 2 ;;
 esac
 start=$(date +%s)
 pids=()

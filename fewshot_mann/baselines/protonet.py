@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from learn2learn.vision.models import ConvBase
 from torch import nn
 
+from ..models.encoder import mean_pooled
 from .tasks import Tasks
 
 
@@ -26,8 +27,7 @@ class ProtoNet(nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(..., D) flat images -> (..., hidden) embeddings."""
-        x = images.reshape(-1, 1, self.image_size, self.image_size)
-        return self.encoder(x).mean(dim=(2, 3)).view(*images.shape[:-1], -1)
+        return mean_pooled(self.encoder, images, (1, self.image_size, self.image_size))
 
     def class_logits(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """support (B, N, K, D), query (B, M, D) -> (B, M, N): minus the squared distance of

@@ -105,12 +105,19 @@ def _shipped(name: str, part: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def omniglot_split(name: str, imageset: ImageSet) -> ClassSplit:
+def shipped_split(name: str) -> ClassSplit:
+    """The santoro or vinyals split as shipped, without checking it against any data."""
     if name == "santoro":
-        split = ClassSplit("santoro", _shipped("santoro", "train"), _shipped("santoro", "test"))
-    elif name == "vinyals":
-        split = ClassSplit("vinyals", _shipped("vinyals", "train"), _shipped("vinyals", "test"),
-                           _shipped("vinyals", "val"))
+        return ClassSplit("santoro", _shipped("santoro", "train"), _shipped("santoro", "test"))
+    if name == "vinyals":
+        return ClassSplit("vinyals", _shipped("vinyals", "train"), _shipped("vinyals", "test"),
+                          _shipped("vinyals", "val"))
+    raise SplitError(f"no shipped split {name!r}; choose 'santoro' or 'vinyals'")
+
+
+def omniglot_split(name: str, imageset: ImageSet) -> ClassSplit:
+    if name in ("santoro", "vinyals"):
+        split = shipped_split(name)
     elif name == "lake":
         train = [n for n, g in zip(imageset.class_names, imageset.groups, strict=True)
                  if g == "background"]

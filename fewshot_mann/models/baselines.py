@@ -18,7 +18,7 @@ class LSTMBaseline(nn.Module):
                  code: LabelCode) -> None:
         super().__init__()
         self.code = code
-        self.encoder = make_encoder(cfg.encoder, image_shape)
+        self.encoder = make_encoder(cfg, image_shape)
         self.controller = LSTMController(self.encoder.out_features + code.input_size, 0,
                                          cfg.controller_size)
         self.output = nn.Linear(cfg.controller_size, code.groups * code.symbols)
@@ -43,7 +43,7 @@ class FeedforwardBaseline(nn.Module):
                  code: LabelCode) -> None:
         super().__init__()
         self.code = code
-        self.encoder = make_encoder(cfg.encoder, image_shape)
+        self.encoder = make_encoder(cfg, image_shape)
         self.net = nn.Sequential(
             nn.Linear(self.encoder.out_features + code.input_size, cfg.hidden_size), nn.ReLU(),
             nn.Linear(cfg.hidden_size, cfg.hidden_size), nn.ReLU(),

@@ -40,7 +40,7 @@ class MANN(nn.Module):
         self.code = code
         self.heads, self.width = cfg.read_heads, cfg.memory_width
         self.key_strength = cfg.key_strength
-        self.encoder = make_encoder(cfg.encoder, image_shape)
+        self.encoder = make_encoder(cfg, image_shape)
         self.controller = LSTMController(self.encoder.out_features + code.input_size,
                                          self.heads * self.width, cfg.controller_size)
         # per head: key (width), write-gate logit alpha (1), key-strength logit (1)
