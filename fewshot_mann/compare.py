@@ -112,17 +112,19 @@ def _plan() -> tuple[Run, ...]:
                 (("model.kind", kind), ("data.split", "santoro"),
                  ("episodes.n_way", n_way), ("episodes.labels", labels))))
     # s/step at 28x28: flat pixels 5-way 0.104, 20-way 0.38; conv encoder 1.53 and 6.6;
-    # frozen ProtoNets CNN (convbase, fewshot_mann/pretrained.py) 0.2 and 0.93
+    # frozen ProtoNets CNN (convbase, fewshot_mann/pretrained.py) 0.2 and, with 6 presentations
+    # per class (the 5-shot query is the 6th; 120 writes fit the 128 memory slots), 0.6
     budget = {("none", 5): 40000, ("none", 20): 20000, ("conv", 5): 6000, ("conv", 20): 1500,
-              ("convbase", 5): 5000, ("convbase", 20): 6000}
+              ("convbase", 5): 5000, ("convbase", 20): 8000}
     pretrained = " --encoder-init {runs}/protonet-1shot/model.pt --freeze-encoder"
     for method, encoder, flags in (("mann", "none", ""), ("mann-conv", "conv", ""),
                                    ("mann-pretrained", "convbase", pretrained)):
         for n_way in (5, 20):
+            shorter = " --presentations 6" if (encoder, n_way) == ("convbase", 20) else ""
             runs.append(Run(
                 method, (f"{n_way}w1s", f"{n_way}w5s"), f"{method}-vinyals{n_way}",
                 f"fewshot-mann train --model mann --encoder {encoder}{flags} --split vinyals "
-                f"--image-size 28 --no-rotate --n-way {n_way} --labels one-hot "
+                f"--image-size 28 --no-rotate --n-way {n_way}{shorter} --labels one-hot "
                 f"--steps {budget[encoder, n_way]} --threads 1 --out {{out}}",
                 (("model.kind", "mann"), ("model.encoder", encoder),
                  ("model.freeze_encoder", bool(flags)), ("data.split", "vinyals"),
@@ -245,6 +247,7 @@ def _describe_checkpoint(record: Record, run: Run, path: Path) -> None:
                 for section, values in config.to_dict().items() for key, value in values.items()}
         record.train_command = _train_command(config, path.parent)
         record.train_wall_s = _logged_elapsed(path.parent / "train_log.jsonl")
+        record.train_machine = payload.get("machine")  # recorded since 2026-11-26
     else:
         payload = load_baseline(path)[1]
         have = payload["train"]

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from .bench import device_name
 from .checkpoint import (
     CheckpointError,
     checkpoint_config,
@@ -39,7 +40,6 @@ from .episodes import EpisodeSampler, LabelCode
 from .evaluate import evaluate
 from .metrics import episode_loss, presentation_accuracy, step_correct
 from .models import build_model
-from .pretrained import init_encoder
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -171,6 +171,8 @@ class Trainer:
             self._restore(payload)
         else:
             if cfg.model.encoder_init:  # resumed runs have these weights in their checkpoint
+                from .pretrained import init_encoder  # learn2learn: gym's import notice
+
                 init_encoder(self.model, cfg.model.encoder_init, self.split)
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.toml").write_text(cfg.to_toml())
@@ -337,7 +339,8 @@ class Trainer:
     def _description(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "split": self.split.to_dict(),
                 "image_shape": list(self.imageset.image_shape), "step": self.step,
-                "model": self.model.state_dict()}
+                "model": self.model.state_dict(), "machine": device_name(self.device),
+                "torch": str(torch.__version__)}
 
     def save(self) -> None:
         """Everything needed to resume, atomically."""

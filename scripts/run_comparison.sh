@@ -54,7 +54,7 @@ queue_f() {
 queue_g() {
   P="--model mann --encoder convbase --encoder-init $RUNS/protonet-1shot/model.pt --freeze-encoder"
   $T $P --split vinyals --image-size 28 --no-rotate --n-way 5 --labels one-hot --steps 5000 --out "$RUNS/mann-pretrained-vinyals5"
-  $T $P --split vinyals --image-size 28 --no-rotate --n-way 20 --labels one-hot --steps 6000 --out "$RUNS/mann-pretrained-vinyals20"
+  $T $P --split vinyals --image-size 28 --no-rotate --n-way 20 --presentations 6 --labels one-hot --steps 8000 --out "$RUNS/mann-pretrained-vinyals20"
 }
 
 case $STAGE in

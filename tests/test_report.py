@@ -52,6 +52,7 @@ def test_report_from_tiny_checkpoints(tmp_path, data_root, cache_dir, omniglot, 
     assert {f"santoro5-inst{i}" for i in SANTORO_INSTANCES} <= set(report["mann"])
     assert santoro["train_command"].startswith("fewshot-mann train")
     assert santoro["checkpoint_committed"] is False and santoro["trained_steps"] == 2
+    assert santoro["train_machine"].endswith("threads)")  # the MANN checkpoint records it
     for method, setting in [("mann", "5w1s"), ("mann", "5w5s"), ("protonet", "5w1s"),
                             ("protonet", "20w1s"), ("maml", "5w1s"), ("sklearn-knn", "20w5s"),
                             ("sklearn-logreg", "5w1s")]:

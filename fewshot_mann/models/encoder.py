@@ -11,11 +11,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from learn2learn.vision.models import ConvBase
 from torch import nn
 
 from ..config import ModelConfig
+
+if TYPE_CHECKING:
+    from learn2learn.vision.models import ConvBase
 
 
 class FlatPixels(nn.Module):
@@ -61,6 +65,9 @@ class ConvBaseEncoder(nn.Module):
     """learn2learn's ConvBase (4 blocks, 64 channels, stride 2) with mean pooling: 64 features."""
 
     def __init__(self, image_shape: tuple[int, int, int], hidden: int = 64) -> None:
+        # imported here: learn2learn pulls in gym, whose import prints a deprecation notice
+        from learn2learn.vision.models import ConvBase
+
         super().__init__()
         self.image_shape = image_shape
         self.net = ConvBase(hidden=hidden, channels=image_shape[0], max_pool=False, layers=4)
