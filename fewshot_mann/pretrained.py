@@ -19,7 +19,7 @@ from torch import nn
 from .baselines.checkpoint import load_baseline
 from .config import ConfigError
 from .data.splits import ClassSplit, base_name, shipped_split
-from .models.encoder import ConvBaseEncoder, Frozen
+from .models.encoder import ConvBaseEncoder, bare
 
 
 def pretrained_classes(payload: dict) -> list[str]:
@@ -35,7 +35,7 @@ def init_encoder(model: nn.Module, path: str | Path, split: ClassSplit) -> None:
     if payload["network"]["method"] != "protonet":
         raise ConfigError(f"model.encoder_init: {path} is a {payload['network']['method']} "
                           f"checkpoint; a 'convbase' encoder starts from a protonet one")
-    encoder = model.encoder.encoder if isinstance(model.encoder, Frozen) else model.encoder
+    encoder = bare(model.encoder)
     if not isinstance(encoder, ConvBaseEncoder):
         raise ConfigError("model.encoder_init needs model.encoder = 'convbase'")
     size = payload["network"]["image_size"]

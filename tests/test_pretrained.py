@@ -11,6 +11,7 @@ from fewshot_mann.baselines.checkpoint import load_baseline
 from fewshot_mann.baselines.train import main as train_baseline
 from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
 from fewshot_mann.cli import main
+from fewshot_mann.models.encoder import bare
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,7 @@ def train_mann(data_root, cache_dir, out, *extra: str) -> int:
 
 def encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The ConvBase weights and batch-norm statistics, whether wrapped in Frozen or not."""
-    encoder = getattr(model.encoder, "encoder", model.encoder)
-    return encoder.net.state_dict()
+    return bare(model.encoder).net.state_dict()
 
 
 @pytest.mark.parametrize("frozen", [True, False])
@@ -57,7 +57,7 @@ def test_encoder_starts_from_the_protonet_and_stays_fixed_when_frozen(
         assert not set(weights) & set(unchanged)
     # the optimiser updates the rest of the model, and the encoder only when not frozen
     optimised = len(load_checkpoint(run / "checkpoint.pt")["optimizer"]["state"])
-    encoder_params = len(list(getattr(trained.encoder, "encoder", trained.encoder).parameters()))
+    encoder_params = len(list(bare(trained.encoder).parameters()))
     total = len(list(trained.parameters()))
     assert optimised == (total - encoder_params if frozen else total)
 

@@ -96,6 +96,11 @@ class Frozen(nn.Module):
             return self.encoder(images)
 
 
+def bare(encoder: nn.Module) -> nn.Module:
+    """The encoder itself, without its Frozen wrapper if it has one."""
+    return encoder.encoder if isinstance(encoder, Frozen) else encoder
+
+
 ENCODERS: dict[str, type[nn.Module]] = {"none": FlatPixels, "conv": ConvEncoder,
                                         "convbase": ConvBaseEncoder}
 
