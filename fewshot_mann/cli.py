@@ -61,6 +61,12 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--eval-episodes": ("train", "eval_episodes", int, "episodes per held-out evaluation"),
     "--checkpoint-every": ("train", "checkpoint_every", int, "steps between checkpoints"),
     "--log-every": ("train", "log_every", int, "steps between log lines"),
+    "--curriculum": ("train", "curriculum", str,
+                     "N-way curriculum, e.g. 5,10: train these widths first, then --n-way"),
+    "--curriculum-accuracy": ("train", "curriculum_accuracy", float,
+                              "held-out 2nd-presentation accuracy that moves the curriculum on"),
+    "--on-divergence": ("train", "on_divergence", str,
+                        "rollback (to the last good state, lower lr; default) | stop"),
 }
 
 
@@ -83,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no random 90-degree class rotation during training")
     train.add_argument("--no-key-strength", action="store_true",
                        help="plain softmax of the cosine (eq. 18 as printed, no sharpening)")
+    train.add_argument("--read-norm", action="store_true", default=None,
+                       help="layer-normalise each read vector (bounds what memory feeds back)")
     train.add_argument("--freeze-encoder", action="store_true", default=None,
                        help="keep the --encoder-init weights fixed (no gradient, BN frozen)")
     train.add_argument("--compile", action="store_true", default=None,
@@ -182,6 +190,8 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         sections.setdefault("data", {})["download"] = True
     if args.freeze_encoder:
         sections.setdefault("model", {})["freeze_encoder"] = True
+    if args.read_norm:
+        sections.setdefault("model", {})["read_norm"] = True
     if args.compile:
         sections.setdefault("train", {})["compile"] = True
     if args.cuda_graph:

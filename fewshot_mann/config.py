@@ -13,6 +13,7 @@ config fails before any data is read.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import tomllib
@@ -68,6 +69,7 @@ class ModelConfig:
     gamma: float = 0.95  # usage decay, eq. 20
     key_strength: bool = True  # learned sharpening beta_t of the cosine (models/mann.py)
     key_strength_init: float = 11.0  # beta at initialisation
+    read_norm: bool = False  # layer-normalise each read vector (no parameters; models/mann.py)
     backend: str = "batched"  # "reference" | "batched"
     encoder: str = "none"  # "none" | "conv" | "convbase" (models/encoder.py)
     encoder_init: str = ""  # a ProtoNets checkpoint whose CNN starts a "convbase" encoder
@@ -94,6 +96,18 @@ class TrainConfig:
     eval_episodes: int = 256
     checkpoint_every: int = 500
     log_every: int = 50
+    # N-way curriculum: comma-separated widths below episodes.n_way ("5,10"), trained in turn;
+    # the next width starts once the held-out 2nd-presentation accuracy reaches
+    # curriculum_accuracy; the label code is sized for episodes.n_way from the start
+    curriculum: str = ""
+    curriculum_accuracy: float = 0.8
+    # divergence guard (train.py): a loss spike, a collapse of held-out accuracy or a NaN
+    # "rollback"s to the last good state with a lower learning rate, or "stop"s the run
+    on_divergence: str = "rollback"
+    spike_factor: float = 2.0  # a log window's mean loss above this x the recent median
+    collapse_drop: float = 0.25  # held-out 2nd-presentation accuracy this far below its best
+    rollback_lr_factor: float = 0.5  # the learning rate is multiplied by this at each rollback
+    max_rollbacks: int = 5  # then the run stops (TrainingDiverged)
 
 
 @dataclass
@@ -160,6 +174,14 @@ class Config:
         _choice("model.encoder", m.encoder, ("none", "conv", "convbase"))
         _choice("train.optimizer", t.optimizer, ("adam", "rmsprop"))
         _choice("train.precision", t.precision, ("fp32", "tf32", "bf16"))
+        _choice("train.on_divergence", t.on_divergence, ("rollback", "stop"))
+        curriculum_widths(self)  # raises on a malformed train.curriculum
+        if not 0.0 < t.rollback_lr_factor < 1.0:
+            raise ConfigError(f"train.rollback_lr_factor must lie in (0, 1), got "
+                              f"{t.rollback_lr_factor}")
+        if t.spike_factor <= 1.0 or not 0.0 < t.collapse_drop <= 1.0 or t.max_rollbacks < 0:
+            raise ConfigError("need train.spike_factor > 1, 0 < train.collapse_drop <= 1 and "
+                              "train.max_rollbacks >= 0")
         if m.read_heads > m.memory_slots:
             raise ConfigError(f"model.read_heads ({m.read_heads}) cannot exceed "
                               f"model.memory_slots ({m.memory_slots}): LRUA writes to the "
@@ -186,6 +208,29 @@ class Config:
         if t.warmup_steps < 0 or t.grad_clip < 0 or t.threads < 0:
             raise ConfigError("train.warmup_steps, train.grad_clip and train.threads must be >= 0")
         return self
+
+
+def curriculum_widths(cfg: Config) -> list[int]:
+    """The N of each curriculum stage, ending with episodes.n_way: "5,10" at 20-way ->
+    [5, 10, 20]; no curriculum -> [n_way]."""
+    text, n_way = cfg.train.curriculum.strip(), cfg.episodes.n_way
+    if not text:
+        return [n_way]
+    try:
+        widths = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"train.curriculum must be comma-separated class counts such as "
+                          f"'5,10', got {text!r}") from None
+    if widths[-1] == n_way:
+        widths = widths[:-1]
+    if not widths or widths[0] < 2 or any(b <= a for a, b in itertools.pairwise(widths)) \
+            or widths[-1] >= n_way:
+        raise ConfigError(f"train.curriculum {text!r}: widths must increase from >= 2 and stay "
+                          f"below episodes.n_way ({n_way})")
+    if not 0.0 < cfg.train.curriculum_accuracy <= 1.0:
+        raise ConfigError(f"train.curriculum_accuracy must lie in (0, 1], got "
+                          f"{cfg.train.curriculum_accuracy}")
+    return [*widths, n_way]
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -236,4 +281,4 @@ def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
 
 
 __all__ = ["Config", "ConfigError", "DataConfig", "EpisodeConfig", "ModelConfig", "TrainConfig",
-           "read_toml", "replace"]
+           "curriculum_widths", "read_toml", "replace"]

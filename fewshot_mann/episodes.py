@@ -47,9 +47,9 @@ class LabelCode:
     def draw(self, batch: int, n_way: int, generator: torch.Generator,
              device: torch.device) -> torch.Tensor:
         """A fresh class -> label assignment per episode: (batch, n_way, groups) digits."""
-        if self.name == "one-hot":  # a random permutation of 0..N-1 per episode
-            perm = torch.rand(batch, n_way, generator=generator, device=device).argsort(-1)
-            return perm.unsqueeze(-1)
+        if self.name == "one-hot":  # n_way of the symbols in a random order, per episode
+            perm = torch.rand(batch, self.symbols, generator=generator, device=device).argsort(-1)
+            return perm[:, :n_way].unsqueeze(-1)
         # N distinct strings out of symbols**groups per episode, then their base-5 digits
         space = self.symbols ** self.groups
         codes = torch.rand(batch, space, generator=generator, device=device).topk(n_way).indices
@@ -99,6 +99,8 @@ class EpisodeSampler:
     `class_index`/`rotation` (each (C,) long) list the classes this sampler may use, e.g. the
     training side of a split; `rotate_classes` additionally turns each drawn class by a random
     multiple of 90 degrees (a new class as far as the episode is concerned, Santoro et al.).
+    `n_way` may be lowered below the code's size (a curriculum): episodes then use a random
+    subset of the labels.
     """
 
     def __init__(self, imageset: ImageSet, class_index: torch.Tensor, rotation: torch.Tensor,
@@ -116,8 +118,9 @@ class EpisodeSampler:
             raise ValueError(f"{short} classes have fewer than {presentations} images "
                              f"(the presentations per class); the smallest has "
                              f"{int(counts.min())}")
-        if code.name == "one-hot" and code.symbols != n_way:
-            raise ValueError("a one-hot code must have n_way symbols")
+        if code.name == "one-hot" and code.symbols < n_way:
+            raise ValueError(f"a one-hot code of {code.symbols} symbols cannot label {n_way} "
+                             f"classes")
         self.device = torch.device(device)
         self.n_way, self.presentations, self.code = n_way, presentations, code
         self.rotate_classes = rotate_classes

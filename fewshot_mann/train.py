@@ -7,12 +7,28 @@
     model.pt          at the end: config + split + weights only (small; `evaluate` takes it)
     train_log.jsonl   one JSON record per log interval and per held-out evaluation
 A run resumes from `checkpoint.pt` with `resume=True` and then continues exactly as if it had
-never stopped: same batches, same parameters. A NaN or infinite loss or gradient stops the run
-with `TrainingDiverged` before the bad update, leaving the last checkpoint as it was.
+never stopped: same batches, same parameters.
+
+Divergence (`train.on_divergence`). A NaN or infinite loss or gradient is caught before the bad
+update; a loss spike or a collapse of held-out accuracy is caught at the next log record
+(`divergence.DivergenceGuard`). With "rollback" (the default) the trainer restores the last good
+state (weights, optimiser, curriculum stage: the one of the last held-out evaluation that passed
+the guard, also what checkpoint.pt holds), multiplies the learning rate by
+`train.rollback_lr_factor`, saves the diverged weights as `diverged-stepN.pt` for a post-mortem,
+logs a record {"event": "rollback", ...} and goes on with fresh batches; after
+`train.max_rollbacks` rollbacks, or with "stop", the run stops with `TrainingDiverged`, leaving
+the last checkpoint as it was.
+
+Curriculum (`train.curriculum`, e.g. "5,10" for a 20-way run): training episodes start at the
+first width; each held-out evaluation at the current width that reaches
+`train.curriculum_accuracy` at the 2nd presentation moves on to the next width (a record
+{"event": "widen", ...}), up to `episodes.n_way`. The label code is sized for episodes.n_way from
+the start, so a narrow episode uses a random subset of the labels.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -33,9 +49,10 @@ from .checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from .config import Config, ConfigError, replace
+from .config import Config, ConfigError, curriculum_widths, replace
 from .cuda_graphs import graph_training_forward
 from .data import DatasetError, ImageSet, load_dataset, make_split, resolve
+from .divergence import DivergenceGuard
 from .episodes import EpisodeSampler, LabelCode
 from .evaluate import evaluate
 from .metrics import episode_loss, presentation_accuracy, step_correct
@@ -48,11 +65,25 @@ LOG = "train_log.jsonl"
 RESUMABLE = {("data", key) for key in ("data_root", "cache_dir", "download")} | {
     ("train", key) for key in ("steps", "lr", "lr_min", "warmup_steps", "grad_clip", "device",
                                "threads", "compile", "cuda_graph", "precision", "eval_every",
-                               "eval_episodes", "checkpoint_every", "log_every")}
+                               "eval_episodes", "checkpoint_every", "log_every",
+                               "curriculum_accuracy", "on_divergence", "spike_factor",
+                               "collapse_drop", "rollback_lr_factor", "max_rollbacks")}
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """Training diverged (NaN, loss spike, accuracy collapse) and is not rolled back; the last
+    good checkpoint is kept."""
+
+
+@dataclass
+class Snapshot:
+    """The last good state, in memory: what a rollback restores."""
+
+    step: int
+    stage: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    guard: dict[str, Any]
 
 
 def pick_device(name: str) -> torch.device:
@@ -128,6 +159,9 @@ class Trainer:
     step: int = 0
     saved_step: int | None = None  # the step checkpoint.pt holds
     history: list[dict[str, Any]] = field(default_factory=list)
+    stage: int = 0  # index into the curriculum's widths
+    lr_scale: float = 1.0  # times the scheduled rate; lowered by each rollback
+    rollbacks: int = 0
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -157,6 +191,9 @@ class Trainer:
                                     side="val" if self.split.val else "test",
                                     device=self.device, seed=cfg.train.seed + 1)
         self.code = self.train_sampler.code
+        self.widths = curriculum_widths(cfg)
+        self.guard = DivergenceGuard(cfg.train.spike_factor, cfg.train.collapse_drop,
+                                     eval_samples=cfg.train.eval_episodes * min(self.widths))
         self.model = build_model(cfg.model, self.imageset.image_shape, self.code).to(self.device)
         # TF32 matmuls are a process-wide CUDA switch; bf16 is an autocast around each forward
         torch.backends.cuda.matmul.allow_tf32 = cfg.train.precision == "tf32"
@@ -165,11 +202,14 @@ class Trainer:
             if not hasattr(self.model, "compile_step"):
                 raise ConfigError(f"train.compile applies to the MANN, not to {cfg.model.kind}")
             self.model.compile_step()
-        self._graphed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        # one captured graph per episode shape (a curriculum changes the episode length)
+        self._graphed: dict[torch.Size, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
         self.optimizer = self._make_optimizer()
         if payload:
             self._restore(payload)
-        else:
+        self._set_stage(self.stage)
+        self.snapshot = self._snapshot()
+        if not payload:
             if cfg.model.encoder_init:  # resumed runs have these weights in their checkpoint
                 from .pretrained import init_encoder  # learn2learn: gym's import notice
 
@@ -215,31 +255,57 @@ class Trainer:
             raise CheckpointError(f"{path}: optimiser or RNG state unusable: {err}") from err
         self.step = self.saved_step = int(payload["step"])
         self.history = list(payload.get("history", []))
-        self._truncate_log(self.step)
+        # absent from checkpoints written before the curriculum and the divergence guard
+        self.stage = int(payload.get("curriculum_stage", 0))
+        self.lr_scale = float(payload.get("lr_scale", 1.0))
+        self.rollbacks = int(payload.get("rollbacks", 0))
+        if "guard" in payload:
+            self.guard.load_state_dict(payload["guard"])
+        self._truncate_log("history" in payload)
 
-    def _truncate_log(self, step: int) -> None:
+    def _truncate_log(self, has_history: bool) -> None:
         """Drop log records written after the checkpoint (they will be written again), and a
-        last line cut short by a crash."""
+        last line cut short by a crash: the log keeps the checkpoint's own history (older
+        checkpoints without one: the records up to its step)."""
         log = self.out_dir / LOG
         if not log.exists():
             return
-        kept = [line for line in log.read_text().splitlines() if _logged_step(line) <= step]
+        lines = log.read_text().splitlines()
+        if has_history:
+            kept = lines[:len(self.history)]
+        else:
+            kept = [line for line in lines if _logged_step(line) <= self.step]
         log.write_text("".join(line + "\n" for line in kept))
 
+    def _set_stage(self, stage: int) -> None:
+        """Episodes of the stage's width, for training and for the held-out evaluation."""
+        self.stage = stage
+        self.train_sampler.n_way = self.heldout.n_way = self.widths[stage]
+
+    @property
+    def n_way(self) -> int:
+        return self.widths[self.stage]
+
+    def _snapshot(self) -> Snapshot:
+        return Snapshot(self.step, self.stage, copy.deepcopy(self.model.state_dict()),
+                        copy.deepcopy(self.optimizer.state_dict()), self.guard.state_dict())
+
     # ---- the loop ----------------------------------------------------------------------------
-    def train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
-        """One update. Returns (loss, per-step correctness (B, T), presentation index (B, T))."""
-        lr = lr_at(self.cfg, self.step)
+    def train_step(self) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+        """One update. Returns (loss, gradient norm before clipping, per-step correctness
+        (B, T), presentation index (B, T)); TrainingDiverged before a non-finite update."""
+        lr = lr_at(self.cfg, self.step) * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = self.train_sampler.sample(self.cfg.train.batch_size)
         forward = self.model
         if self.cfg.train.cuda_graph:
-            if self._graphed is None:  # captured once, from the first batch's shapes
+            shape = batch.images.shape
+            if shape not in self._graphed:  # captured once per shape, from its first batch
                 with self.autocast(cache_enabled=False):
-                    self._graphed = graph_training_forward(self.model, batch.images,
-                                                           batch.prev_labels)
-            forward = self._graphed
+                    self._graphed[shape] = graph_training_forward(self.model, batch.images,
+                                                                  batch.prev_labels)
+            forward = self._graphed[shape]
         with self.autocast(cache_enabled=not self.cfg.train.cuda_graph):
             logits = forward(batch.images, batch.prev_labels)
         loss = episode_loss(logits.float(), batch.targets)
@@ -250,10 +316,12 @@ class Trainer:
                                               self.cfg.train.grad_clip or math.inf)
         loss_value, norm_value = torch.stack([loss.detach(), norm]).tolist()  # one sync
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-            raise TrainingDiverged(self._divergence_message(loss_value, norm_value))
+            what = (f"the loss became {loss_value}" if not math.isfinite(loss_value)
+                    else f"the gradient norm became {norm_value}")
+            raise TrainingDiverged(f"{what} at step {self.step + 1} (caught before that update)")
         self.optimizer.step()
         self.step += 1
-        return loss_value, step_correct(logits, batch.targets), batch.presentation
+        return loss_value, norm_value, step_correct(logits, batch.targets), batch.presentation
 
     def autocast(self, cache_enabled: bool = True) -> torch.autocast:
         """bf16 autocast when train.precision is "bf16", else a no-op context (CUDA graphs
@@ -262,16 +330,37 @@ class Trainer:
                               enabled=self.cfg.train.precision == "bf16",
                               cache_enabled=cache_enabled)
 
-    def _divergence_message(self, loss: float, norm: float) -> str:
-        what = (f"the loss became {loss}" if not math.isfinite(loss)
-                else f"the gradient norm became {norm}")
+    def _stop_message(self, what: str) -> str:
         if self.saved_step is None:
             kept = ("no checkpoint had been written yet: start again with a lower --lr or a "
                     "--grad-clip")
         else:
             kept = (f"{self.out_dir / CHECKPOINT} keeps step {self.saved_step}, the last good "
                     f"checkpoint: --resume from it with a lower --lr or a --grad-clip")
-        return f"{what} at step {self.step + 1}; training stopped before that update. {kept}"
+        return f"{what}; training stopped. {kept}"
+
+    def _rollback(self, reason: str) -> dict[str, Any]:
+        """Back to the last good snapshot with a lower learning rate; the log record of it.
+        Raises TrainingDiverged when rollbacks are off or used up."""
+        t = self.cfg.train
+        if t.on_divergence == "stop":
+            raise TrainingDiverged(self._stop_message(reason))
+        if self.rollbacks >= t.max_rollbacks:
+            raise TrainingDiverged(self._stop_message(
+                f"{reason} (after {self.rollbacks} rollbacks, train.max_rollbacks)"))
+        diverged = self.out_dir / f"diverged-step{self.step}.pt"
+        save_checkpoint(diverged, **self._description())  # for a post-mortem
+        snap, from_step = self.snapshot, self.step
+        self.model.load_state_dict(snap.model)  # in place: CUDA graphs keep their parameters
+        self.optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
+        self.guard.load_state_dict(snap.guard)
+        self.step = snap.step
+        self._set_stage(snap.stage)
+        self.rollbacks += 1
+        self.lr_scale *= t.rollback_lr_factor
+        return {"step": self.step, "event": "rollback", "from_step": from_step,
+                "reason": reason, "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
+                "diverged_weights": diverged.name}
 
     def run(self, stop_at: int | None = None) -> list[dict[str, Any]]:
         """Train to `train.steps` (or pause at step `stop_at`, checkpointed); returns the log."""
@@ -279,15 +368,23 @@ class Trainer:
         last = min(t.steps, stop_at or t.steps)
         reached = False
         K = self.cfg.episodes.presentations
-        window: list[tuple[float, torch.Tensor]] = []
+        window: list[tuple[float, float, torch.Tensor]] = []  # loss, grad norm, accuracy by K
         started, start_step = time.perf_counter(), self.step
         elapsed_before = self.history[-1]["elapsed_s"] if self.history else 0.0
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, desc="train")
         self.model.train()
         while self.step < last:
-            loss, correct, presentation = self.train_step()
-            window.append((loss, presentation_accuracy(correct, presentation, K).mean(0)))
+            try:
+                loss, norm, correct, presentation = self.train_step()
+            except TrainingDiverged as err:  # non-finite: caught before the update
+                elapsed = elapsed_before + time.perf_counter() - started
+                self._log({**self._rollback(str(err)), "elapsed_s": round(elapsed, 2)}, bar)
+                window.clear()
+                bar.reset(total=t.steps)
+                bar.update(self.step)
+                continue
+            window.append((loss, norm, presentation_accuracy(correct, presentation, K).mean(0)))
             bar.update(1)
             log_now = self.step % t.log_every == 0 or self.step == last
             eval_now = self.step % t.eval_every == 0 or self.step == last
@@ -296,9 +393,11 @@ class Trainer:
             elapsed = elapsed_before + time.perf_counter() - started
             record: dict[str, Any] = {
                 "step": self.step, "episodes": self.step * t.batch_size,
-                "elapsed_s": round(elapsed, 2), "lr": lr_at(self.cfg, self.step - 1),
+                "elapsed_s": round(elapsed, 2), "n_way": self.n_way,
+                "lr": lr_at(self.cfg, self.step - 1) * self.lr_scale,
                 "loss": sum(w[0] for w in window) / len(window),
-                "train_instance_accuracy": torch.stack([w[1] for w in window]).mean(0).tolist(),
+                "grad_norm_max": max(w[1] for w in window),  # before clipping
+                "train_instance_accuracy": torch.stack([w[2] for w in window]).mean(0).tolist(),
             }
             window.clear()
             if eval_now:
@@ -309,11 +408,27 @@ class Trainer:
                 self.model.train()
                 record["heldout_instance_accuracy"] = result.instance_accuracy
                 record["heldout_loss"] = result.loss
-            self._log(record, bar)
+            reason = self.guard.check(record)
+            self._log(record, bar)  # a diverged record too: the log keeps what happened
+            if reason:
+                self._log({**self._rollback(reason), "elapsed_s": record["elapsed_s"]}, bar)
+                bar.reset(total=t.steps)
+                bar.update(self.step)
+                continue
+            self.guard.accept(record)
             rate = (self.step - start_step) * t.batch_size / (time.perf_counter() - started)
             bar.set_postfix(loss=f"{record['loss']:.3f}", eps=f"{rate:.0f}/s",
                             inst2=f"{record['train_instance_accuracy'][1]:.3f}")
-            reached = eval_now and record["heldout_instance_accuracy"][1] >= self.stop_accuracy > 0
+            if eval_now:
+                accuracy = record["heldout_instance_accuracy"][1]
+                if self.stage + 1 < len(self.widths) and accuracy >= t.curriculum_accuracy:
+                    self._set_stage(self.stage + 1)
+                    self.guard.reset()  # another task, another loss scale
+                    self._log({"step": self.step, "event": "widen", "n_way": self.n_way,
+                               "elapsed_s": record["elapsed_s"]}, bar)
+                elif self.stage + 1 == len(self.widths):
+                    reached = accuracy >= self.stop_accuracy > 0
+                self.snapshot = self._snapshot()
             out_of_time = eval_now and time.perf_counter() - started >= self.time_limit_s > 0
             if self.step % t.checkpoint_every == 0 or self.step == last or reached or out_of_time:
                 self.save()
@@ -328,13 +443,21 @@ class Trainer:
         self.history.append(record)
         with open(self.out_dir / LOG, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if not self.progress:
+            return
+        if record.get("event") == "rollback":
+            bar.write(f"step {record['from_step']}: {record['reason']}; rolled back to step "
+                      f"{record['step']}, learning rate x{record['lr_scale']:g}")
+            return
+        if record.get("event") == "widen":
+            bar.write(f"step {record['step']}: curriculum moves on to {record['n_way']}-way")
+            return
         parts = [f"step {record['step']}", f"loss {record['loss']:.4f}",
                  "train " + " ".join(f"{a:.2f}" for a in record["train_instance_accuracy"])]
         if "heldout_instance_accuracy" in record:
             parts.append("held-out " + " ".join(f"{a:.2f}"
                                                 for a in record["heldout_instance_accuracy"]))
-        if self.progress:
-            bar.write(" | ".join(parts))
+        bar.write(" | ".join(parts))
 
     def _description(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "split": self.split.to_dict(),
@@ -346,6 +469,8 @@ class Trainer:
         """Everything needed to resume, atomically."""
         save_checkpoint(self.out_dir / CHECKPOINT, **self._description(),
                         optimizer=self.optimizer.state_dict(), history=self.history,
+                        curriculum_stage=self.stage, lr_scale=self.lr_scale,
+                        rollbacks=self.rollbacks, guard=self.guard.state_dict(),
                         sampler_rng=self.train_sampler.generator.get_state(),
                         torch_rng=torch.get_rng_state())
         self.saved_step = self.step

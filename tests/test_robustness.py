@@ -351,11 +351,11 @@ def inf_gradient(loss: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("poison, bad_step, message", [
-    (nan_loss, 7, "the loss became nan at step 7; training stopped before that update. "
-                  "{ckpt} keeps step 6, the last good checkpoint: --resume from it"),
+    (nan_loss, 7, "the loss became nan at step 7 (caught before that update); training "
+                  "stopped. {ckpt} keeps step 6, the last good checkpoint: --resume from it"),
     (inf_gradient, 7, "the gradient norm became"),
-    (inf_loss, 1, "the loss became inf at step 1; training stopped before that update. "
-                  "no checkpoint had been written yet: start again with a lower --lr"),
+    (inf_loss, 1, "the loss became inf at step 1 (caught before that update); training "
+                  "stopped. no checkpoint had been written yet: start again with a lower --lr"),
 ])
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, image_tree, cli,
                                                              monkeypatch, poison, bad_step,
@@ -370,7 +370,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, image_tre
     monkeypatch.setattr(train_module, "episode_loss", loss_going_bad)
     run = tmp_path / "run"
     args = ["train", "--dataset", f"folder:{image_tree}", "--split", "ratio:0.5", "--cache-dir",
-            tmp_path / "cache", *TINY, "--grad-clip", "0", "--steps", "10", "--out", run]
+            tmp_path / "cache", *TINY, "--grad-clip", "0", "--steps", "10",
+            "--on-divergence", "stop", "--out", run]
     code, err = cli(*args)
     assert_one_line_error(code, err, message.format(ckpt=run / "checkpoint.pt"))
     assert not (run / "model.pt").exists()

@@ -16,6 +16,14 @@ Its bias starts at beta_0 = `key_strength_init` (11). Measured on this CPU
 and batch 32, beta_0 = 1.7 stays on the MANN plateau (31.5 %) while beta_0 = 11 leaves it
 (53.4 %); with the package's Adam 3e-3 and batch 16, beta_0 = 11 reaches 81.4 % and no key
 strength at all 61.3 %.
+
+Read normalisation (`read_norm`, off by default, on in the recipes of results/scaling). LRUA adds
+every write into its slot (eq. 23) and only the least-used slot is ever cleared, so a slot that
+is read and written again and again grows with the episode: in the 150-step 15-way episodes the
+largest slot norm grows from about 1 to 10 over one episode (scripts/diagnose_memory.py). The
+read vectors r_t feed both the output layer and the next controller step, so their scale is
+unbounded in T. With `read_norm` each head's r_t is layer-normalised (no parameters) before
+either sees it: the cosine addressing is scale-free already, and now the reads are too.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ class MANN(nn.Module):
         self.code = code
         self.heads, self.width = cfg.read_heads, cfg.memory_width
         self.key_strength = cfg.key_strength
+        self.read_norm = cfg.read_norm
         self.encoder = make_encoder(cfg, image_shape)
         self.controller = LSTMController(self.encoder.out_features + code.input_size,
                                          self.heads * self.width, cfg.controller_size)
@@ -94,5 +103,7 @@ class MANN(nn.Module):
         strengths = (1 + F.softplus(params[..., self.width + 1]) if self.key_strength
                      else torch.ones_like(write_gates))
         read_vectors, memory = self.memory.step(memory, keys, write_gates, strengths)
+        if self.read_norm:  # each head's r_t to zero mean, unit variance (see module doc)
+            read_vectors = F.layer_norm(read_vectors, (self.width,))
         reads = read_vectors.flatten(1)
         return torch.cat([h, reads], dim=-1), reads, state, memory

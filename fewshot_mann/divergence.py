@@ -1,0 +1,81 @@
+"""Divergence guard: the failures of a training run that a NaN check does not see.
+
+A large-batch MANN run can blow up without a single non-finite number: the training loss jumps
+far above where it was, held-out accuracy falls to chance, and the run then settles on a
+constant, useless output while the loss stays finite (issue 10; results/scaling). The trainer
+shows every log record to a `DivergenceGuard`:
+
+    loss spike          the record's mean training loss is above `spike_factor` x the median of
+                        the last `window` accepted records, and above that median by more than
+                        `MIN_RISE` nats and more than 5 robust standard deviations of those
+                        records (1.4826 x their median absolute deviation): noisy small-batch
+                        records do not trigger it
+    accuracy collapse   its held-out accuracy at the 2nd presentation is more than
+                        `collapse_drop`, and more than 4 standard errors of the evaluation
+                        (binomial, `eval_samples` = episodes x classes), below the best so far
+
+`check` names what is wrong (or returns None); `accept` adds a healthy record to the history.
+The guard's state is plain numbers (`state_dict`), saved in checkpoints and in the trainer's
+last-good snapshot, so that a rollback or a resume continues with the history it had then.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+MIN_RISE = 0.25  # nats: a jump smaller than this is noise at any loss scale
+MIN_RECORDS = 5  # accepted records before a spike can be told from the loss's own noise
+
+
+@dataclass
+class DivergenceGuard:
+    spike_factor: float = 2.0
+    collapse_drop: float = 0.25
+    eval_samples: int = 256 * 5  # held-out episodes x classes per evaluation
+    window: int = 10
+    losses: list[float] = field(default_factory=list)  # mean loss of accepted log records
+    best: float = -math.inf  # best held-out 2nd-presentation accuracy since the last reset
+
+    def check(self, record: dict[str, Any]) -> str | None:
+        """What is wrong with this log record, or None when it looks healthy."""
+        loss = record["loss"]
+        recent = self.losses[-self.window:]
+        if len(recent) >= MIN_RECORDS:
+            median = statistics.median(recent)
+            spread = 1.4826 * statistics.median(abs(x - median) for x in recent)
+            if loss > self.spike_factor * median and loss > median + max(MIN_RISE, 5 * spread):
+                return (f"loss spike: {loss:.3f}, {loss / median:.1f} x the median {median:.3f} "
+                        f"of the last {len(recent)} log records")
+        accuracy = _second_presentation(record)
+        noise = 4 * math.sqrt(max(self.best, 0.0) * (1 - min(self.best, 1.0)) / self.eval_samples)
+        if accuracy is not None and self.best - accuracy > max(self.collapse_drop, noise):
+            return (f"held-out accuracy collapse: 2nd presentation {accuracy:.3f}, best so far "
+                    f"{self.best:.3f}")
+        return None
+
+    def accept(self, record: dict[str, Any]) -> None:
+        self.losses.append(record["loss"])
+        del self.losses[:-self.window]
+        accuracy = _second_presentation(record)
+        if accuracy is not None:
+            self.best = max(self.best, accuracy)
+
+    def reset(self) -> None:
+        """Forget the history: the task changed (a curriculum stage), so has the loss scale."""
+        self.losses.clear()
+        self.best = -math.inf
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"losses": list(self.losses), "best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.losses = [float(x) for x in state["losses"]]
+        self.best = float(state["best"])
+
+
+def _second_presentation(record: dict[str, Any]) -> float | None:
+    accuracy = record.get("heldout_instance_accuracy")
+    return accuracy[1] if accuracy is not None and len(accuracy) > 1 else None

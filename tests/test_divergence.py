@@ -1,0 +1,165 @@
+"""The divergence guard (loss spikes, accuracy collapse, NaN: rollback or stop) and the N-way
+curriculum, on real Omniglot training steps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fewshot_mann import train as train_module
+from fewshot_mann.checkpoint import load_checkpoint
+from fewshot_mann.config import Config, ConfigError, curriculum_widths, replace
+from fewshot_mann.divergence import DivergenceGuard
+from fewshot_mann.train import Trainer, TrainingDiverged
+
+SPIKE_AT = 20  # the step after which the parameters are blown up
+
+
+def tiny_config(data_root, cache_dir, **train) -> Config:
+    cfg = Config()
+    cfg.data.data_root, cfg.data.cache_dir = str(data_root), str(cache_dir)
+    cfg.episodes.n_way, cfg.episodes.presentations = 3, 4
+    m = cfg.model
+    m.controller_size, m.memory_slots, m.memory_width, m.read_heads = 32, 16, 8, 2
+    return replace(cfg, train={"steps": 40, "batch_size": 8, "log_every": 2, "eval_every": 4,
+                               "eval_episodes": 32, "checkpoint_every": 4, "device": "cpu",
+                               "seed": 3, **train})
+
+
+class SpikingTrainer(Trainer):
+    """Multiplies every parameter by 30 once, before the update after step SPIKE_AT: the loss
+    jumps while staying finite, as in the large-batch collapse of issue 10."""
+
+    def train_step(self):
+        if self.step == SPIKE_AT and not getattr(self, "spiked", False):
+            self.spiked = True
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    p.mul_(30.0)
+        return super().train_step()
+
+
+def log_records(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_an_injected_spike_is_rolled_back_and_training_goes_on(tmp_path, data_root, cache_dir):
+    run = tmp_path / "run"
+    trainer = SpikingTrainer(tiny_config(data_root, cache_dir), run, progress=False)
+    trainer.run()
+    rollbacks = [r for r in log_records(run) if r.get("event") == "rollback"]
+    assert len(rollbacks) == 1, rollbacks
+    event = rollbacks[0]
+    assert event["step"] == SPIKE_AT and event["from_step"] == SPIKE_AT + 2
+    assert event["reason"].startswith("loss spike") and event["lr_scale"] == 0.5
+    assert (run / event["diverged_weights"]).exists()  # kept for a post-mortem
+    # the run finished from the restored state, at half the learning rate
+    final = load_checkpoint(run / "checkpoint.pt")
+    assert trainer.step == 40 and final["step"] == 40 and final["lr_scale"] == 0.5
+    assert (run / "model.pt").exists()
+    last = log_records(run)[-1]
+    assert last["lr"] == pytest.approx(0.5 * train_module.lr_at(trainer.cfg, 39))
+    diverged = load_checkpoint(run / event["diverged_weights"])["model"]
+    for name, weight in final["model"].items():
+        assert torch.isfinite(weight).all()
+        if weight.dtype.is_floating_point and weight.abs().max() > 0.05:
+            # the blown-up weights are 30x; the trained ones are back at the normal scale
+            assert weight.abs().max() < diverged[name].abs().max() / 5, name
+    # the loss is back where it was before the spike
+    before = next(r for r in log_records(run) if r["step"] == SPIKE_AT and "loss" in r)
+    assert last["loss"] < 1.5 * before["loss"]
+
+
+def test_stop_mode_stops_at_the_spike_and_keeps_the_last_good_checkpoint(tmp_path, data_root,
+                                                                          cache_dir):
+    run = tmp_path / "run"
+    trainer = SpikingTrainer(tiny_config(data_root, cache_dir, on_divergence="stop"), run,
+                             progress=False)
+    with pytest.raises(TrainingDiverged, match=r"loss spike: .*training stopped.*keeps step 20"):
+        trainer.run()
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == SPIKE_AT
+    assert not (run / "model.pt").exists()
+
+
+def test_a_nan_loss_is_rolled_back_by_default(tmp_path, data_root, cache_dir, monkeypatch):
+    real, calls = train_module.episode_loss, []
+
+    def nan_once(logits, targets):
+        calls.append(1)
+        loss = real(logits, targets)
+        return loss * float("nan") if len(calls) == 7 else loss
+
+    monkeypatch.setattr(train_module, "episode_loss", nan_once)
+    run = tmp_path / "run"
+    Trainer(tiny_config(data_root, cache_dir, steps=12), run, progress=False).run()
+    events = [r for r in log_records(run) if r.get("event") == "rollback"]
+    assert [(e["step"], e["from_step"]) for e in events] == [(4, 6)]
+    assert "the loss became nan at step 7" in events[0]["reason"]
+    assert load_checkpoint(run / "model.pt")["step"] == 12
+
+
+def test_rollbacks_are_bounded(tmp_path, data_root, cache_dir, monkeypatch):
+    monkeypatch.setattr(train_module, "episode_loss", lambda logits, targets: logits.sum() * 0
+                        + float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"after 2 rollbacks, train.max_rollbacks"):
+        Trainer(tiny_config(data_root, cache_dir, max_rollbacks=2), tmp_path / "run",
+                progress=False).run()
+
+
+def test_guard_sees_a_spike_and_a_collapse_but_not_noise():
+    guard = DivergenceGuard(spike_factor=2.0, collapse_drop=0.25, eval_samples=1280)
+    for loss in (6.4, 6.3, 6.5, 6.2, 6.3, 6.26):  # the issue's 15-way run before its collapse
+        assert guard.check({"loss": loss}) is None
+        guard.accept({"loss": loss})
+    assert guard.check({"loss": 32.8}).startswith("loss spike: 32.800")
+    assert guard.check({"loss": 7.0}) is None
+    guard.accept({"loss": 6.2, "heldout_instance_accuracy": [0.0, 0.6]})
+    assert guard.check({"loss": 6.2, "heldout_instance_accuracy": [0.0, 0.5]}) is None
+    assert "collapse" in guard.check({"loss": 6.2, "heldout_instance_accuracy": [0.0, 0.02]})
+    guard.reset()
+    assert guard.check({"loss": 32.8, "heldout_instance_accuracy": [0.0, 0.02]}) is None
+    # an evaluation of 16 samples cannot tell 0.6 -> 0.3 from noise
+    small = DivergenceGuard(eval_samples=16)
+    small.accept({"loss": 1.0, "heldout_instance_accuracy": [0.0, 0.6]})
+    assert small.check({"loss": 1.0, "heldout_instance_accuracy": [0.0, 0.3]}) is None
+
+
+def test_curriculum_widens_and_resumes_at_its_stage(tmp_path, data_root, cache_dir):
+    cfg = tiny_config(data_root, cache_dir, steps=8, curriculum="2", curriculum_accuracy=0.01)
+    cfg.episodes.n_way = 4
+    run = tmp_path / "run"
+    trainer = Trainer(cfg, run, progress=False)
+    assert trainer.train_sampler.n_way == 2 and trainer.code.symbols == 4
+    batch = trainer.train_sampler.sample(16)
+    assert batch.images.shape[1] == 2 * 4  # 2 classes x 4 presentations
+    assert all(len(set(t.tolist())) == 2 for t in batch.targets[..., 0])  # 2 labels of 0..3
+    assert int(batch.targets.max()) <= 3
+    trainer.run(stop_at=4)
+    widen = [r for r in log_records(run) if r.get("event") == "widen"]
+    assert widen == [{"step": 4, "event": "widen", "n_way": 4, "elapsed_s": widen[0]["elapsed_s"]}]
+    assert load_checkpoint(run / "checkpoint.pt")["curriculum_stage"] == 1
+    resumed = Trainer(cfg, run, resume=True, progress=False)
+    assert resumed.train_sampler.n_way == resumed.heldout.n_way == 4
+    resumed.run()
+    assert [r["n_way"] for r in log_records(run) if "loss" in r] == [2, 2, 4, 4]
+
+
+@pytest.mark.parametrize("curriculum, message", [
+    ("5,x", "comma-separated class counts"),
+    ("10,5", "widths must increase"),
+    ("5,25", "stay below episodes.n_way"),
+    ("1", "from >= 2"),
+])
+def test_bad_curriculum_is_refused(curriculum, message):
+    cfg = replace(Config(), episodes={"n_way": 20}, train={"curriculum": curriculum})
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate()
+
+
+def test_curriculum_widths():
+    cfg = replace(Config(), episodes={"n_way": 20}, train={"curriculum": "5,10"})
+    assert curriculum_widths(cfg) == [5, 10, 20]
+    assert curriculum_widths(replace(cfg, train={"curriculum": "5,10,20"})) == [5, 10, 20]
+    assert curriculum_widths(Config()) == [5]
