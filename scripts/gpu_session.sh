@@ -11,6 +11,10 @@
 #          lr $TTA_LR (3e-3), giving up after $TTA_MAX_SECONDS (100)      -> DIR/time-to-accuracy.json
 #   conv   MANN + conv encoder on the Vinyals split, 5-way then 20-way (the comparison's runs),
 #          each stopped after $CONV_MAX_SECONDS (150)                      -> DIR/conv-vinyals*.tar
+#   scale  issue 10, about 8 minutes: the large-batch 15-way collapse reproduced under the
+#          divergence guard, then the N-way curriculum recipes (15-way five-hot, 20-way on
+#          pixels, 20-way on the frozen ProtoNets CNN), batch 256, CUDA graphs
+#                                                                         -> DIR/scale-*.tar
 #
 # Omniglot comes from $FEWSHOT_MANN_DATA, or is unpacked from .gpu/omniglot.tgz (made with
 # `tar --format=posix -czf .gpu/omniglot.tgz omniglot-py`, which keeps the files' mtimes, so
@@ -75,7 +79,37 @@ for part in "$@"; do
         tar cf "$OUT/conv-vinyals$1.tar" -C "$dir" "$weights" train_log.jsonl config.toml \
             split.json
     done ;;
-  *) echo "unknown part $part: tests bench tta conv" >&2 ;;
+  scale)
+    # name, time limit (s), flags; the recipes in results/scaling/README.md
+    # SCALE_DEVICE and SCALE_EXTRA (appended last: its flags win) serve a CPU smoke test
+    common="--batch-size 256 ${SCALE_DEVICE:---device cuda --cuda-graph} --eval-every 100"
+    common="$common --checkpoint-every 100 --log-every 25 --eval-episodes 256"
+    santoro15="--split santoro --n-way 15 --labels five-hot"
+    vinyals20="--split vinyals --image-size 28 --no-rotate --n-way 20 --presentations 6"
+    vinyals20="$vinyals20 --labels one-hot"
+    recipe="--curriculum 5,10 --curriculum-accuracy 0.7 --lr 2e-3 --lr-min 1e-4"
+    recipe="$recipe --warmup-steps 100"
+    protonet=results/compare-runs/protonet-1shot/model.pt
+    $PY -c "import learn2learn" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/.gpu/shim
+    runs=(
+      "santoro15-collapse|${SCALE_COLLAPSE_S:-100}|$santoro15"  # the issue's flags
+      "santoro15|${SCALE_S:-120}|$santoro15 $recipe --steps 2400"
+      "vinyals20|${SCALE_S:-120}|$vinyals20 $recipe --steps 2400"
+      "vinyals20-protonet|${SCALE_S:-120}|$vinyals20 $recipe --steps 2400 --encoder convbase
+        --encoder-init $protonet --freeze-encoder"
+    )
+    for spec in "${runs[@]}"; do
+        IFS='|' read -r name limit flags <<< "$spec"
+        case " ${SCALE_RUNS:-all} " in *" all "*|*" $name "*) ;; *) continue ;; esac
+        dir=/tmp/runs/scale-$name
+        phase "scale: $name, at most $limit s"
+        timeout $((limit + 90)) $PY -m fewshot_mann.cli train $common $flags \
+            --time-limit "$limit" ${SCALE_EXTRA:-} --out "$dir" 2>&1 | quiet
+        [ -e "$dir/model.pt" ] || $PY scripts/export_model.py "$dir/checkpoint.pt" "$dir/model.pt"
+        (cd "$dir" && tar cf "$OUT/scale-$name.tar" model.pt train_log.jsonl config.toml \
+            split.json $(ls diverged-step*.pt 2>/dev/null | head -4))
+    done ;;
+  *) echo "unknown part $part: tests bench tta conv scale" >&2 ;;
   esac
 done
 phase done

@@ -95,3 +95,21 @@ def test_trainer_with_cuda_graph_resumes_exactly(tmp_path, data_root, cache_dir)
                             strict=True):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
     assert (tmp_path / "whole" / "model.pt").is_file()
+
+
+def test_rollback_under_cuda_graphs_restores_the_captured_parameters(tmp_path, data_root,
+                                                                     cache_dir):
+    """A rollback copies the last good weights into the parameters in place, so the captured
+    graph goes on reading them; a curriculum captures one graph per episode length."""
+    from test_divergence import SPIKE_AT, SpikingTrainer, log_records, tiny_config
+
+    cache = os.environ.get(CACHE_DIR_ENV) or str(cache_dir)
+    cfg = tiny_config(data_root, cache, device="cuda", cuda_graph=True, curriculum="2",
+                      curriculum_accuracy=0.01)
+    trainer = SpikingTrainer(cfg, tmp_path / "run", progress=False)
+    trainer.run()
+    events = [r for r in log_records(tmp_path / "run") if "event" in r]
+    assert [e["event"] for e in events] == ["widen", "rollback"], events
+    assert events[1]["step"] == SPIKE_AT and len(trainer._graphed) == 2
+    restored = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert all(torch.isfinite(v).all() for v in restored.values())
