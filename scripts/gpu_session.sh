@@ -91,13 +91,14 @@ for part in "$@"; do
     $PY -c "import learn2learn" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/.gpu/shim
     # call 1 (results/scaling/README.md) ran "--curriculum 5,10 --curriculum-accuracy 0.7 --lr 2e-3
     # --warmup-steps 100 --steps 2400" for the last three: no run left 5-way in 2,400 steps
-    runs=(
+    curriculum="--curriculum 5,10 --curriculum-accuracy 0.5"
+    schedule="--lr 3e-3 --lr-min 1e-4"
+    frozen="--encoder convbase --encoder-init $protonet --freeze-encoder"
+    runs=(  # one line each: name|time limit (s)|flags
       "santoro15-collapse|${SCALE_COLLAPSE_S:-100}|$santoro15"  # the issue's flags
-      "santoro15|${SCALE_S:-150}|$santoro15 --curriculum 5,10 --curriculum-accuracy 0.5
-        --lr 3e-3 --lr-min 1e-4 --steps 3500"
-      "vinyals20|${SCALE_S:-150}|$vinyals20 --lr 3e-3 --lr-min 1e-4 --steps 3000"
-      "vinyals20-protonet|${SCALE_S:-150}|$vinyals20 --lr 3e-3 --lr-min 1e-4 --steps 3000
-        --encoder convbase --encoder-init $protonet --freeze-encoder"
+      "santoro15|${SCALE_S:-150}|$santoro15 $curriculum $schedule --steps 3500"
+      "vinyals20|${SCALE_S:-150}|$vinyals20 $schedule --steps 3000"
+      "vinyals20-protonet|${SCALE_S:-150}|$vinyals20 $schedule --steps 2700 $frozen"
     )
     for spec in "${runs[@]}"; do
         IFS='|' read -r name limit flags <<< "$spec"
