@@ -57,7 +57,7 @@ SANTORO = {"santoro5": (5, "one-hot"), "santoro15": (15, "five-hot")}  # n_way, 
 SANTORO_PRESENTATIONS = 10
 SANTORO_INSTANCES = (1, 2, 3, 4, 5, 10)
 STANDARD = {s.name: s for s in SETTINGS}
-SEQUENCE_MODELS = ("mann", "mann-conv", "mann-pretrained", "lstm", "feedforward")
+SEQUENCE_MODELS = ("mann", "mann-gpu", "mann-conv", "mann-pretrained", "lstm", "feedforward")
 BASELINE_TRAIN = "python -m fewshot_mann.baselines.train"
 
 
@@ -111,6 +111,14 @@ def _plan() -> tuple[Run, ...]:
                 f"--labels {labels} --steps 40000 --threads 1 --out {{out}}",
                 (("model.kind", kind), ("data.split", "santoro"),
                  ("episodes.n_way", n_way), ("episodes.labels", labels))))
+    # the N-way curriculum recipe of results/scaling, on one GPU (a CPU core: about 2 s a step)
+    runs.append(Run(
+        "mann-gpu", ("santoro15",), "mann-gpu-santoro15",
+        "fewshot-mann train --split santoro --n-way 15 --labels five-hot --curriculum 5,10 "
+        "--curriculum-accuracy 0.5 --lr 3e-3 --lr-min 1e-4 --steps 3500 --batch-size 256 "
+        "--device cuda --cuda-graph --time-limit 145 --out {out}",
+        (("model.kind", "mann"), ("data.split", "santoro"), ("episodes.n_way", 15),
+         ("episodes.labels", "five-hot"), ("train.curriculum", "5,10"))))
     # s/step at 28x28: flat pixels 5-way 0.104, 20-way 0.38; conv encoder 1.53 and 6.6;
     # frozen ProtoNets CNN (convbase, fewshot_mann/pretrained.py) 0.2 and, with 6 presentations
     # per class (the 5-shot query is the 6th; 120 writes fit the 128 memory slots), 0.6
