@@ -1,4 +1,4 @@
-"""`fewshot-mann` command line: train, evaluate, bench, report.
+"""`fewshot-mann` command line: train, evaluate, predict, inspect, bench.
 
 Every train flag maps onto a config field; precedence is defaults < --config TOML < flags.
 Expected failures (bad input, missing data, bad checkpoint) print one clear line and exit 2
@@ -118,7 +118,53 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--min-images", choices=["error", "skip"], default=None,
                     help="test classes with fewer images than the presentations: stop, or "
                          "leave them out (default: as in training)")
+    ev.add_argument("--classes", default=None, metavar="all|FILE",
+                    help="score on these classes of the data instead of the split's test "
+                         "classes: all, or a file naming them one a line (e.g. another "
+                         "dataset, with --dataset)")
     ev.add_argument("--quiet", action="store_true")
+
+    pr = sub.add_parser("predict", help="classify new images from a few labelled ones",
+                        description="Classify query images among the classes of a support "
+                                    "folder (one sub-folder of 1..K labelled images per "
+                                    "class) with a trained checkpoint (MANN, LSTM, "
+                                    "feedforward, ProtoNets or MAML).")
+    pr.add_argument("--checkpoint", type=Path, required=True)
+    pr.add_argument("--support", type=Path, required=True,
+                    help="folder holding one sub-folder of labelled images per class")
+    pr.add_argument("--query", type=Path, nargs="+", required=True,
+                    help="image files, or folders of them")
+    pr.add_argument("--out", type=Path, required=True, help="CSV (or JSON) file to write")
+    pr.add_argument("--format", choices=["csv", "json"], default=None,
+                    help="default: json for an --out ending in .json, else csv")
+    pr.add_argument("--top-k", type=int, default=3, help="classes listed per query")
+    pr.add_argument("--orders", type=int, default=1,
+                    help="average over this many random support orders (sequence models)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the support orders")
+    pr.add_argument("--max-shots", type=int, default=None,
+                    help="use at most this many support images a class (drawn per order)")
+    pr.add_argument("--explain", type=Path, default=None, metavar="DIR",
+                    help="write per query a PNG of the support images the model leaned on")
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--quiet", action="store_true")
+
+    ins = sub.add_parser("inspect", help="draw a MANN's memory over one held-out episode",
+                         description="Heatmaps of one held-out episode's read weights, write "
+                                     "weights and usage over time (memory.png), and how often "
+                                     "the most-read support image is of the predicted class "
+                                     "on held-out N-way 1-shot tasks (inspect.json).")
+    ins.add_argument("--checkpoint", type=Path, required=True)
+    ins.add_argument("--out", type=Path, required=True, help="folder for memory.png, "
+                     "inspect.json")
+    ins.add_argument("--tasks", type=int, default=200, help="held-out 1-shot tasks to measure")
+    ins.add_argument("--seed", type=int, default=12345)
+    ins.add_argument("--device", default="auto")
+    ins.add_argument("--data-root", default=None, help="override the data location")
+    ins.add_argument("--cache-dir", default=None)
+    ins.add_argument("--dataset", default=None, help="override the dataset, e.g. folder:PATH")
+    ins.add_argument("--classes", default=None, metavar="all|FILE",
+                     help="classes to draw from instead of the split's test classes")
+    ins.add_argument("--quiet", action="store_true")
 
     bench = sub.add_parser("bench", help="throughput of both memory backends",
                            description="Training and inference episodes/s for the reference "
@@ -202,6 +248,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                       stop_accuracy=args.stop_accuracy, time_limit_s=args.time_limit,
                       progress=not args.quiet,
                       requested=requested)
+    if not requested.get("data", {}).get("split") and not args.resume:
+        split = trainer.split
+        print(f"split: {split.name}, chosen as no --split was given: {len(split.train)} "
+              f"training, {len(split.val)} validation, {len(split.test)} test classes "
+              f"(saved in {Path(args.out) / 'split.json'})")
     history = trainer.run()
     last = next((r for r in reversed(history) if "heldout_instance_accuracy" in r), None)
     if last and not args.quiet:
@@ -221,7 +272,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         data_overrides={"data_root": args.data_root,
                                         "cache_dir": args.cache_dir, "dataset": args.dataset,
                                         "min_images": args.min_images},
-                        progress=not args.quiet)
+                        progress=not args.quiet, classes=args.classes)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    result = predictor.predict(args.support, args.query, orders=args.orders, seed=args.seed,
+                               top_k=args.top_k, max_shots=args.max_shots,
+                               explain=args.explain is not None)
+    fmt = args.format or ("json" if args.out.suffix.lower() == ".json" else "csv")
+    path = result.write(args.out, fmt)
+    if args.explain is not None:
+        result.draw_explanations(args.explain)
+    if not args.quiet:
+        for q in result.queries[:20]:
+            spread = f" +- {q.probability_sd:.2f}" if result.orders > 1 else ""
+            print(f"{q.query}: {q.predicted} ({q.probability:.2f}{spread})")
+        if len(result.queries) > 20:
+            print(f"... and {len(result.queries) - 20} more")
+        print(f"{len(result.queries)} queries classified among {len(result.classes)} classes"
+              + (f", {len(result.skipped)} skipped" if result.skipped else "")
+              + f"; wrote {path}" + (f" and {args.explain}/" if args.explain else ""))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .explain import inspect_checkpoint
+
+    inspect_checkpoint(args.checkpoint, args.out, tasks=args.tasks, seed=args.seed,
+                       device=args.device, classes=args.classes,
+                       data_overrides={"data_root": args.data_root, "cache_dir": args.cache_dir,
+                                       "dataset": args.dataset},
+                       progress=not args.quiet)
     return 0
 
 
@@ -246,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import USER_ERRORS
 
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench,
+                "predict": cmd_predict, "inspect": cmd_inspect}
     with warnings.catch_warnings():
         warnings.showwarning = _warning_printer(args.command)
         try:

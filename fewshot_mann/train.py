@@ -35,7 +35,7 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError, replace
 from .cuda_graphs import graph_training_forward
-from .data import DatasetError, ImageSet, load_dataset, make_split, resolve
+from .data import DatasetError, ImageSet, default_split, load_dataset, make_split, resolve
 from .episodes import EpisodeSampler, LabelCode
 from .evaluate import evaluate
 from .metrics import episode_loss, presentation_accuracy, step_correct
@@ -131,6 +131,8 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
+        if not self.cfg.data.split:  # saved as chosen: santoro, or ratio:0.8 for custom data
+            self.cfg = replace(self.cfg, data={"split": default_split(self.cfg.data.dataset)})
         ckpt_path = self.out_dir / CHECKPOINT
         payload, saved_split = None, None
         if self.resume:

@@ -6,7 +6,14 @@ from ..config import DataConfig
 from .folder import DatasetError, FolderDataset
 from .imageset import ImageSet
 from .omniglot import DataNotFoundError, load_omniglot
-from .splits import ClassSplit, SplitError, custom_split, omniglot_split, resolve
+from .splits import (
+    ClassSplit,
+    SplitError,
+    custom_split,
+    default_split,
+    omniglot_split,
+    resolve,
+)
 
 
 def load_dataset(cfg: DataConfig) -> ImageSet:
@@ -22,11 +29,13 @@ def load_dataset(cfg: DataConfig) -> ImageSet:
 
 
 def make_split(cfg: DataConfig, imageset: ImageSet) -> ClassSplit:
-    """The class split a data config names, checked against the data."""
+    """The class split a data config names (or the default, `default_split`), checked
+    against the data."""
+    spec = cfg.split or default_split(cfg.dataset)
     if cfg.dataset == "omniglot":
-        return omniglot_split(cfg.split, imageset)
-    return custom_split(cfg.split, imageset.class_names, cfg.split_seed)
+        return omniglot_split(spec, imageset)
+    return custom_split(spec, imageset.class_names, cfg.split_seed)
 
 
 __all__ = ["ClassSplit", "DataNotFoundError", "DatasetError", "FolderDataset", "ImageSet",
-           "SplitError", "custom_split", "load_dataset", "make_split", "resolve"]
+           "SplitError", "custom_split", "default_split", "load_dataset", "make_split", "resolve"]
