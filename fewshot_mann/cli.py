@@ -64,6 +64,14 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
 }
 
 
+INVERT = ("turn custom images light on dark as Omniglot is decoded: auto (when the model was "
+          "trained on Omniglot), yes, no")
+
+
+def _invert(choice: str) -> bool | None:
+    return {"auto": None, "yes": True, "no": False}[choice]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fewshot-mann",
@@ -122,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="score on these classes of the data instead of the split's test "
                          "classes: all, or a file naming them one a line (e.g. another "
                          "dataset, with --dataset)")
+    ev.add_argument("--invert", choices=["auto", "yes", "no"], default="auto", help=INVERT)
     ev.add_argument("--quiet", action="store_true")
 
     pr = sub.add_parser("predict", help="classify new images from a few labelled ones",
@@ -145,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="use at most this many support images a class (drawn per order)")
     pr.add_argument("--explain", type=Path, default=None, metavar="DIR",
                     help="write per query a PNG of the support images the model leaned on")
+    pr.add_argument("--invert", choices=["auto", "yes", "no"], default="auto", help=INVERT)
     pr.add_argument("--device", default="auto")
     pr.add_argument("--quiet", action="store_true")
 
@@ -164,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--dataset", default=None, help="override the dataset, e.g. folder:PATH")
     ins.add_argument("--classes", default=None, metavar="all|FILE",
                      help="classes to draw from instead of the split's test classes")
+    ins.add_argument("--invert", choices=["auto", "yes", "no"], default="auto", help=INVERT)
     ins.add_argument("--quiet", action="store_true")
 
     bench = sub.add_parser("bench", help="throughput of both memory backends",
@@ -272,14 +283,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         data_overrides={"data_root": args.data_root,
                                         "cache_dir": args.cache_dir, "dataset": args.dataset,
                                         "min_images": args.min_images},
-                        progress=not args.quiet, classes=args.classes)
+                        progress=not args.quiet, classes=args.classes,
+                        invert=_invert(args.invert))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device,
+                                          invert=_invert(args.invert))
     result = predictor.predict(args.support, args.query, orders=args.orders, seed=args.seed,
                                top_k=args.top_k, max_shots=args.max_shots,
                                explain=args.explain is not None)
@@ -303,7 +316,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .explain import inspect_checkpoint
 
     inspect_checkpoint(args.checkpoint, args.out, tasks=args.tasks, seed=args.seed,
-                       device=args.device, classes=args.classes,
+                       device=args.device, classes=args.classes, invert=_invert(args.invert),
                        data_overrides={"data_root": args.data_root, "cache_dir": args.cache_dir,
                                        "dataset": args.dataset},
                        progress=not args.quiet)

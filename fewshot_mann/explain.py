@@ -134,6 +134,11 @@ def support_shares(model: nn.Module, kind: str, support: Sequence[torch.Tensor],
 
 
 # ---- pictures ------------------------------------------------------------------------------
+def short(name: str, width: int = 18) -> str:
+    """A class name cut to `width` characters from the left (their ends tell classes apart)."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
 def _image(ax: Any, flat: torch.Tensor, shape: tuple[int, int, int], title: str,
            colour: str = "black") -> None:
     pixels = flat.view(shape).float().cpu()
@@ -199,14 +204,15 @@ def draw_heatmaps(maps: dict[str, torch.Tensor], correct: Sequence[bool], labels
 def inspect_checkpoint(checkpoint: str | Path, out_dir: str | Path, tasks: int = 200,
                        seed: int = 12345, device: str = "auto",
                        data_overrides: dict[str, Any] | None = None,
-                       classes: str | None = None, progress: bool = True) -> dict[str, Any]:
+                       classes: str | None = None, invert: bool | None = None,
+                       progress: bool = True) -> dict[str, Any]:
     """Draw one held-out episode's read weights, write weights and usage over time
     (`memory.png`), and measure on `tasks` held-out N-way 1-shot tasks (the predict protocol)
     how often the support image the query read most is of the predicted class and of the true
     one (`inspect.json`). Classes: the split's test classes, or `classes` as for evaluate."""
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from .config import replace
-    from .data import load_dataset
+    from .data import invert_custom, load_dataset
     from .episodes import LabelCode
     from .metrics import step_correct
     from .predict import sequence_probabilities
@@ -220,12 +226,13 @@ def inspect_checkpoint(checkpoint: str | Path, out_dir: str | Path, tasks: int =
     if cfg.model.kind != "mann":
         raise PredictError(f"inspect draws a MANN's memory; {checkpoint} holds a "
                            f"{cfg.model.kind} model, which has none")
+    trained_on = cfg.data.dataset
     overrides = {k: v for k, v in (data_overrides or {}).items() if v is not None}
     if overrides:
         cfg = replace(cfg, data=overrides)
     dev = pick_device(device)
     model.to(dev).eval()
-    imageset = load_dataset(cfg.data)
+    imageset = load_dataset(cfg.data, invert_custom(trained_on, cfg.data.dataset, invert))
     test = split.test if classes is None else chosen_classes(classes, imageset)
     e = cfg.episodes
     episode = make_sampler(cfg, imageset, test, side="test", device=dev, seed=seed).sample(1)

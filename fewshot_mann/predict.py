@@ -46,6 +46,7 @@ from PIL import Image
 from torch import nn
 
 from .checkpoint import FORMAT, check_complete, model_from_checkpoint, read_payload
+from .data import invert_custom
 from .data.decode import prepare_image
 from .episodes import LabelCode
 from .train import pick_device
@@ -256,7 +257,7 @@ class Prediction:
     def draw_explanations(self, folder: str | Path, most: int = 5) -> list[Path]:
         """Per query, a PNG strip: the query beside the support images it leaned on most
         (green: of the predicted class), named <index>_<query file stem>.png."""
-        from .explain import draw_strip
+        from .explain import draw_strip, short
 
         if self.support is None or self.query_images is None:
             raise PredictError("nothing to draw: predict with explain=True")
@@ -273,9 +274,10 @@ class Prediction:
             read = pred.most_read[:most]
             stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(pred.query).stem)
             paths.append(draw_strip(
-                image.flatten(), f"query -> {pred.predicted}\n({100 * pred.probability:.0f} %)",
+                image.flatten(), f"query: {short(pred.predicted)}\n"
+                                 f"({100 * pred.probability:.0f} %)",
                 [images[s] for s, _, _ in read],
-                [f"{c}\n{100 * w:.0f} % of the read" for _, c, w in read], shape,
+                [f"{short(c)}\n{100 * w:.0f} % of the read" for _, c, w in read], shape,
                 folder / f"{q:04d}_{stem[:60]}.png", [c == pred.predicted for _, c, _ in read]))
         return paths
 
@@ -333,9 +335,11 @@ class Predictor:
         self.model.to(self.device).eval()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
+    def from_checkpoint(cls, path: str | Path, device: str = "auto",
+                        invert: bool | None = None) -> Predictor:
         """A MANN / LSTM / feedforward checkpoint (`fewshot-mann train`) or a ProtoNets / MAML
-        one (`python -m fewshot_mann.baselines.train`)."""
+        one (`python -m fewshot_mann.baselines.train`). `invert`: turn images light on dark;
+        None: when the model was trained on Omniglot (whose files are dark ink on paper)."""
         payload = read_payload(path, (FORMAT, BASELINE_FORMAT),
                                "a fewshot-mann model or baseline checkpoint")
         dev = pick_device(device)
@@ -345,13 +349,15 @@ class Predictor:
             model = baseline_from_payload(payload, path)
             network = payload["network"]
             size = int(network["image_size"])
-            return cls(model, network["method"], Preprocessing((1, size, size), invert=True),
+            return cls(model, network["method"],
+                       Preprocessing((1, size, size), invert_custom("omniglot", "", invert)),
                        trained_way=int(network.get("ways", 0)), device=dev,
                        checkpoint=str(path))
         model, cfg, _ = model_from_checkpoint(check_complete(payload, path), path)
         e = cfg.episodes
         return cls(model, cfg.model.kind,
-                   Preprocessing(tuple(payload["image_shape"]), cfg.data.dataset == "omniglot"),
+                   Preprocessing(tuple(payload["image_shape"]),
+                                 invert_custom(cfg.data.dataset, "", invert)),
                    code=LabelCode.make(e.labels, e.n_way), trained_way=e.n_way,
                    trained_steps=e.n_way * e.presentations, device=dev, checkpoint=str(path))
 

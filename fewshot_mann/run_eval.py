@@ -9,7 +9,7 @@ from typing import Any
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import replace
-from .data import ImageSet, SplitError, load_dataset, resolve
+from .data import ImageSet, SplitError, invert_custom, load_dataset, resolve
 from .data.splits import base_name
 from .evaluate import EvalResult, evaluate, format_table, write_outputs
 from .train import make_sampler, pick_device
@@ -19,10 +19,12 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Pa
                         presentations: int | None = None, batch_size: int = 250,
                         seed: int = 12345, device: str = "auto", backend: str | None = None,
                         data_overrides: dict[str, Any] | None = None,
-                        progress: bool = True, classes: str | None = None) -> EvalResult:
+                        progress: bool = True, classes: str | None = None,
+                        invert: bool | None = None) -> EvalResult:
     """On the split's *test* classes, which the checkpoint never trained on, or on the
     `classes` of the data: "all", or a file naming them one a line (cross-dataset
-    evaluation; images at the checkpoint's size and channels).
+    evaluation; images at the checkpoint's size and channels). `invert`: decode custom images
+    light on dark; None: when the checkpoint was trained on Omniglot (`invert_custom`).
 
     Episodes have max(training presentations, 11) presentations per class unless told
     otherwise (or fewer, when the test classes have fewer images), so that 1-, 5- and 10-shot
@@ -38,7 +40,7 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Pa
         model.set_backend(backend)
     dev = pick_device(device)
     model.to(dev)
-    imageset = load_dataset(cfg.data)
+    imageset = load_dataset(cfg.data, invert_custom(trained_on, cfg.data.dataset, invert))
     if classes is None:
         test, name = split.test, split.name
         try:
