@@ -138,10 +138,6 @@ class Support:
     sources: list[list[str]]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # unreadable (file, why)
 
-    @property
-    def size(self) -> int:
-        return sum(len(s) for s in self.sources)
-
 
 def support_items(support: str | Path | Mapping[str, Any]) -> dict[str, list[ImageLike]]:
     """A folder of class sub-folders, or {class name: images (a list, or a folder)}."""
@@ -362,9 +358,11 @@ class Predictor:
                    trained_steps=e.n_way * e.presentations, device=dev, checkpoint=str(path))
 
     # ---- checks ------------------------------------------------------------------------------
-    def check_support(self, support: Support, notes: list[str]) -> None:
+    def check_support(self, support: Support, notes: list[str],
+                      max_shots: int | None = None) -> None:
         """Refuse a support set the model cannot express; note what it was not trained for."""
         n = len(support.classes)
+        used = sum(min(len(s), max_shots or len(s)) for s in support.sources)
         if self.kind in SEQUENCE_KINDS:
             assert self.code is not None
             limit = self.code.symbols ** self.code.groups if self.code.name == "five-hot" \
@@ -379,10 +377,10 @@ class Predictor:
             if n > self.trained_way:
                 notes.append(f"the support set has {n} classes; the model was trained on "
                              f"{self.trained_way}-way episodes, so expect lower accuracy")
-            if support.size + 1 > self.trained_steps:
-                notes.append(f"the support set has {support.size} images; the model was "
+            if used + 1 > self.trained_steps:
+                notes.append(f"the support set has {used} images; the model was "
                              f"trained on episodes of {self.trained_steps} steps, and support "
-                             f"+ query is {support.size + 1}: longer than any sequence it has "
+                             f"+ query is {used + 1}: longer than any sequence it has "
                              f"seen (a MANN's memory overwrites its least-used slots first): "
                              f"expect lower accuracy, or pass --max-shots to use fewer images "
                              f"a class")
@@ -413,7 +411,7 @@ class Predictor:
         colour: list[str] = []
         support_set = load_support(support, self.prepare, colour)
         notes: list[str] = []
-        self.check_support(support_set, notes)
+        self.check_support(support_set, notes, max_shots)
         items = query_items(query)
         if not items:
             raise PredictError("no query images: pass image files, folders of them, PIL images "
