@@ -448,7 +448,7 @@ def test_no_usable_query_is_one_clear_line(tiny_runs, image_tree, tmp_path, cli,
 def test_odd_queries_are_converted_or_skipped_and_nothing_is_lost(tiny_runs, image_tree,
                                                                    tmp_path, cli):
     support = make_support(image_tree, tmp_path / "support", images=2)
-    (support / "taga00" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (support / "blac00" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     q = tmp_path / "q"
     q.mkdir()
     drawing = Image.open(next((image_tree / "taga01").glob("*.png"))).convert("L")
