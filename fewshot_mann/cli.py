@@ -117,20 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "10-shot accuracy exists)")
     ev.add_argument("--batch-size", type=int, default=250)
     ev.add_argument("--seed", type=int, default=12345, help="seed of the test episodes")
-    ev.add_argument("--device", default="auto")
     ev.add_argument("--backend", choices=["reference", "batched"], default=None)
-    ev.add_argument("--data-root", default=None, help="override the data location")
-    ev.add_argument("--cache-dir", default=None)
-    ev.add_argument("--dataset", default=None, help="override the dataset location, e.g. "
-                    "folder:PATH on another machine (the classes must match the split)")
+    _data_flags(ev)
     ev.add_argument("--min-images", choices=["error", "skip"], default=None,
                     help="test classes with fewer images than the presentations: stop, or "
                          "leave them out (default: as in training)")
-    ev.add_argument("--classes", default=None, metavar="all|FILE",
-                    help="score on these classes of the data instead of the split's test "
-                         "classes: all, or a file naming them one a line (e.g. another "
-                         "dataset, with --dataset)")
-    ev.add_argument("--invert", choices=["auto", "yes", "no"], default="auto", help=INVERT)
     ev.add_argument("--quiet", action="store_true")
 
     pr = sub.add_parser("predict", help="classify new images from a few labelled ones",
@@ -168,13 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "inspect.json")
     ins.add_argument("--tasks", type=int, default=200, help="held-out 1-shot tasks to measure")
     ins.add_argument("--seed", type=int, default=12345)
-    ins.add_argument("--device", default="auto")
-    ins.add_argument("--data-root", default=None, help="override the data location")
-    ins.add_argument("--cache-dir", default=None)
-    ins.add_argument("--dataset", default=None, help="override the dataset, e.g. folder:PATH")
-    ins.add_argument("--classes", default=None, metavar="all|FILE",
-                     help="classes to draw from instead of the split's test classes")
-    ins.add_argument("--invert", choices=["auto", "yes", "no"], default="auto", help=INVERT)
+    _data_flags(ins)
     ins.add_argument("--quiet", action="store_true")
 
     bench = sub.add_parser("bench", help="throughput of both memory backends",
@@ -201,6 +186,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--reference-max-batch", type=int, default=256,
                        help="largest batch timed with the (slow, per-episode) reference backend")
     return parser
+
+
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    """Where a checkpoint's classes are read from (evaluate, inspect)."""
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-root", default=None, help="override the data location")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--dataset", default=None, help="override the dataset, e.g. "
+                        "folder:PATH on another machine (the classes must match the split), "
+                        "or another dataset with --classes")
+    parser.add_argument("--classes", default=None, metavar="all|FILE",
+                        help="use these classes of the data instead of the split's test "
+                             "classes: all, or a file naming them one a line")
+    parser.add_argument("--invert", choices=["auto", "yes", "no"], default="auto", help=INVERT)
+
+
+def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {"data_root": args.data_root, "cache_dir": args.cache_dir, "dataset": args.dataset,
+            **({"min_images": args.min_images} if "min_images" in args else {})}
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -280,9 +284,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluate_checkpoint(args.checkpoint, episodes=args.episodes, out_dir=args.out,
                         presentations=args.presentations, batch_size=args.batch_size,
                         seed=args.seed, device=args.device, backend=args.backend,
-                        data_overrides={"data_root": args.data_root,
-                                        "cache_dir": args.cache_dir, "dataset": args.dataset,
-                                        "min_images": args.min_images},
+                        data_overrides=_data_overrides(args),
                         progress=not args.quiet, classes=args.classes,
                         invert=_invert(args.invert))
     return 0
@@ -317,8 +319,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     inspect_checkpoint(args.checkpoint, args.out, tasks=args.tasks, seed=args.seed,
                        device=args.device, classes=args.classes, invert=_invert(args.invert),
-                       data_overrides={"data_root": args.data_root, "cache_dir": args.cache_dir,
-                                       "dataset": args.dataset},
+                       data_overrides=_data_overrides(args),
                        progress=not args.quiet)
     return 0
 

@@ -175,20 +175,9 @@ def load_support(support: str | Path | Mapping[str, Any], prepare: Preprocessing
         raise PredictError("the support set holds no classes")
     classes, images, sources, skipped = [], [], [], []
     for name, entries in items.items():
-        kept, names = [], []
-        for i, item in enumerate(entries):
-            label = _name(item, i, f"support {name}")
-            try:
-                image, dropped = prepare(item)
-            except PredictError:
-                raise
-            except Exception as err:  # Pillow raises many kinds of error on bad files
-                skipped.append((label, f"{type(err).__name__}: {err}"))
-                continue
-            kept.append(image)
-            names.append(label)
-            if dropped:
-                colour.append(label)
+        named = [(_name(item, i, f"support {name}"), item) for i, item in enumerate(entries)]
+        names, kept, failed = prepare_all(prepare, named, colour)
+        skipped += failed
         if not kept:
             why = (f"{len(entries)} files could not be read as images, e.g. "
                    f"{skipped[-1][0]}: {skipped[-1][1]}" if entries else "it holds no files")
@@ -201,6 +190,27 @@ def load_support(support: str | Path | Mapping[str, Any], prepare: Preprocessing
         warnings.warn(f"{len(skipped)} support files could not be read as images; skipped:\n"
                       + _listing(skipped), stacklevel=3)
     return Support(classes, images, sources, skipped)
+
+
+def prepare_all(prepare: Preprocessing, items: Sequence[tuple[str, ImageLike]],
+                colour: list[str]) -> tuple[list[str], list[torch.Tensor], list[tuple[str, str]]]:
+    """(name, image) pairs -> the names and (C, H, W) images of those that could be read,
+    and (name, why) for those that could not; names of colour images dropped to gray are
+    added to `colour`."""
+    names, images, skipped = [], [], []
+    for name, item in items:
+        try:
+            image, dropped = prepare(item)
+        except PredictError:
+            raise
+        except Exception as err:  # Pillow raises many kinds of error on bad or non-image files
+            skipped.append((name, f"{type(err).__name__}: {err}"))
+            continue
+        names.append(name)
+        images.append(image)
+        if dropped:
+            colour.append(name)
+    return names, images, skipped
 
 
 def query_items(query: ImageLike | Iterable[ImageLike]) -> list[tuple[str, ImageLike]]:
@@ -416,19 +426,7 @@ class Predictor:
         if not items:
             raise PredictError("no query images: pass image files, folders of them, PIL images "
                                "or tensors")
-        names, images, skipped = [], [], []
-        for name, item in items:
-            try:
-                image, dropped = self.prepare(item)
-            except PredictError:
-                raise
-            except Exception as err:  # unreadable or not an image: skipped, reported
-                skipped.append((name, f"{type(err).__name__}: {err}"))
-                continue
-            names.append(name)
-            images.append(image)
-            if dropped:
-                colour.append(name)
+        names, images, skipped = prepare_all(self.prepare, items, colour)
         if skipped:
             warnings.warn(f"{len(skipped)} queries could not be read as images; skipped:\n"
                           + _listing(skipped), stacklevel=2)

@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 from test_cli import TINY
+from test_robustness import copy_tree
 
 from fewshot_mann.baselines.checkpoint import save_baseline
 from fewshot_mann.baselines.protonet import ProtoNet
@@ -386,11 +387,8 @@ def test_custom_data_gets_a_seeded_80_20_split(image_tree, tmp_path, cli):
 
 # ---- bad input ----------------------------------------------------------------------------------
 def make_support(image_tree: Path, out: Path, classes: int = 5, images: int = 1) -> Path:
-    for cls in sorted(os.listdir(image_tree))[:classes]:
-        (out / cls).mkdir(parents=True)
-        for f in sorted((image_tree / cls).iterdir())[:images]:
-            shutil.copy(f, out / cls / f.name)
-    return out
+    """The first `classes` classes of the shared tree, `images` files each."""
+    return copy_tree(image_tree, out, classes, images)
 
 
 def _text_only(support: Path) -> None:
