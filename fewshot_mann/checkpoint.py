@@ -35,15 +35,20 @@ def save_checkpoint(path: str | Path, **payload: Any) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The payload of a MANN/LSTM/feedforward checkpoint, or CheckpointError saying why not."""
-    payload = read_payload(path, FORMAT, "a fewshot-mann checkpoint")
+    return check_complete(read_payload(path, FORMAT, "a fewshot-mann checkpoint"), path)
+
+
+def check_complete(payload: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """`payload` if it holds everything a MANN/LSTM/feedforward model needs."""
     missing = [key for key in REQUIRED if key not in payload]
     if missing:
         raise CheckpointError(f"{path} is incomplete: it lacks {missing}")
     return payload
 
 
-def read_payload(path: str | Path, fmt: str, what: str) -> dict[str, Any]:
-    """The dict saved at `path` with format tag `fmt`, checked before it is trusted.
+def read_payload(path: str | Path, fmt: str | tuple[str, ...], what: str) -> dict[str, Any]:
+    """The dict saved at `path` with format tag `fmt` (or one of several), checked before it
+    is trusted.
 
     torch.load does not check the CRC-32 that torch.save writes for every record of its zip
     file, so a flipped bit would load silently as a different weight: the records are
@@ -64,7 +69,8 @@ def read_payload(path: str | Path, fmt: str, what: str) -> dict[str, Any]:
         first = str(err).splitlines()[0] if str(err) else ""
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
                               f"{type(err).__name__}: {first}") from err
-    if not isinstance(payload, dict) or payload.get("format") != fmt:
+    formats = (fmt,) if isinstance(fmt, str) else fmt
+    if not isinstance(payload, dict) or payload.get("format") not in formats:
         raise CheckpointError(f"{path} is not {what}")
     return payload
 

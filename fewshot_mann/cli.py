@@ -1,4 +1,4 @@
-"""`fewshot-mann` command line: train, evaluate, bench, report.
+"""`fewshot-mann` command line: train, evaluate, predict, inspect, bench.
 
 Every train flag maps onto a config field; precedence is defaults < --config TOML < flags.
 Expected failures (bad input, missing data, bad checkpoint) print one clear line and exit 2
@@ -26,8 +26,8 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--cache-dir": ("data", "cache_dir", str,
                     "where decoded image tensors are cached (default $FEWSHOT_MANN_CACHE or "
                     "data/cache)"),
-    "--split": ("data", "split", str, "omniglot: santoro | vinyals | lake; custom data: "
-                "ratio:0.8 or lists:DIR"),
+    "--split": ("data", "split", str, "omniglot: santoro (default) | vinyals | lake; custom "
+                "data: ratio:0.8 (default, seeded by --split-seed) or lists:DIR"),
     "--split-seed": ("data", "split_seed", int, "seed of a ratio split (custom data)"),
     "--image-size": ("data", "image_size", int, "images are resized to this square size"),
     "--channels": ("data", "channels", int, "1 (grayscale) or 3 (RGB), custom data"),
@@ -68,6 +68,14 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--on-divergence": ("train", "on_divergence", str,
                         "rollback (to the last good state, lower lr; default) | stop"),
 }
+
+
+INVERT = ("turn custom images light on dark as Omniglot is decoded: auto (when the model was "
+          "trained on Omniglot), yes, no")
+
+
+def _invert(choice: str) -> bool | None:
+    return {"auto": None, "yes": True, "no": False}[choice]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,16 +125,50 @@ def build_parser() -> argparse.ArgumentParser:
                          "10-shot accuracy exists)")
     ev.add_argument("--batch-size", type=int, default=250)
     ev.add_argument("--seed", type=int, default=12345, help="seed of the test episodes")
-    ev.add_argument("--device", default="auto")
     ev.add_argument("--backend", choices=["reference", "batched"], default=None)
-    ev.add_argument("--data-root", default=None, help="override the data location")
-    ev.add_argument("--cache-dir", default=None)
-    ev.add_argument("--dataset", default=None, help="override the dataset location, e.g. "
-                    "folder:PATH on another machine (the classes must match the split)")
+    _data_flags(ev)
     ev.add_argument("--min-images", choices=["error", "skip"], default=None,
                     help="test classes with fewer images than the presentations: stop, or "
                          "leave them out (default: as in training)")
     ev.add_argument("--quiet", action="store_true")
+
+    pr = sub.add_parser("predict", help="classify new images from a few labelled ones",
+                        description="Classify query images among the classes of a support "
+                                    "folder (one sub-folder of 1..K labelled images per "
+                                    "class) with a trained checkpoint (MANN, LSTM, "
+                                    "feedforward, ProtoNets or MAML).")
+    pr.add_argument("--checkpoint", type=Path, required=True)
+    pr.add_argument("--support", type=Path, required=True,
+                    help="folder holding one sub-folder of labelled images per class")
+    pr.add_argument("--query", type=Path, nargs="+", required=True,
+                    help="image files, or folders of them")
+    pr.add_argument("--out", type=Path, required=True, help="CSV (or JSON) file to write")
+    pr.add_argument("--format", choices=["csv", "json"], default=None,
+                    help="default: json for an --out ending in .json, else csv")
+    pr.add_argument("--top-k", type=int, default=3, help="classes listed per query")
+    pr.add_argument("--orders", type=int, default=1,
+                    help="average over this many random support orders (sequence models)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the support orders")
+    pr.add_argument("--max-shots", type=int, default=None,
+                    help="use at most this many support images a class (drawn per order)")
+    pr.add_argument("--explain", type=Path, default=None, metavar="DIR",
+                    help="write per query a PNG of the support images the model leaned on")
+    pr.add_argument("--invert", choices=["auto", "yes", "no"], default="auto", help=INVERT)
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--quiet", action="store_true")
+
+    ins = sub.add_parser("inspect", help="draw a MANN's memory over one held-out episode",
+                         description="Heatmaps of one held-out episode's read weights, write "
+                                     "weights and usage over time (memory.png), and how often "
+                                     "the most-read support image is of the predicted class "
+                                     "on held-out N-way 1-shot tasks (inspect.json).")
+    ins.add_argument("--checkpoint", type=Path, required=True)
+    ins.add_argument("--out", type=Path, required=True, help="folder for memory.png, "
+                     "inspect.json")
+    ins.add_argument("--tasks", type=int, default=200, help="held-out 1-shot tasks to measure")
+    ins.add_argument("--seed", type=int, default=12345)
+    _data_flags(ins)
+    ins.add_argument("--quiet", action="store_true")
 
     bench = sub.add_parser("bench", help="throughput of both memory backends",
                            description="Training and inference episodes/s for the reference "
@@ -152,6 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--reference-max-batch", type=int, default=256,
                        help="largest batch timed with the (slow, per-episode) reference backend")
     return parser
+
+
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    """Where a checkpoint's classes are read from (evaluate, inspect)."""
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-root", default=None, help="override the data location")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--dataset", default=None, help="override the dataset, e.g. "
+                        "folder:PATH on another machine (the classes must match the split), "
+                        "or another dataset with --classes")
+    parser.add_argument("--classes", default=None, metavar="all|FILE",
+                        help="use these classes of the data instead of the split's test "
+                             "classes: all, or a file naming them one a line")
+    parser.add_argument("--invert", choices=["auto", "yes", "no"], default="auto", help=INVERT)
+
+
+def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {"data_root": args.data_root, "cache_dir": args.cache_dir, "dataset": args.dataset,
+            **({"min_images": args.min_images} if "min_images" in args else {})}
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -212,6 +273,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                       stop_accuracy=args.stop_accuracy, time_limit_s=args.time_limit,
                       progress=not args.quiet,
                       requested=requested)
+    if not requested.get("data", {}).get("split") and not args.resume:
+        split = trainer.split
+        print(f"split: {split.name}, chosen as no --split was given: {len(split.train)} "
+              f"training, {len(split.val)} validation, {len(split.test)} test classes "
+              f"(saved in {Path(args.out) / 'split.json'})")
     history = trainer.run()
     last = next((r for r in reversed(history) if "heldout_instance_accuracy" in r), None)
     if last and not args.quiet:
@@ -228,10 +294,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluate_checkpoint(args.checkpoint, episodes=args.episodes, out_dir=args.out,
                         presentations=args.presentations, batch_size=args.batch_size,
                         seed=args.seed, device=args.device, backend=args.backend,
-                        data_overrides={"data_root": args.data_root,
-                                        "cache_dir": args.cache_dir, "dataset": args.dataset,
-                                        "min_images": args.min_images},
-                        progress=not args.quiet)
+                        data_overrides=_data_overrides(args),
+                        progress=not args.quiet, classes=args.classes,
+                        invert=_invert(args.invert))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device,
+                                          invert=_invert(args.invert))
+    result = predictor.predict(args.support, args.query, orders=args.orders, seed=args.seed,
+                               top_k=args.top_k, max_shots=args.max_shots,
+                               explain=args.explain is not None)
+    fmt = args.format or ("json" if args.out.suffix.lower() == ".json" else "csv")
+    path = result.write(args.out, fmt)
+    if args.explain is not None:
+        result.draw_explanations(args.explain)
+    if not args.quiet:
+        for q in result.queries[:20]:
+            spread = f" +- {q.probability_sd:.2f}" if result.orders > 1 else ""
+            print(f"{q.query}: {q.predicted} ({q.probability:.2f}{spread})")
+        if len(result.queries) > 20:
+            print(f"... and {len(result.queries) - 20} more")
+        print(f"{len(result.queries)} queries classified among {len(result.classes)} classes"
+              + (f", {len(result.skipped)} skipped" if result.skipped else "")
+              + f"; wrote {path}" + (f" and {args.explain}/" if args.explain else ""))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .explain import inspect_checkpoint
+
+    inspect_checkpoint(args.checkpoint, args.out, tasks=args.tasks, seed=args.seed,
+                       device=args.device, classes=args.classes, invert=_invert(args.invert),
+                       data_overrides=_data_overrides(args),
+                       progress=not args.quiet)
     return 0
 
 
@@ -256,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import USER_ERRORS
 
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench,
+                "predict": cmd_predict, "inspect": cmd_inspect}
     with warnings.catch_warnings():
         warnings.showwarning = _warning_printer(args.command)
         try:

@@ -11,9 +11,11 @@ from .config import ConfigError
 from .data.folder import DatasetError
 from .data.omniglot import DataNotFoundError
 from .data.splits import SplitError
+from .predict import PredictError
 from .train import TrainingDiverged
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, CheckpointError, DataNotFoundError, DatasetError, SplitError, TrainingDiverged,
+    PredictError,
     FileExistsError, FileNotFoundError, ValueError, OSError,
 )

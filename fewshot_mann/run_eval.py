@@ -1,13 +1,16 @@
-"""Evaluate a saved checkpoint on the held-out classes of its own split."""
+"""Evaluate a saved checkpoint on the held-out classes of its own split, or on the classes of
+any dataset (`classes=`)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import replace
-from .data import load_dataset, resolve
+from .data import ImageSet, SplitError, invert_custom, load_dataset, resolve
+from .data.splits import base_name
 from .evaluate import EvalResult, evaluate, format_table, write_outputs
 from .train import make_sampler, pick_device
 
@@ -16,8 +19,12 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Pa
                         presentations: int | None = None, batch_size: int = 250,
                         seed: int = 12345, device: str = "auto", backend: str | None = None,
                         data_overrides: dict[str, Any] | None = None,
-                        progress: bool = True) -> EvalResult:
-    """Always on the split's *test* classes, which the checkpoint never trained on.
+                        progress: bool = True, classes: str | None = None,
+                        invert: bool | None = None) -> EvalResult:
+    """On the split's *test* classes, which the checkpoint never trained on, or on the
+    `classes` of the data: "all", or a file naming them one a line (cross-dataset
+    evaluation; images at the checkpoint's size and channels). `invert`: decode custom images
+    light on dark; None: when the checkpoint was trained on Omniglot (`invert_custom`).
 
     Episodes have max(training presentations, 11) presentations per class unless told
     otherwise (or fewer, when the test classes have fewer images), so that 1-, 5- and 10-shot
@@ -25,6 +32,7 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Pa
     """
     payload = load_checkpoint(checkpoint)
     model, cfg, split = model_from_checkpoint(payload, checkpoint)
+    trained_on = cfg.data.dataset
     overrides = {k: v for k, v in (data_overrides or {}).items() if v is not None}
     if overrides:
         cfg = replace(cfg, data=overrides)
@@ -32,19 +40,58 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Pa
         model.set_backend(backend)
     dev = pick_device(device)
     model.to(dev)
-    imageset = load_dataset(cfg.data)
+    imageset = load_dataset(cfg.data, invert_custom(trained_on, cfg.data.dataset, invert))
+    if classes is None:
+        test, name = split.test, split.name
+        try:
+            index, _ = resolve(imageset, test)
+        except SplitError as err:
+            raise SplitError(f"{err} To score the model on this data's own classes, pass "
+                             f"--classes all (or --classes FILE)") from None
+    else:
+        test, name = chosen_classes(classes, imageset), f"classes:{classes}"
+        index, _ = resolve(imageset, test)
+        if cfg.data.dataset == trained_on:
+            seen = sorted({base_name(c) for c in split.train + split.val}
+                          & {base_name(c) for c in test})
+            if seen:
+                warnings.warn(f"{len(seen)} of the {len(test)} classes were training or "
+                              f"validation classes of this checkpoint (split {split.name!r}), "
+                              f"e.g. {seen[:3]}: their accuracy is not held-out accuracy",
+                              stacklevel=2)
     if presentations is None:  # 11 when the test classes have enough images for 10-shot
-        index, _ = resolve(imageset, split.test)
         presentations = max(cfg.episodes.presentations, min(11, int(imageset.counts[index].min())))
     K = presentations
-    sampler = make_sampler(cfg, imageset, split.test, side="test", device=dev, seed=seed,
+    sampler = make_sampler(cfg, imageset, test, side="test", device=dev, seed=seed,
                            presentations=K)
     result = evaluate(model, sampler, episodes, batch_size=batch_size, progress=progress)
-    extra = {"split": split.name, "checkpoint": str(checkpoint), "trained_steps": payload["step"],
+    extra = {"split": name, "checkpoint": str(checkpoint), "trained_steps": payload["step"],
              "model": cfg.model.kind, "labels": cfg.episodes.labels, "seed": seed,
-             "test_classes": len(split.test)}
+             "test_classes": len(test), "dataset": cfg.data.dataset}
     paths = write_outputs(result, out_dir, extra, title=cfg.model.kind)
     if progress:
         print(format_table(result))
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     return result
+
+
+def chosen_classes(spec: str, imageset: ImageSet) -> list[str]:
+    """`all`: every class of the data; otherwise a file naming classes one a line (blank lines
+    and lines starting with # ignored), each of which the data must have."""
+    if spec == "all":
+        return list(imageset.class_names)
+    path = Path(spec)
+    if not path.is_file():
+        raise SplitError(f"--classes takes 'all' or a file naming classes one a line; "
+                         f"{spec} is neither")
+    names = [line.strip() for line in path.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise SplitError(f"{path} names no classes")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    missing = [n for n in names if base_name(n) not in imageset]
+    if twice or missing:
+        problem = (f"names {len(missing)} classes the data lacks, e.g. {missing[:3]}" if missing
+                   else f"lists {len(twice)} classes more than once, e.g. {twice[:3]}")
+        raise SplitError(f"--classes {path} {problem}")
+    return names

@@ -51,7 +51,7 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError, curriculum_widths, replace
 from .cuda_graphs import graph_training_forward
-from .data import DatasetError, ImageSet, load_dataset, make_split, resolve
+from .data import DatasetError, ImageSet, default_split, load_dataset, make_split, resolve
 from .divergence import DivergenceGuard
 from .episodes import EpisodeSampler, LabelCode
 from .evaluate import evaluate
@@ -165,6 +165,8 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
+        if not self.cfg.data.split:  # saved as chosen: santoro, or ratio:0.8 for custom data
+            self.cfg = replace(self.cfg, data={"split": default_split(self.cfg.data.dataset)})
         ckpt_path = self.out_dir / CHECKPOINT
         payload, saved_split = None, None
         if self.resume:

@@ -39,9 +39,14 @@ def save_baseline(path: str | Path, network: dict[str, Any], model: nn.Module,
 def load_baseline(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The network a checkpoint describes, with its weights, and the whole payload."""
     payload = read_payload(path, FORMAT, "a fewshot-mann baseline checkpoint")
+    return baseline_from_payload(payload, path), payload
+
+
+def baseline_from_payload(payload: dict[str, Any], path: str | Path) -> nn.Module:
+    """The network a baseline checkpoint's payload describes, with its weights."""
     try:
         model = build_network(payload["network"])
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: network config or weights unusable: {err}") from err
-    return model, payload
+    return model

@@ -14,6 +14,8 @@ et al. and of learn2learn's Omniglot example.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import learn2learn as l2l
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,13 @@ from learn2learn.vision.models import OmniglotCNN
 from torch import nn
 
 from .tasks import Tasks
+
+
+def support_batch(support: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class image lists support[n] (K_n, D) -> images (S, D) and class slots (S,)."""
+    slots = [torch.full((len(s),), n, dtype=torch.long, device=s.device)
+             for n, s in enumerate(support)]
+    return torch.cat(list(support)), torch.cat(slots)
 
 
 class MAML(nn.Module):
@@ -40,9 +49,15 @@ class MAML(nn.Module):
         if ways != self.ways:
             raise ValueError(f"this MAML network has {self.ways} outputs, the task has {ways} "
                              f"ways")
-        learner = self.maml.clone(first_order=first_order)
         x = support.flatten(0, 1)
         y = torch.arange(ways, device=x.device).repeat_interleave(shots)
+        return self.fit(x, y, steps, first_order)
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, steps: int,
+            first_order: bool | None = None) -> nn.Module:
+        """A clone of the network after `steps` gradient steps on images x (S, D) with class
+        slots y (S,) in 0..ways-1."""
+        learner = self.maml.clone(first_order=first_order)
         for _ in range(steps):
             learner.adapt(F.cross_entropy(learner(x), y), first_order=first_order)
         return learner
@@ -70,3 +85,18 @@ class MAML(nn.Module):
             with torch.no_grad():
                 predictions.append(labels[:, 0][learner(q).argmax(-1)])
         return torch.stack(predictions)
+
+    def class_probabilities(self, support: Sequence[torch.Tensor],
+                            query: torch.Tensor) -> torch.Tensor:
+        """Any classes up to `ways`, each with any number of images: support[n] (K_n, D),
+        query (M, D) -> (M, N) probabilities. The clone adapts on the whole support set (first
+        order) and the M queries form one batch (batch norm on their statistics)."""
+        if len(support) > self.ways:
+            raise ValueError(f"this MAML network has {self.ways} outputs: it can tell at most "
+                             f"{self.ways} classes apart, the support set has {len(support)}")
+        self.train()  # batch statistics in batch norm, see the module doc
+        x, y = support_batch(support)
+        with torch.enable_grad():
+            learner = self.fit(x, y, self.test_adapt_steps, first_order=True)
+        with torch.no_grad():
+            return torch.softmax(learner(query)[:, :len(support)], dim=-1)

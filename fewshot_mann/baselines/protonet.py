@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from learn2learn.vision.models import ConvBase
@@ -50,3 +52,13 @@ class ProtoNet(nn.Module):
         self.eval()
         slot = self.class_logits(support, query).argmax(-1)  # (B, M): nearest prototype
         return support_labels[:, :, 0].gather(1, slot)
+
+    @torch.no_grad()
+    def class_probabilities(self, support: Sequence[torch.Tensor],
+                            query: torch.Tensor) -> torch.Tensor:
+        """Any number of classes, each with any number of images: support[n] (K_n, D), query
+        (M, D) -> (M, N) softmax over minus the squared distance to each prototype (eq. 2)."""
+        self.eval()
+        prototypes = torch.stack([self.embed(s).mean(0) for s in support])  # (N, E)
+        distance = (self.embed(query).unsqueeze(1) - prototypes.unsqueeze(0)).pow(2).sum(-1)
+        return torch.softmax(-distance, dim=-1)

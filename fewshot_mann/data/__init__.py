@@ -6,27 +6,46 @@ from ..config import DataConfig
 from .folder import DatasetError, FolderDataset
 from .imageset import ImageSet
 from .omniglot import DataNotFoundError, load_omniglot
-from .splits import ClassSplit, SplitError, custom_split, omniglot_split, resolve
+from .splits import (
+    ClassSplit,
+    SplitError,
+    custom_split,
+    default_split,
+    omniglot_split,
+    resolve,
+)
 
 
-def load_dataset(cfg: DataConfig) -> ImageSet:
-    """The images a data config names, decoded (or read from the cache)."""
+def load_dataset(cfg: DataConfig, invert: bool = False) -> ImageSet:
+    """The images a data config names, decoded (or read from the cache). `invert`: custom
+    images light on dark, as Omniglot's are decoded (Omniglot always is)."""
     if cfg.dataset == "omniglot":
         if cfg.channels != 1:
             raise DatasetError("Omniglot is grayscale: data.channels must be 1")
         return load_omniglot(cfg.data_root, cfg.cache_dir, cfg.image_size, cfg.download)
     if cfg.dataset.startswith(("folder:", "csv:")):
         return FolderDataset.from_spec(cfg.dataset, cfg.image_size, cfg.channels, cfg.cache_dir,
-                                       cfg.bad_files).imageset
+                                       cfg.bad_files, invert=invert).imageset
     raise DatasetError(f"unknown dataset {cfg.dataset!r}; use omniglot, folder:PATH or csv:FILE")
 
 
+def invert_custom(trained_on: str, dataset: str, invert: bool | None = None) -> bool:
+    """Whether images of `dataset` are inverted for a model trained on `trained_on`: as told,
+    or (None) when the model learnt Omniglot's light strokes on dark and the data is custom."""
+    if invert is not None:
+        return invert
+    return trained_on == "omniglot" and dataset != "omniglot"
+
+
 def make_split(cfg: DataConfig, imageset: ImageSet) -> ClassSplit:
-    """The class split a data config names, checked against the data."""
+    """The class split a data config names (or the default, `default_split`), checked
+    against the data."""
+    spec = cfg.split or default_split(cfg.dataset)
     if cfg.dataset == "omniglot":
-        return omniglot_split(cfg.split, imageset)
-    return custom_split(cfg.split, imageset.class_names, cfg.split_seed)
+        return omniglot_split(spec, imageset)
+    return custom_split(spec, imageset.class_names, cfg.split_seed)
 
 
 __all__ = ["ClassSplit", "DataNotFoundError", "DatasetError", "FolderDataset", "ImageSet",
-           "SplitError", "custom_split", "load_dataset", "make_split", "resolve"]
+           "SplitError", "custom_split", "default_split", "invert_custom",
+           "load_dataset", "make_split", "resolve"]

@@ -26,11 +26,18 @@ def decode_image(path: Path, size: int, channels: int, invert: bool) -> np.ndarr
     """One file -> (channels, size, size) uint8. Raises on files Pillow cannot read."""
     with Image.open(path) as im:
         im.load()  # force the full decode here, so truncated files fail here
-        im = to_mode(ImageOps.exif_transpose(im), channels)
-        if invert:
-            im = ImageOps.invert(im)
-        im = im.resize((size, size), Image.Resampling.LANCZOS)
-        arr = np.asarray(im, dtype=np.uint8)
+        return prepare_image(im, size, channels, invert)
+
+
+def prepare_image(im: Image.Image, size: int, channels: int, invert: bool) -> np.ndarray:
+    """A Pillow image -> (channels, size, size) uint8, exactly as files are decoded for
+    training: EXIF orientation, mode conversion (`to_mode`), optional inversion (Omniglot:
+    strokes = 255), Lanczos resize to a square."""
+    im = to_mode(ImageOps.exif_transpose(im), channels)
+    if invert:
+        im = ImageOps.invert(im)
+    im = im.resize((size, size), Image.Resampling.LANCZOS)
+    arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 

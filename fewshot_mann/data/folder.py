@@ -48,9 +48,11 @@ class FolderDataset:
 
     @classmethod
     def from_spec(cls, spec: str, image_size: int = 20, channels: int = 1,
-                  cache_dir: str | Path | None = None, bad_files: str = "skip") -> FolderDataset:
+                  cache_dir: str | Path | None = None, bad_files: str = "skip",
+                  invert: bool = False) -> FolderDataset:
         """`folder:PATH[,PATH...]` or `csv:FILE` -> the decoded dataset (from the cache when it
-        is current; `cache_dir` defaults to $FEWSHOT_MANN_CACHE or data/cache)."""
+        is current; `cache_dir` defaults to $FEWSHOT_MANN_CACHE or data/cache). `invert`:
+        light on dark, as Omniglot is decoded (for a model trained on Omniglot)."""
         kind, _, target = spec.partition(":")
         paths = [Path(p).expanduser() for p in target.split(",")] if target else []
         if kind == "folder" and paths:
@@ -60,25 +62,27 @@ class FolderDataset:
         else:
             raise DatasetError(f"dataset {spec!r}: use folder:PATH[,PATH...] or csv:FILE")
         source = f"{kind}:" + ",".join(str(p.resolve()) for p in paths)
-        return cls.from_entries(entries, image_size, channels, cache_dir, bad_files, source)
+        return cls.from_entries(entries, image_size, channels, cache_dir, bad_files, source,
+                                invert)
 
     @classmethod
     def from_entries(cls, entries: Sequence[tuple[Path, str]], image_size: int = 20,
                      channels: int = 1, cache_dir: str | Path | None = None,
-                     bad_files: str = "skip", source: str = "entries") -> FolderDataset:
+                     bad_files: str = "skip", source: str = "entries",
+                     invert: bool = False) -> FolderDataset:
         """(file, class name) pairs -> the decoded dataset, through a cache named by `source`."""
         if bad_files not in ("skip", "error"):
             raise DatasetError(f"bad_files must be 'skip' or 'error', got {bad_files!r}")
         files = [Path(p).resolve() for p, _ in entries]
-        settings = f"folder-v1 size={image_size} channels={channels} classes=" + "|".join(
-            name for _, name in entries)
+        settings = (f"folder-v1 size={image_size} channels={channels}{' invert' * invert} "
+                    f"classes=" + "|".join(name for _, name in entries))
         key = fingerprint(files, Path("/"), extra=settings)
         cache = Path(cache_dir if cache_dir is not None else default_cache_dir()) / (
             f"custom-{hashlib.sha256(source.encode()).hexdigest()[:12]}-{image_size}px-"
-            f"c{channels}.pt")
+            f"c{channels}{'-inverted' * invert}.pt")
         imageset = ImageSet.load(cache, key)
         if imageset is None:
-            images, failures = decode_files(files, image_size, channels, invert=False,
+            images, failures = decode_files(files, image_size, channels, invert=invert,
                                             desc=f"decoding {source}")
             failed = {p for p, _ in failures}
             kept = [name for p, (_, name) in zip(files, entries, strict=True) if p not in failed]

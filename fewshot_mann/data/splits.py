@@ -29,6 +29,13 @@ from .imageset import ImageSet
 
 ROTATION_SUFFIXES = {"rot000": 0, "rot090": 1, "rot180": 2, "rot270": 3}
 OMNIGLOT_SPLITS = ("santoro", "vinyals", "lake")
+DEFAULT_SPLITS = {"omniglot": "santoro", "custom": "ratio:0.8"}  # when no split is given
+
+
+def default_split(dataset: str) -> str:
+    """The split a run gets when none is named: santoro for Omniglot; for custom data a
+    seeded 80/20 class split (the seed is data.split_seed)."""
+    return DEFAULT_SPLITS["omniglot" if dataset == "omniglot" else "custom"]
 
 
 class SplitError(ValueError):
