@@ -51,10 +51,12 @@ class Interface(nn.Linear):
         pieces = self.project(h).split(sizes, dim=-1)
         return [p.reshape(h.shape[0], *shape) for p, shape in zip(pieces, shapes, strict=True)]
 
-    def init_bias(self, start: int, stop: int, value: float) -> None:
-        """Set bias[start:stop] (e.g. a strength logit, so that training starts sharp)."""
-        with torch.no_grad():
-            self.bias[start:stop] = value
+    def bias_pieces(self, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        """Views of the bias cut like `split` cuts the output, [shape for shape in shapes],
+        to set where each control starts (writing into them changes the bias)."""
+        sizes = [math.prod(shape) for shape in shapes]
+        pieces = self.bias.data.split(sizes)
+        return [p.view(shape) for p, shape in zip(pieces, shapes, strict=True)]
 
 
 class Memory:

@@ -70,9 +70,9 @@ class DNCInterface(Interface):
         self.shapes = [(R, W), (R,), (Hw, W), (Hw,), (Hw, W), (Hw, W), (R,), (Hw,), (Hw,),
                        (R, 2 * Hw + 1)]
         super().__init__(cfg, sum(torch.Size(s).numel() for s in self.shapes))
-        self.init_bias(R * W, R * W + R, strength_logit(cfg.key_strength_init))
-        start = R * W + R + Hw * W
-        self.init_bias(start, start + Hw, strength_logit(cfg.key_strength_init))
+        pieces = self.bias_pieces(self.shapes)
+        for strengths in (pieces[1], pieces[3]):  # read and write strengths
+            strengths.fill_(strength_logit(cfg.key_strength_init))
 
     def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> DNCControls:
         (read_keys, read_strengths, write_keys, write_strengths, erase, write_vectors,

@@ -46,12 +46,12 @@ class KVState(NamedTuple):
 
 class KVInterface(Interface):
     def __init__(self, cfg: ModelConfig) -> None:
-        self.width = cfg.memory_width
-        super().__init__(cfg, self.width + 1)
-        self.init_bias(self.width, self.width + 1, strength_logit(cfg.key_strength_init))
+        self.shapes = [(cfg.memory_width,), ()]
+        super().__init__(cfg, cfg.memory_width + 1)
+        self.bias_pieces(self.shapes)[1].fill_(strength_logit(cfg.key_strength_init))
 
     def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> KVControls:
-        query, strength = self.split(h, [(self.width,), ()])
+        query, strength = self.split(h, self.shapes)
         return KVControls(F.normalize(query, dim=-1), 1 + F.softplus(strength), prev_labels)
 
 

@@ -9,7 +9,9 @@ same four stages (sec. 3.3), each head from its previous weighting w_{t-1}:
 Per step the write heads address M_{t-1} and write (eq. 3 erase, eq. 4 add), then the read heads
 address M_t and read (eq. 2). Every head starts on slot 0 (w_0 one-hot), the memory empty.
 Controls: keys and add vectors tanh, erase vectors and gates sigmoid, strengths and gamma
-1 + softplus (the strengths' bias starts at `key_strength_init`), shifts a softmax.
+1 + softplus (the strengths' bias starts at `key_strength_init`), shifts a softmax. The biases
+start the write heads as a tape (each step one slot further) and the read heads on content
+(`NTMInterface`): Graves et al. leave the initialisation open.
 """
 
 from __future__ import annotations
@@ -46,7 +48,14 @@ class NTMInterface(Interface):
         H, W, Hw = self.heads, self.width, self.write_heads
         self.shapes = [(H, W), (H,), (H,), (H, self.offsets), (H,), (Hw, W), (Hw, W)]
         super().__init__(cfg, sum(torch.Size(s).numel() for s in self.shapes))
-        self.init_bias(H * W, H * W + H, strength_logit(cfg.key_strength_init))
+        _, strengths, gates, shifts, sharpening, _, _ = self.bias_pieces(self.shapes)
+        strengths.fill_(strength_logit(cfg.key_strength_init))
+        # start as a tape: write heads keep their previous weighting (g ~ 0.05) and move one
+        # slot on (s(+1) ~ 0.9), sharply (gamma ~ 5), so that each step writes a fresh slot;
+        # read heads look up by content (g ~ 0.95) and stay put
+        gates[:Hw], gates[Hw:] = -3.0, 3.0
+        shifts[:Hw, -1] = shifts[Hw:, cfg.shift_range] = 3.0
+        sharpening[:Hw] = strength_logit(5.0)
 
     def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> NTMControls:
         keys, strengths, gates, shifts, sharpening, erase, add = self.split(h, self.shapes)
