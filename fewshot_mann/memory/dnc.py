@@ -61,8 +61,8 @@ class DNCState(NamedTuple):
 
 
 class DNCInterface(Interface):
-    """The interface vector xi_t: keys, add and write vectors tanh (the paper leaves keys and
-    v unsquashed), strengths oneplus (bias starting at `key_strength_init`), gates and e
+    """The interface vector xi_t: keys and write vectors tanh (the paper leaves them
+    unsquashed), strengths oneplus (bias starting at `key_strength_init`), gates and e
     sigmoid, read modes softmax."""
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -70,9 +70,17 @@ class DNCInterface(Interface):
         self.shapes = [(R, W), (R,), (Hw, W), (Hw,), (Hw, W), (Hw, W), (R,), (Hw,), (Hw,),
                        (R, 2 * Hw + 1)]
         super().__init__(cfg, sum(torch.Size(s).numel() for s in self.shapes))
-        pieces = self.bias_pieces(self.shapes)
-        for strengths in (pieces[1], pieces[3]):  # read and write strengths
-            strengths.fill_(strength_logit(cfg.key_strength_init))
+        (_, read_strengths, _, write_strengths, _, _, free_gates, allocation_gates,
+         write_gates, read_modes) = self.bias_pieces(self.shapes)
+        read_strengths.fill_(strength_logit(cfg.key_strength_init))
+        write_strengths.fill_(strength_logit(cfg.key_strength_init))
+        # start by writing every step (g^w ~ 0.95) into a free slot (g^a ~ 0.95), freeing
+        # little (f ~ 0.05) and reading by content (pi[content] ~ 0.9); Graves et al. leave
+        # the initialisation open
+        write_gates.fill_(3.0)
+        allocation_gates.fill_(3.0)
+        free_gates.fill_(-3.0)
+        read_modes[:, Hw] = 3.0
 
     def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> DNCControls:
         (read_keys, read_strengths, write_keys, write_strengths, erase, write_vectors,
