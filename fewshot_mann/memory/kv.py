@@ -129,7 +129,8 @@ class BatchedKV(KVMemory):
         query = s.query.detach()
         new_key = torch.where(answered.unsqueeze(-1), F.normalize(query + nearest_key, dim=-1),
                               query)
-        chosen = F.one_hot(slot, self.slots).bool() & labelled.unsqueeze(-1)  # (B, N)
+        slots = torch.arange(self.slots, device=slot.device)  # no F.one_hot: it syncs on CUDA
+        chosen = (slots == slot.unsqueeze(-1)) & labelled.unsqueeze(-1)  # (B, N)
         keys = torch.where(chosen.unsqueeze(-1), new_key.unsqueeze(1), s.keys)
         values = torch.where(chosen.unsqueeze(-1), c.labels.unsqueeze(1), s.values)
         ages = torch.where(chosen, 0.0, s.ages + labelled.unsqueeze(-1).to(s.ages))
