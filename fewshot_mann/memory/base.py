@@ -26,14 +26,14 @@ from ..config import ModelConfig
 
 
 class Interface(nn.Linear):
-    """controller output h_t (B, controller) -> Controls. One linear layer whose output the
-    variant splits into its controls (keys, gates, ...) and squashes; a subclass sets `size`,
-    its number of outputs, and `forward`. A Linear itself (not a module holding one), so that
+    """controller output h_t (B, controller) -> Controls. One linear layer whose output is cut
+    into consecutive pieces of the per-episode `shapes` (keys, gates, ...) that the variant's
+    `forward` squashes into its Controls. A Linear itself (not a module holding one), so that
     the weights keep their names `head_params.weight|bias` in every MANN checkpoint."""
 
-    def __init__(self, cfg: ModelConfig, size: int) -> None:
-        super().__init__(cfg.controller_size, size)
-        self.size = size
+    def __init__(self, cfg: ModelConfig, shapes: list[tuple[int, ...]]) -> None:
+        super().__init__(cfg.controller_size, sum(math.prod(shape) for shape in shapes))
+        self.shapes = shapes
 
     def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> Any:
         """h (B, controller); prev_labels y_{t-1} (B, G*S), read only by a memory that stores
@@ -41,22 +41,21 @@ class Interface(nn.Linear):
         raise NotImplementedError
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
-        """The layer's raw output W h + b (B, size)."""
+        """The layer's raw output W h + b (B, out_features)."""
         return nn.functional.linear(h, self.weight, self.bias)
 
-    def split(self, h: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
-        """The layer's output for h (B, controller) cut into consecutive pieces of the given
-        per-episode shapes: [(B, *shape) for shape in shapes]."""
-        sizes = [math.prod(shape) for shape in shapes]
-        pieces = self.project(h).split(sizes, dim=-1)
-        return [p.reshape(h.shape[0], *shape) for p, shape in zip(pieces, shapes, strict=True)]
+    def split(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """The layer's output for h (B, controller) cut into [(B, *shape) for shape in
+        shapes]."""
+        pieces = self.project(h).split([math.prod(shape) for shape in self.shapes], dim=-1)
+        return [p.reshape(h.shape[0], *shape)
+                for p, shape in zip(pieces, self.shapes, strict=True)]
 
-    def bias_pieces(self, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
-        """Views of the bias cut like `split` cuts the output, [shape for shape in shapes],
-        to set where each control starts (writing into them changes the bias)."""
-        sizes = [math.prod(shape) for shape in shapes]
-        pieces = self.bias.data.split(sizes)
-        return [p.view(shape) for p, shape in zip(pieces, shapes, strict=True)]
+    def bias_pieces(self) -> list[torch.Tensor]:
+        """Views of the bias cut like `split` cuts the output, [shape for shape in shapes], to
+        set where each control starts (writing into them changes the bias)."""
+        pieces = self.bias.data.split([math.prod(shape) for shape in self.shapes])
+        return [p.view(shape) for p, shape in zip(pieces, self.shapes, strict=True)]
 
 
 class Memory:

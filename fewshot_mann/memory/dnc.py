@@ -67,11 +67,10 @@ class DNCInterface(Interface):
 
     def __init__(self, cfg: ModelConfig) -> None:
         R, Hw, W = cfg.read_heads, cfg.write_heads, cfg.memory_width
-        self.shapes = [(R, W), (R,), (Hw, W), (Hw,), (Hw, W), (Hw, W), (R,), (Hw,), (Hw,),
-                       (R, 2 * Hw + 1)]
-        super().__init__(cfg, sum(torch.Size(s).numel() for s in self.shapes))
+        super().__init__(cfg, [(R, W), (R,), (Hw, W), (Hw,), (Hw, W), (Hw, W), (R,), (Hw,),
+                               (Hw,), (R, 2 * Hw + 1)])
         (_, read_strengths, _, write_strengths, _, _, free_gates, allocation_gates,
-         write_gates, read_modes) = self.bias_pieces(self.shapes)
+         write_gates, read_modes) = self.bias_pieces()
         read_strengths.fill_(strength_logit(cfg.key_strength_init))
         write_strengths.fill_(strength_logit(cfg.key_strength_init))
         # start by writing every step (g^w ~ 0.95) into a free slot (g^a ~ 0.95), freeing
@@ -84,7 +83,7 @@ class DNCInterface(Interface):
 
     def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> DNCControls:
         (read_keys, read_strengths, write_keys, write_strengths, erase, write_vectors,
-         free_gates, allocation_gates, write_gates, read_modes) = self.split(h, self.shapes)
+         free_gates, allocation_gates, write_gates, read_modes) = self.split(h)
         return DNCControls(torch.tanh(read_keys), 1 + F.softplus(read_strengths),
                            torch.tanh(write_keys), 1 + F.softplus(write_strengths),
                            torch.sigmoid(erase), torch.tanh(write_vectors),

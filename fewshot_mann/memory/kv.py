@@ -46,12 +46,11 @@ class KVState(NamedTuple):
 
 class KVInterface(Interface):
     def __init__(self, cfg: ModelConfig) -> None:
-        self.shapes = [(cfg.memory_width,), ()]
-        super().__init__(cfg, cfg.memory_width + 1)
-        self.bias_pieces(self.shapes)[1].fill_(strength_logit(cfg.key_strength_init))
+        super().__init__(cfg, [(cfg.memory_width,), ()])  # query, strength logit
+        self.bias_pieces()[1].fill_(strength_logit(cfg.key_strength_init))
 
     def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> KVControls:
-        query, strength = self.split(h, self.shapes)
+        query, strength = self.split(h)
         return KVControls(F.normalize(query, dim=-1), 1 + F.softplus(strength), prev_labels)
 
 

@@ -45,7 +45,7 @@ class LRUAInterface(Interface):
     """Per head: key (width), write-gate logit alpha (1), key-strength logit (1)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg, cfg.read_heads * (cfg.memory_width + 2))
+        super().__init__(cfg, [(cfg.read_heads, cfg.memory_width + 2)])
         self.heads, self.width, self.key_strength = cfg.read_heads, cfg.memory_width, \
             cfg.key_strength
         if self.key_strength:  # start sharp: beta_0 = key_strength_init

@@ -43,12 +43,10 @@ class NTMState(NamedTuple):
 
 class NTMInterface(Interface):
     def __init__(self, cfg: ModelConfig) -> None:
-        self.write_heads, self.heads = cfg.write_heads, cfg.write_heads + cfg.read_heads
-        self.width, self.offsets = cfg.memory_width, 2 * cfg.shift_range + 1
-        H, W, Hw = self.heads, self.width, self.write_heads
-        self.shapes = [(H, W), (H,), (H,), (H, self.offsets), (H,), (Hw, W), (Hw, W)]
-        super().__init__(cfg, sum(torch.Size(s).numel() for s in self.shapes))
-        _, strengths, gates, shifts, sharpening, _, _ = self.bias_pieces(self.shapes)
+        Hw, H, W = cfg.write_heads, cfg.write_heads + cfg.read_heads, cfg.memory_width
+        offsets = 2 * cfg.shift_range + 1
+        super().__init__(cfg, [(H, W), (H,), (H,), (H, offsets), (H,), (Hw, W), (Hw, W)])
+        _, strengths, gates, shifts, sharpening, _, _ = self.bias_pieces()
         strengths.fill_(strength_logit(cfg.key_strength_init))
         # start as a tape: write heads keep their previous weighting (g ~ 0.05) and move one
         # slot on (s(+1) ~ 0.9), sharply (gamma ~ 5), so that each step writes a fresh slot;
@@ -58,7 +56,7 @@ class NTMInterface(Interface):
         sharpening[:Hw] = strength_logit(5.0)
 
     def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> NTMControls:
-        keys, strengths, gates, shifts, sharpening, erase, add = self.split(h, self.shapes)
+        keys, strengths, gates, shifts, sharpening, erase, add = self.split(h)
         return NTMControls(torch.tanh(keys), 1 + F.softplus(strengths), torch.sigmoid(gates),
                            torch.softmax(shifts, dim=-1), 1 + F.softplus(sharpening),
                            torch.sigmoid(erase), torch.tanh(add))
