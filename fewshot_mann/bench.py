@@ -1,4 +1,5 @@
-"""Throughput benchmark: episodes/s of training and inference for both memory backends.
+"""Throughput benchmark: episodes/s of training and inference for each memory variant
+(lrua, ntm, dnc, kv) in both of its forms (reference, batched).
 
 Every record runs in a fresh subprocess, so its peak memory is its own: on CUDA
 `torch.cuda.max_memory_allocated`, on the CPU the growth of the process's peak resident set
@@ -58,8 +59,8 @@ def random_episodes(code: LabelCode, batch_size: int, steps: int = 50, pixels: i
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    """One record, in this process: spec has backend, mode, batch_size, memory_slots, device,
-    min_seconds, compile."""
+    """One record, in this process: spec has memory, backend, mode, batch_size, memory_slots,
+    device, min_seconds, compile."""
     from .config import ModelConfig
     from .cuda_graphs import graph_inference, graph_training_forward
     from .metrics import episode_loss
@@ -71,8 +72,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["mode"] == "sample":
         return _measure_sampler(spec, code, device)
     torch.manual_seed(0)
-    model = MANN(ModelConfig(memory_slots=spec["memory_slots"], backend=spec["backend"]),
-                 (1, 20, 20), code).to(device)
+    model = MANN(ModelConfig(memory=spec.get("memory", "lrua"), memory_slots=spec["memory_slots"],
+                             backend=spec["backend"]), (1, 20, 20), code).to(device)
     if spec.get("compile"):
         model.compile_step()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -90,6 +91,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     def train_step() -> None:
         loss = episode_loss(forward(images, prev), targets)
+        if model.auxiliary_loss is not None:
+            loss = loss + model.auxiliary_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -153,8 +156,9 @@ def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None 
               reference_max_batch: int = 256, progress: bool = True,
               batch_sizes: tuple[int, ...] | None = None,
               memory_slots: tuple[int, ...] | None = None,
-              cuda_graph: bool = False) -> dict[str, Any]:
-    """The whole grid (batch sizes x memory sizes x train/infer x backends, plus the sampler).
+              cuda_graph: bool = False, memories: tuple[str, ...] = ("lrua",)) -> dict[str, Any]:
+    """The whole grid (memories x batch sizes x memory sizes x train/infer x backends, plus the
+    sampler).
     On the CPU each record runs in a subprocess; on CUDA in this process, where
     `max_memory_allocated` gives each record's own peak and an out-of-memory error is caught.
     Returns (and writes) the JSON document."""
@@ -169,22 +173,24 @@ def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None 
     seconds = min_seconds if min_seconds is not None else (0.5 if quick else 3.0)
     if quick:  # the per-episode reference is slow: time it at the smallest batch only
         reference_max_batch = min(reference_max_batch, min(batch_sizes))
-    specs = [{"backend": "-", "mode": "sample", "batch_size": b, "memory_slots": 0}
-             for b in batch_sizes]
-    specs += [{"backend": backend, "mode": mode, "batch_size": b, "memory_slots": m}
-              for m in slots_list for b in batch_sizes for mode in ("train", "infer")
-              for backend in backends
+    specs = [{"memory": "-", "backend": "-", "mode": "sample", "batch_size": b,
+              "memory_slots": 0} for b in batch_sizes]
+    specs += [{"memory": memory, "backend": backend, "mode": mode, "batch_size": b,
+               "memory_slots": m}
+              for memory in memories for m in slots_list for b in batch_sizes
+              for mode in ("train", "infer") for backend in backends
               if backend != "reference" or b <= reference_max_batch]
     records = []
     for spec in specs:
         spec.update(device=str(dev), min_seconds=seconds, compile=compile, cuda_graph=cuda_graph)
         result = _in_this_process(spec) if dev.type == "cuda" else _in_subprocess(spec)
-        record = {k: spec[k] for k in ("backend", "mode", "batch_size", "memory_slots")}
+        record = {k: spec[k] for k in ("memory", "backend", "mode", "batch_size",
+                                       "memory_slots")}
         record.update(result)
         records.append(record)
         if progress:
-            head = (f"{record['mode']:6} {record['backend']:9} batch {record['batch_size']:5} "
-                    f"slots {record['memory_slots']:5}  ")
+            head = (f"{record['memory']:4} {record['mode']:6} {record['backend']:9} "
+                    f"batch {record['batch_size']:5} slots {record['memory_slots']:5}  ")
             if record.get("error"):
                 print(head + "failed: " + record["error"], flush=True)
             else:
@@ -208,22 +214,23 @@ def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None 
 
 
 def ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """batched / reference episodes/s for every setting measured with both, in this run."""
-    by_key = {(r["backend"], r["mode"], r["batch_size"], r["memory_slots"]): r["episodes_per_s"]
-              for r in records if r["episodes_per_s"]}
+    """batched / reference episodes/s for every setting measured with both, in this run.
+    Records from before the memory choice (no "memory" key) are LRUA's."""
+    by_key = {(r.get("memory", "lrua"), r["backend"], r["mode"], r["batch_size"],
+               r["memory_slots"]): r["episodes_per_s"] for r in records if r["episodes_per_s"]}
     out = []
-    for (backend, mode, b, m), eps in by_key.items():
-        ref = by_key.get(("reference", mode, b, m))
+    for (memory, backend, mode, b, m), eps in by_key.items():
+        ref = by_key.get((memory, "reference", mode, b, m))
         if backend == "batched" and ref:
-            out.append({"mode": mode, "batch_size": b, "memory_slots": m,
+            out.append({"memory": memory, "mode": mode, "batch_size": b, "memory_slots": m,
                         "batched_over_reference": round(eps / ref, 2)})
     return out
 
 
 def format_ratios(rows: list[dict[str, Any]]) -> str:
     lines = ["batched / reference (same run):"]
-    lines += [f"  {r['mode']:6} batch {r['batch_size']:5} slots {r['memory_slots']:5}: "
-              f"{r['batched_over_reference']:.2f}x" for r in rows]
+    lines += [f"  {r.get('memory', 'lrua'):4} {r['mode']:6} batch {r['batch_size']:5} "
+              f"slots {r['memory_slots']:5}: {r['batched_over_reference']:.2f}x" for r in rows]
     return "\n".join(lines)
 
 

@@ -39,6 +39,11 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--labels": ("episodes", "labels", str, "one-hot | five-hot"),
     "--model": ("model", "kind", str, "mann | lstm | feedforward"),
     "--backend": ("model", "backend", str, "memory backend: reference | batched"),
+    "--memory": ("model", "memory", str, "external memory: lrua | ntm | dnc | kv"),
+    "--write-heads": ("model", "write_heads", int, "ntm, dnc: write heads"),
+    "--shift-range": ("model", "shift_range", int, "ntm: shifts over -S..S slots"),
+    "--kv-neighbours": ("model", "kv_neighbours", int, "kv: nearest keys read"),
+    "--kv-margin": ("model", "kv_margin", float, "kv: margin of the memory loss"),
     "--encoder": ("model", "encoder", str, "none (flat pixels) | conv | convbase"),
     "--encoder-init": ("model", "encoder_init", str,
                        "ProtoNets checkpoint (model.pt) that starts a convbase encoder"),
@@ -191,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backends", type=_backend_list,
                        default=("reference", "batched"), metavar="NAME,NAME",
                        help="reference,batched (default both)")
+    bench.add_argument("--memories", type=_memory_list, default=("lrua",), metavar="NAME,...",
+                       help="memory variants to time: lrua,ntm,dnc,kv (default lrua)")
     bench.add_argument("--reference-max-batch", type=int, default=256,
                        help="largest batch timed with the (slow, per-episode) reference backend")
     return parser
@@ -231,6 +238,14 @@ def _backend_list(text: str) -> tuple[str, ...]:
     unknown = [n for n in names if n not in ("reference", "batched")]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown backend(s) {unknown}: reference, batched")
+    return names
+
+
+def _memory_list(text: str) -> tuple[str, ...]:
+    names = tuple(text.split(","))
+    unknown = [n for n in names if n not in ("lrua", "ntm", "dnc", "kv")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown memory variant(s) {unknown}: lrua, ntm, dnc, kv")
     return names
 
 
@@ -347,7 +362,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     run_bench(args.device, quick=args.quick, out=out, min_seconds=args.seconds,
               compile=args.compile, reference_max_batch=args.reference_max_batch,
               cuda_graph=args.cuda_graph, batch_sizes=args.batch_sizes,
-              memory_slots=args.memory_slots, backends=args.backends)
+              memory_slots=args.memory_slots, backends=args.backends,
+              memories=args.memories)
     return 0
 
 

@@ -72,6 +72,11 @@ class ModelConfig:
     key_strength_init: float = 11.0  # beta at initialisation
     read_norm: bool = False  # layer-normalise each read vector (no parameters; models/mann.py)
     backend: str = "batched"  # "reference" | "batched"
+    memory: str = "lrua"  # "lrua" | "ntm" | "dnc" | "kv" (fewshot_mann/memory/)
+    write_heads: int = 1  # ntm, dnc: write heads (the read heads are read_heads)
+    shift_range: int = 1  # ntm: the shift s_t covers offsets -shift_range..shift_range (eq. 8)
+    kv_neighbours: int = 4  # kv: nearest keys read, and searched for the margin loss
+    kv_margin: float = 0.1  # kv: alpha of the margin loss (Kaiser et al. 2017)
     encoder: str = "none"  # "none" | "conv" | "convbase" (models/encoder.py)
     encoder_init: str = ""  # a ProtoNets checkpoint whose CNN starts a "convbase" encoder
     freeze_encoder: bool = False  # keep the initialised encoder fixed while the rest trains
@@ -155,6 +160,7 @@ class Config:
             "episodes.presentations": e.presentations, "model.controller_size": m.controller_size,
             "model.memory_slots": m.memory_slots, "model.memory_width": m.memory_width,
             "model.read_heads": m.read_heads, "model.hidden_size": m.hidden_size,
+            "model.write_heads": m.write_heads, "model.kv_neighbours": m.kv_neighbours,
             "train.steps": t.steps, "train.batch_size": t.batch_size,
             "train.eval_every": t.eval_every, "train.eval_episodes": t.eval_episodes,
             "train.checkpoint_every": t.checkpoint_every, "train.log_every": t.log_every,
@@ -173,6 +179,7 @@ class Config:
         _choice("model.kind", m.kind, ("mann", "lstm", "feedforward"))
         _choice("model.backend", m.backend, ("reference", "batched"))
         _choice("model.encoder", m.encoder, ("none", "conv", "convbase"))
+        _choice("model.memory", m.memory, ("lrua", "ntm", "dnc", "kv"))
         _choice("train.optimizer", t.optimizer, ("adam", "rmsprop"))
         _choice("train.precision", t.precision, ("fp32", "tf32", "bf16"))
         _choice("train.on_divergence", t.on_divergence, ("rollback", "stop"))
@@ -187,6 +194,15 @@ class Config:
             raise ConfigError(f"model.read_heads ({m.read_heads}) cannot exceed "
                               f"model.memory_slots ({m.memory_slots}): LRUA writes to the "
                               f"read_heads least-used slots (eq. 21)")
+        if m.shift_range < 0 or 2 * m.shift_range + 1 > m.memory_slots:
+            raise ConfigError(f"model.shift_range must be >= 0 with 2 * shift_range + 1 <= "
+                              f"model.memory_slots, got {m.shift_range}")
+        if m.kv_neighbours > m.memory_slots:
+            raise ConfigError(f"model.kv_neighbours ({m.kv_neighbours}) cannot exceed "
+                              f"model.memory_slots ({m.memory_slots})")
+        if m.memory == "kv" and t.cuda_graph:
+            raise ConfigError("model.memory = 'kv' adds its margin loss outside the episode's "
+                              "forward, which train.cuda_graph does not capture")
         if m.encoder_init and m.encoder != "convbase":
             raise ConfigError(f"model.encoder_init starts a 'convbase' encoder (the ProtoNets "
                               f"CNN); model.encoder is {m.encoder!r}")

@@ -38,19 +38,19 @@ def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
 
 
 def plot_throughput(records: Sequence[dict], path: str | Path, title: str = "") -> Path:
-    """Episodes/s against batch size: one line per (backend, mode, memory slots)."""
+    """Episodes/s against batch size: one line per (memory, backend, mode, memory slots)."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     lines: dict[tuple, list[tuple[int, float]]] = {}
     for r in records:
         if r["mode"] == "sample" or not r["episodes_per_s"]:
             continue
-        lines.setdefault((r["backend"], r["mode"], r["memory_slots"]), []).append(
-            (r["batch_size"], r["episodes_per_s"]))
-    for (backend, mode, slots), points in sorted(lines.items()):
+        lines.setdefault((r.get("memory", "lrua"), r["backend"], r["mode"], r["memory_slots"]),
+                         []).append((r["batch_size"], r["episodes_per_s"]))
+    for (memory, backend, mode, slots), points in sorted(lines.items()):
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3,
                 linestyle="-" if backend == "batched" else "--",
-                label=f"{backend} {mode}, {slots} slots")
+                label=f"{memory} {backend} {mode}, {slots} slots")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size (episodes)")

@@ -311,6 +311,8 @@ class Trainer:
         with self.autocast(cache_enabled=not self.cfg.train.cuda_graph):
             logits = forward(batch.images, batch.prev_labels)
         loss = episode_loss(logits.float(), batch.targets)
+        if getattr(self.model, "auxiliary_loss", None) is not None:  # the kv memory's margin loss
+            loss = loss + self.model.auxiliary_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # clipping at +inf (grad_clip = 0) scales by exactly 1: the norm, for the check, alone

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fewshot_mann.memory import BACKENDS, LRUAState, make_memory
-from fewshot_mann.memory.batched import least_used
+from fewshot_mann.config import ModelConfig
+from fewshot_mann.memory import BACKENDS, make_memory
+from fewshot_mann.memory.addressing import least_used
+from fewshot_mann.memory.lrua import LRUAControls, LRUAState
 
 
 def state(memory, usage, read_weights, least_used_weights, lu) -> LRUAState:
@@ -14,14 +16,19 @@ def state(memory, usage, read_weights, least_used_weights, lu) -> LRUAState:
                      torch.tensor([least_used_weights]), torch.tensor([lu]))
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
 
 
+def lrua(backend: str, slots: int, width: int, heads: int, gamma: float):
+    cfg = ModelConfig(memory_slots=slots, memory_width=width, read_heads=heads, gamma=gamma)
+    return make_memory("lrua", backend, cfg, label_size=5)
+
+
 def test_write_interpolation_zeroing_and_read(backend):
     # 4 slots x 2, one head, gamma 0.5
-    mem = make_memory(backend, slots=4, width=2, heads=1, gamma=0.5)
+    mem = lrua(backend, slots=4, width=2, heads=1, gamma=0.5)
     s = state(memory=[[1.0, 0.0], [0.0, 1.0], [3.0, 3.0], [0.0, 0.0]],
               usage=[0.9, 0.2, 0.1, 0.4],
               read_weights=[[1.0, 0.0, 0.0, 0.0]],
@@ -29,7 +36,7 @@ def test_write_interpolation_zeroing_and_read(backend):
               lu=2)
     key = torch.tensor([[[2.0, 0.0]]])
     gate = torch.tensor([[0.25]])
-    reads, new = mem.step(s, key, gate, torch.ones(1, 1))
+    reads, new = mem.step(s, LRUAControls(key, gate, torch.ones(1, 1)))
     # eq. 22: w_w = 0.25 * [1,0,0,0] + 0.75 * [0,0,1,0]
     w_w = torch.tensor([0.25, 0.0, 0.75, 0.0])
     # slot 2 (least used) zeroed, then eq. 23: M += w_w (x) k
@@ -50,13 +57,13 @@ def test_write_interpolation_zeroing_and_read(backend):
 
 
 def test_read_weights_sharpen_with_strength(backend):
-    mem = make_memory(backend, slots=3, width=2, heads=2, gamma=0.95)
+    mem = lrua(backend, slots=3, width=2, heads=2, gamma=0.95)
     s = mem.initial_state(1, torch.device("cpu"), torch.float32)
     s = s._replace(memory=torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]),
                    least_used_weights=torch.zeros(1, 3), least_used=torch.tensor([2]))
     # slot 2 is zeroed before the write; nothing is written (gate 1, no previous reads)
     keys = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
-    _, new = mem.step(s, keys, torch.ones(1, 2), torch.tensor([[1.0, 5.0]]))
+    _, new = mem.step(s, LRUAControls(keys, torch.ones(1, 2), torch.tensor([[1.0, 5.0]])))
     cos = torch.tensor([1.0, 0.0, 0.0])
     torch.testing.assert_close(new.read_weights[0, 0], torch.softmax(cos, 0))
     torch.testing.assert_close(new.read_weights[0, 1], torch.softmax(5 * cos, 0))
@@ -64,11 +71,11 @@ def test_read_weights_sharpen_with_strength(backend):
 
 
 def test_usage_accumulates_all_heads_and_decays(backend):
-    mem = make_memory(backend, slots=4, width=3, heads=2, gamma=0.9)
+    mem = lrua(backend, slots=4, width=3, heads=2, gamma=0.9)
     s = mem.initial_state(2, torch.device("cpu"), torch.float32)
     keys = torch.randn(2, 2, 3)
     gates = torch.tensor([[0.3, 0.6], [0.0, 1.0]])
-    _, new = mem.step(s, keys, gates, torch.ones(2, 2))
+    _, new = mem.step(s, LRUAControls(keys, gates, torch.ones(2, 2)))
     # initial state: w_r = 0, w_lu = slots {0, 1}, so w_w_h = (1 - g_h) * w_lu
     w_lu = torch.tensor([1.0, 1.0, 0.0, 0.0])
     for b in range(2):
@@ -100,11 +107,11 @@ def test_least_used_matches_stable_sort_on_many_ties():
 
 
 def test_empty_memory_has_finite_gradients(backend):
-    mem = make_memory(backend, slots=5, width=4, heads=2, gamma=0.95)
+    mem = lrua(backend, slots=5, width=4, heads=2, gamma=0.95)
     s = mem.initial_state(3, torch.device("cpu"), torch.float32)
     keys = torch.randn(3, 2, 4, requires_grad=True)
     gates = torch.full((3, 2), 0.5, requires_grad=True)
-    reads, _ = mem.step(s, keys, gates, torch.ones(3, 2))
+    reads, _ = mem.step(s, LRUAControls(keys, gates, torch.ones(3, 2)))
     reads.sum().backward()
     assert torch.isfinite(keys.grad).all() and torch.isfinite(gates.grad).all()
     assert torch.isfinite(reads).all()

@@ -1,25 +1,44 @@
-"""External memory with Least-Recently-Used Access (LRUA), Santoro et al. 2016, eqs. 17-23.
+"""External memories behind one interface (base.py): LRUA, NTM, DNC and a key-value memory.
 
-Two backends implement the same `step`, on the same state, with the same numbers:
-
-    reference  one episode and one head at a time, each equation as it is printed in the
-               paper (vectors, not batches). The specification; slow by design.
-    batched    all episodes and all heads of a batch in single batched tensor operations.
-
-`make_memory(backend, ...)` returns either.
+Each variant has an Interface layer (controller output -> its Controls) and two forms of the
+same step on the same state: `reference`, one episode at a time with each equation as printed
+(the specification), and `batched`, all episodes and heads in single batched tensor operations.
+`make_memory(name, backend, cfg, label_size)` returns one; MEMORIES is the registry.
 """
 
-from .base import LRUAState, MemoryBackend
-from .batched import BatchedLRUA
-from .reference import ReferenceLRUA
+from __future__ import annotations
 
-BACKENDS: dict[str, type[MemoryBackend]] = {"reference": ReferenceLRUA, "batched": BatchedLRUA}
+from typing import NamedTuple
+
+from ..config import ModelConfig
+from .base import Interface, Memory
+from .dnc import BatchedDNC, DNCInterface, ReferenceDNC
+from .kv import BatchedKV, KVInterface, ReferenceKV
+from .lrua import BatchedLRUA, LRUAInterface, LRUAState, ReferenceLRUA
+from .ntm import BatchedNTM, NTMInterface, ReferenceNTM
 
 
-def make_memory(backend: str, slots: int, width: int, heads: int, gamma: float) -> MemoryBackend:
+class Variant(NamedTuple):
+    interface: type[Interface]
+    reference: type[Memory]
+    batched: type[Memory]
+
+
+MEMORIES: dict[str, Variant] = {
+    "lrua": Variant(LRUAInterface, ReferenceLRUA, BatchedLRUA),  # Santoro et al. 2016
+    "ntm": Variant(NTMInterface, ReferenceNTM, BatchedNTM),  # Graves et al. 2014
+    "dnc": Variant(DNCInterface, ReferenceDNC, BatchedDNC),  # Graves et al. 2016
+    "kv": Variant(KVInterface, ReferenceKV, BatchedKV),  # Kaiser et al. 2017
+}
+BACKENDS = ("reference", "batched")
+
+
+def make_memory(name: str, backend: str, cfg: ModelConfig, label_size: int) -> Memory:
+    if name not in MEMORIES:
+        raise ValueError(f"unknown memory {name!r}; choose one of {list(MEMORIES)}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown memory backend {backend!r}; choose one of {list(BACKENDS)}")
-    return BACKENDS[backend](slots, width, heads, gamma)
+    return getattr(MEMORIES[name], backend)(cfg, label_size)
 
 
-__all__ = ["BACKENDS", "BatchedLRUA", "LRUAState", "MemoryBackend", "ReferenceLRUA", "make_memory"]
+__all__ = ["BACKENDS", "MEMORIES", "Interface", "LRUAState", "Memory", "Variant", "make_memory"]

@@ -1,61 +1,108 @@
-"""What every LRUA backend shares: the state it carries from step to step, and its interface.
+"""The memory contract every variant (lrua, ntm, dnc, kv) implements.
 
-Notation of Santoro et al. 2016 (sec. 3.1, eqs. 17-23), per episode:
-    M_t      memory, slots x width                          `memory`
-    w^r_t    read weights, one row per head                 `read_weights`
-    w^u_t    usage, eq. 20                                  `usage`
-    w^lu_t   least-used weights, eq. 21: 1 on the n slots   `least_used_weights`
-             of smallest usage (n = number of read heads)
-             the single least-used slot, zeroed before the  `least_used`
-             next write
+    Controls    NamedTuple of batch-first tensors: what one time step asks of the memory
+    Interface   nn.Linear from the controller output h_t to that variant's Controls, with the
+                variant's own initialisation
+    State       NamedTuple of batch-first tensors carried from step to step (functional: a step
+                returns new tensors, or changes them in place only under no_grad)
+    Memory      `initial_state(batch, device, dtype)` and `step(state, controls) -> (reads,
+                state)`, reads (B, R, read_width); two implementations per variant:
+                reference  one episode (and one head) at a time, each equation as printed
+                batched    every head of every episode in single batched tensor operations
+
+The controller never knows which memory it has: it reads `reads.flatten(1)`, `read_size`
+features, and the Interface reads its hidden state.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 
-EPS = 1e-8  # added to the norm product of the cosine (eq. 17), so empty slots read as 0
-
-
-class LRUAState(NamedTuple):
-    memory: torch.Tensor  # (B, slots, width)
-    usage: torch.Tensor  # (B, slots)
-    read_weights: torch.Tensor  # (B, heads, slots)
-    least_used_weights: torch.Tensor  # (B, slots), n ones
-    least_used: torch.Tensor  # (B,) int64 slot index
+from ..config import ModelConfig
 
 
-class MemoryBackend:
-    """LRUA memory with `slots` x `width` cells read by `heads` heads; usage decay `gamma`."""
+class Interface(nn.Linear):
+    """controller output h_t (B, controller) -> Controls. One linear layer whose output is cut
+    into consecutive pieces of the per-episode `shapes` (keys, gates, ...) that the variant's
+    `forward` squashes into its Controls. A Linear itself (not a module holding one), so that
+    the weights keep their names `head_params.weight|bias` in every MANN checkpoint."""
 
-    def __init__(self, slots: int, width: int, heads: int, gamma: float) -> None:
-        if min(slots, width, heads) < 1:
-            raise ValueError("memory slots, width and heads must be positive")
-        if heads > slots:
-            raise ValueError(f"{heads} read heads need at least {heads} memory slots")
-        self.slots, self.width, self.heads, self.gamma = slots, width, heads, gamma
+    def __init__(self, cfg: ModelConfig, shapes: list[tuple[int, ...]]) -> None:
+        super().__init__(cfg.controller_size, sum(math.prod(shape) for shape in shapes))
+        self.shapes = shapes
 
-    def initial_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> LRUAState:
-        """Empty memory, zero usage, nothing read yet; least used = slots 0..n-1 (ties -> lowest
-        index, the rule both backends follow)."""
-        least_used_weights = torch.zeros(batch, self.slots, device=device, dtype=dtype)
-        least_used_weights[:, :self.heads] = 1.0
-        return LRUAState(
-            memory=torch.zeros(batch, self.slots, self.width, device=device, dtype=dtype),
-            usage=torch.zeros(batch, self.slots, device=device, dtype=dtype),
-            read_weights=torch.zeros(batch, self.heads, self.slots, device=device, dtype=dtype),
-            least_used_weights=least_used_weights,
-            least_used=torch.zeros(batch, dtype=torch.long, device=device),
-        )
-
-    def step(self, state: LRUAState, keys: torch.Tensor, write_gates: torch.Tensor,
-             strengths: torch.Tensor) -> tuple[torch.Tensor, LRUAState]:
-        """One time step: write, then read.
-
-        keys (B, heads, width) k_t; write_gates (B, heads) sigma(alpha); strengths (B, heads)
-        the softmax sharpening of the cosine (1.0 = eq. 18 as printed).
-        Returns the read vectors r_t (B, heads, width) and the new state.
-        """
+    def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> Any:
+        """h (B, controller); prev_labels y_{t-1} (B, G*S), read only by a memory that stores
+        labels (kv). Returns the variant's Controls."""
         raise NotImplementedError
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """The layer's raw output W h + b (B, out_features)."""
+        return nn.functional.linear(h, self.weight, self.bias)
+
+    def split(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """The layer's output for h (B, controller) cut into [(B, *shape) for shape in
+        shapes]."""
+        pieces = self.project(h).split([math.prod(shape) for shape in self.shapes], dim=-1)
+        return [p.reshape(h.shape[0], *shape)
+                for p, shape in zip(pieces, self.shapes, strict=True)]
+
+    def bias_pieces(self) -> list[torch.Tensor]:
+        """Views of the bias cut like `split` cuts the output, [shape for shape in shapes], to
+        set where each control starts (writing into them changes the bias)."""
+        pieces = self.bias.data.split([math.prod(shape) for shape in self.shapes])
+        return [p.view(shape) for p, shape in zip(pieces, self.shapes, strict=True)]
+
+
+class Memory:
+    """A memory without parameters: settings from the model config, state in a NamedTuple.
+    `label_size` (G*S, the label code's width) matters only to a memory that stores labels."""
+
+    def __init__(self, cfg: ModelConfig, label_size: int) -> None:
+        self.slots, self.width, self.heads = cfg.memory_slots, cfg.memory_width, cfg.read_heads
+        self.read_width = self.width
+
+    @property
+    def read_size(self) -> int:
+        """Features of the flattened reads that the controller and the output layer see."""
+        return self.heads * self.read_width
+
+    def initial_state(self, batch: int, device: torch.device, dtype: torch.dtype
+                      ) -> NamedTuple:
+        raise NotImplementedError
+
+    def step(self, state: Any, controls: Any) -> tuple[torch.Tensor, Any]:
+        """One time step. Returns the reads (B, heads, read_width) and the new state."""
+        raise NotImplementedError
+
+    def auxiliary_loss(self, state: Any) -> torch.Tensor | None:
+        """A loss term of its own, summed over the steps so far, per episode (B,); None for a
+        memory trained by the classification loss alone."""
+        return None
+
+
+class ReferenceMemory(Memory):
+    """The reference form of a variant: `step` splits the batch into episodes, runs
+    `episode_step` (equations written for one episode, vectors not batches) on each and
+    stacks the results. Slow by design: the specification the batched form is tested against."""
+
+    def step(self, state: Any, controls: Any) -> tuple[torch.Tensor, Any]:
+        per_episode = [self.episode_step(type(state)(*(part[b] for part in state)),
+                                         type(controls)(*(part[b] for part in controls)))
+                       for b in range(state[0].shape[0])]
+        reads = torch.stack([reads for reads, _ in per_episode])
+        new_state = type(state)(*(torch.stack(parts) for parts in
+                                  zip(*(s for _, s in per_episode), strict=True)))
+        return reads, new_state
+
+    def episode_step(self, state: Any, controls: Any) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+
+def strength_logit(strength: float) -> float:
+    """The logit x with 1 + softplus(x) = strength (> 1): where a strength's bias starts."""
+    return math.log(math.expm1(strength - 1.0))

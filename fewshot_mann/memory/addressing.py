@@ -1,0 +1,97 @@
+"""Addressing functions shared by several memory variants, each written once, batched.
+
+Shapes: B episodes, H heads, N slots, W width. Every function takes and returns batch-first
+tensors and never loops over the batch; the reference steps of the variants write the same
+equations out for one episode instead (they call only `cosine_rows`, the one-episode cosine),
+and tests/test_memories.py checks that both agree and pins each function on hand-computed cases.
+
+    cosine, content_weights  LRUA eqs. 17-18; NTM eqs. 5-6; DNC content lookup C(M, k, beta)
+    least_used               LRUA eq. 21
+    shift, sharpen           NTM eqs. 8-9
+    allocation               DNC allocation weighting a_t (usage sorted ascending)
+    link_update, precedence_update
+                             DNC temporal link matrix L_t and precedence weighting p_t
+"""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-8  # added to the norm product of the cosine, so that empty slots read as 0
+TINY = 1e-30  # floor of a weighting raised to the power gamma (NTM eq. 9): 0 ** gamma has
+# no finite gradient with respect to gamma
+
+
+def cosine_rows(memory: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """One episode, one head: cosine of key (W,) with every row of memory (N, W) -> (N,)."""
+    return (memory @ key) / (memory.norm(dim=1) * key.norm() + EPS)
+
+
+def cosine(memory: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """memory (B, N, W), keys (B, H, W) -> cosine similarities (B, H, N)."""
+    norms = memory.norm(dim=-1).unsqueeze(1) * keys.norm(dim=-1, keepdim=True)  # (B, H, N)
+    return torch.bmm(keys, memory.transpose(1, 2)) / (norms + EPS)
+
+
+def content_weights(memory: torch.Tensor, keys: torch.Tensor, strengths: torch.Tensor
+                    ) -> torch.Tensor:
+    """softmax over slots of strength x cosine: memory (B, N, W), keys (B, H, W), strengths
+    (B, H) -> weights (B, H, N)."""
+    return torch.softmax(strengths.unsqueeze(-1) * cosine(memory, keys), dim=-1)
+
+
+def least_used(usage: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices (B, n) of the n smallest usages per row, ties to the lowest index (LRUA eq. 21).
+
+    A top-k over one int64 key per slot, (float bits of usage) << log2(N) | slot index, instead of
+    sorting: usage is >= 0, so its float32 bit pattern orders like the value, and the low bits
+    break ties exactly as a stable sort does.
+    """
+    slots = usage.shape[-1]
+    bits_for_index = max(1, (slots - 1).bit_length())
+    bits = usage.detach().float().contiguous().view(torch.int32).to(torch.int64)
+    key = (bits << bits_for_index) | torch.arange(slots, device=usage.device)
+    return key.topk(n, dim=-1, largest=False, sorted=True).indices
+
+
+def shift(weights: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """NTM eq. 8, circular convolution w~(i) = sum_j w(j) s(i - j): weights (B, H, N), shifts
+    (B, H, 2S+1) a distribution over the offsets -S..S -> (B, H, N). torch.roll(w, o)[i] is
+    w[i - o]: offset o moves the weighting o slots up."""
+    reach = (shifts.shape[-1] - 1) // 2
+    return sum(shifts[..., reach + offset, None] * torch.roll(weights, offset, dims=-1)
+               for offset in range(-reach, reach + 1))
+
+
+def sharpen(weights: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """NTM eq. 9, w(i) = w~(i)^gamma / sum_j w~(j)^gamma: weights (B, H, N), gamma (B, H) >= 1."""
+    powered = weights.clamp_min(TINY) ** gamma.unsqueeze(-1)
+    return powered / powered.sum(dim=-1, keepdim=True)
+
+
+def allocation(usage: torch.Tensor) -> torch.Tensor:
+    """DNC allocation weighting: with phi the slots sorted by ascending usage (ties to the lower
+    index), a[phi_j] = (1 - u[phi_j]) prod_{i<j} u[phi_i]. usage (B, N) -> (B, N). The sort
+    order is a constant to autograd, as in the paper."""
+    sorted_usage, order = torch.sort(usage, dim=-1, stable=True)  # (B, N)
+    before = torch.cumprod(torch.cat([torch.ones_like(sorted_usage[:, :1]),
+                                      sorted_usage[:, :-1]], dim=-1), dim=-1)  # prod_{i<j}
+    return torch.zeros_like(usage).scatter(-1, order, (1 - sorted_usage) * before)
+
+
+def link_update(links: torch.Tensor, precedence: torch.Tensor, write_weights: torch.Tensor
+                ) -> torch.Tensor:
+    """DNC temporal links, per write head: L_t[i, j] = (1 - w[i] - w[j]) L_{t-1}[i, j]
+    + w[i] p_{t-1}[j], L_t[i, i] = 0. links (B, Hw, N, N) with a zero diagonal (as every L_t
+    has, from L_0 = 0 on), precedence p_{t-1} and write weights w (B, Hw, N) -> (B, Hw, N, N).
+    Three N x N passes, not five: the decayed L_{t-1} keeps its zero diagonal, so only that of
+    the new term w p^T is cleared."""
+    w_i, w_j = write_weights.unsqueeze(-1), write_weights.unsqueeze(-2)  # (B, Hw, N, 1|1, N)
+    new = w_i * precedence.unsqueeze(-2)  # (B, Hw, N, N) w[i] p[j]; autograd keeps w, p only
+    new.diagonal(dim1=-2, dim2=-1).zero_()
+    return torch.addcmul(new, 1 - w_i - w_j, links)
+
+
+def precedence_update(precedence: torch.Tensor, write_weights: torch.Tensor) -> torch.Tensor:
+    """DNC precedence p_t = (1 - sum_i w[i]) p_{t-1} + w: (B, Hw, N) -> (B, Hw, N)."""
+    return (1 - write_weights.sum(dim=-1, keepdim=True)) * precedence + write_weights
