@@ -205,14 +205,20 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config
+    from .distributed import shutdown
     from .train import Trainer
 
     requested = requested_settings(args)
-    trainer = Trainer(Config.from_dict(requested), args.out, resume=args.resume,
-                      stop_accuracy=args.stop_accuracy, time_limit_s=args.time_limit,
-                      progress=not args.quiet,
-                      requested=requested)
-    history = trainer.run()
+    try:  # under torchrun, each process runs this; the trainer asks distributed.py its rank
+        trainer = Trainer(Config.from_dict(requested), args.out, resume=args.resume,
+                          stop_accuracy=args.stop_accuracy, time_limit_s=args.time_limit,
+                          progress=not args.quiet,
+                          requested=requested)
+        history = trainer.run()
+    finally:
+        shutdown()  # leave the process group, if any, also after an error
+    if not trainer.dist.is_main:
+        return 0
     last = next((r for r in reversed(history) if "heldout_instance_accuracy" in r), None)
     if last and not args.quiet:
         acc = last["heldout_instance_accuracy"]

@@ -11,9 +11,11 @@ from .config import ConfigError
 from .data.folder import DatasetError
 from .data.omniglot import DataNotFoundError
 from .data.splits import SplitError
+from .distributed import DistributedError
 from .train import TrainingDiverged
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, CheckpointError, DataNotFoundError, DatasetError, SplitError, TrainingDiverged,
+    DistributedError,
     FileExistsError, FileNotFoundError, ValueError, OSError,
 )
