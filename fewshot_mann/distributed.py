@@ -185,10 +185,21 @@ def init(device: torch.device) -> tuple[Dist, torch.device]:
     return dist, device
 
 
-def shutdown() -> None:
-    """Leave the process group, if this process joined one (also after a lost peer: without
-    it the process can abort on exit instead of reporting its error)."""
-    if tdist.is_available() and tdist.is_initialized():
+def shutdown(*, wait: bool = True) -> None:
+    """Leave the process group, if this process joined one. `wait`: first wait until every
+    process is done (a process leaving while another is still writing can abort with
+    "terminate called without an active exception"); pass False after an error, when the
+    others may be gone. Without leaving, a process that lost a peer can abort on exit
+    instead of reporting its error."""
+    if not (tdist.is_available() and tdist.is_initialized()):
+        return
+    try:
+        if wait:
+            tdist.barrier()
+    except RuntimeError as err:
+        raise DistributedError(f"a training process was lost at the end of training: "
+                               f"{str(err).splitlines()[0] if str(err) else err!r}") from err
+    finally:
         tdist.destroy_process_group()
 
 
