@@ -19,6 +19,13 @@ logs a record {"event": "rollback", ...} and goes on with fresh batches; after
 `train.max_rollbacks` rollbacks, or with "stop", the run stops with `TrainingDiverged`, leaving
 the last checkpoint as it was.
 
+Distributed (`torchrun ... -m fewshot_mann.cli train`): the trainer asks `distributed.py`, which
+alone knows about ranks. Each process draws its own episodes (`rank_seed`), the gradients are
+averaged (DDP, or one flat all-reduce after a CUDA-graphed step), the logged and guarded loss is
+the mean over the global batch, the held-out evaluation runs on rank 0 and is broadcast, and
+rank 0 alone writes; a checkpoint holds the world size and every rank's RNG states and resumes
+only with the same world size.
+
 Curriculum (`train.curriculum`, e.g. "5,10" for a 20-way run): training episodes start at the
 first width; each held-out evaluation at the current width that reaches
 `train.curriculum_accuracy` at the 2nd presentation moves on to the next width (a record
