@@ -209,16 +209,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer
 
     requested = requested_settings(args)
+    trainer = None
     try:  # under torchrun each process runs this; the trainer asks distributed.py its rank
         trainer = Trainer(Config.from_dict(requested), args.out, resume=args.resume,
                           stop_accuracy=args.stop_accuracy, time_limit_s=args.time_limit,
                           progress=not args.quiet,
                           requested=requested)
         history = trainer.run()
-    except BaseException:
-        shutdown(wait=False)  # leave the process group, if any: the others may be gone
+    except BaseException:  # leave the process group, if any, without waiting: others may be gone
+        if trainer is None:
+            shutdown(wait=False)
+        else:
+            trainer.close(wait=False)
         raise
-    shutdown()
+    trainer.close()
     if not trainer.dist.is_main:
         return 0
     last = next((r for r in reversed(history) if "heldout_instance_accuracy" in r), None)

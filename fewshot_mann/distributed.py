@@ -24,6 +24,7 @@ hang or a traceback.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -193,6 +194,7 @@ def shutdown(*, wait: bool = True) -> None:
     instead of reporting its error."""
     if not (tdist.is_available() and tdist.is_initialized()):
         return
+    gc.collect()  # a dropped DDP wrapper holds the group: free it with the group, not at exit
     try:
         if wait:
             tdist.barrier()

@@ -59,7 +59,7 @@ from .checkpoint import (
 from .config import Config, ConfigError, curriculum_widths, replace
 from .cuda_graphs import graph_training_forward
 from .data import DatasetError, ImageSet, load_dataset, make_split, resolve
-from .distributed import DistributedError, rank_seed
+from .distributed import DistributedError, rank_seed, shutdown
 from .distributed import init as init_distributed
 from .divergence import DivergenceGuard
 from .episodes import EpisodeSampler, LabelCode
@@ -478,6 +478,13 @@ class Trainer:
         if self.step >= t.steps or reached:
             self.save_model()
         return self.history
+
+    def close(self, *, wait: bool = True) -> None:
+        """Leave the process group, if any (`distributed.shutdown`), first dropping the DDP
+        wrapper: it holds the group, and a group freed while the interpreter exits can abort
+        the process ("terminate called without an active exception")."""
+        self.forward_model = self.model
+        shutdown(wait=wait)
 
     def _evaluate(self) -> EvalResult:
         """The held-out evaluation: the same episodes each time."""

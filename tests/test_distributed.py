@@ -54,14 +54,16 @@ def worker(rank: int, port: int, cfg: Config, out: Path) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     try:
-        Trainer(cfg, out / "ddp", progress=False).run()
+        ddp = Trainer(cfg, out / "ddp", progress=False)
+        ddp.run()
+        ddp.forward_model = ddp.model  # drop the DDP wrapper (Trainer.close)
         flat = Trainer(cfg, out / "flat", progress=False)
         flat.forward_model = flat.model  # as under --cuda-graph: no DDP wrapper
         flat.run()
     except BaseException:
         shutdown(wait=False)
         raise
-    shutdown()
+    flat.close()
 
 
 def global_batch(trainer: Trainer) -> None:
