@@ -194,6 +194,8 @@ def shutdown(*, wait: bool = True) -> None:
     instead of reporting its error."""
     if not (tdist.is_available() and tdist.is_initialized()):
         return
+    # leaving anyway: torchrun's SIGTERM must not replace the error being reported
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     gc.collect()  # a dropped DDP wrapper holds the group: free it with the group, not at exit
     try:
         if wait:
