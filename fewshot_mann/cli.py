@@ -281,19 +281,32 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config
+    from .distributed import shutdown
     from .train import Trainer
 
     requested = requested_settings(args)
-    trainer = Trainer(Config.from_dict(requested), args.out, resume=args.resume,
-                      stop_accuracy=args.stop_accuracy, time_limit_s=args.time_limit,
-                      progress=not args.quiet,
-                      requested=requested)
-    if not requested.get("data", {}).get("split") and not args.resume:
-        split = trainer.split
-        print(f"split: {split.name}, chosen as no --split was given: {len(split.train)} "
-              f"training, {len(split.val)} validation, {len(split.test)} test classes "
-              f"(saved in {Path(args.out) / 'split.json'})")
-    history = trainer.run()
+    trainer = None
+    try:  # under torchrun each process runs this; the trainer asks distributed.py its rank
+        trainer = Trainer(Config.from_dict(requested), args.out, resume=args.resume,
+                          stop_accuracy=args.stop_accuracy, time_limit_s=args.time_limit,
+                          progress=not args.quiet,
+                          requested=requested)
+        if (not requested.get("data", {}).get("split") and not args.resume
+                and trainer.dist.is_main):
+            split = trainer.split
+            print(f"split: {split.name}, chosen as no --split was given: {len(split.train)} "
+                  f"training, {len(split.val)} validation, {len(split.test)} test classes "
+                  f"(saved in {Path(args.out) / 'split.json'})")
+        history = trainer.run()
+    except BaseException:  # leave the process group, if any, without waiting: others may be gone
+        if trainer is None:
+            shutdown(wait=False)
+        else:
+            trainer.close(wait=False)
+        raise
+    trainer.close()
+    if not trainer.dist.is_main:
+        return 0
     last = next((r for r in reversed(history) if "heldout_instance_accuracy" in r), None)
     if last and not args.quiet:
         acc = last["heldout_instance_accuracy"]

@@ -11,11 +11,12 @@ from .config import ConfigError
 from .data.folder import DatasetError
 from .data.omniglot import DataNotFoundError
 from .data.splits import SplitError
+from .distributed import DistributedError
 from .predict import PredictError
 from .train import TrainingDiverged
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, CheckpointError, DataNotFoundError, DatasetError, SplitError, TrainingDiverged,
-    PredictError,
+    PredictError, DistributedError,
     FileExistsError, FileNotFoundError, ValueError, OSError,
 )

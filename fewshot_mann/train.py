@@ -19,6 +19,13 @@ logs a record {"event": "rollback", ...} and goes on with fresh batches; after
 `train.max_rollbacks` rollbacks, or with "stop", the run stops with `TrainingDiverged`, leaving
 the last checkpoint as it was.
 
+Distributed (`torchrun ... -m fewshot_mann.cli train`): the trainer asks `distributed.py`, which
+alone knows about ranks. Each process draws its own episodes (`rank_seed`), the gradients are
+averaged (DDP, or one flat all-reduce after a CUDA-graphed step), the logged and guarded loss is
+the mean over the global batch, the held-out evaluation runs on rank 0 and is broadcast, and
+rank 0 alone writes; a checkpoint holds the world size and every rank's RNG states and resumes
+only with the same world size.
+
 Curriculum (`train.curriculum`, e.g. "5,10" for a 20-way run): training episodes start at the
 first width; each held-out evaluation at the current width that reaches
 `train.curriculum_accuracy` at the 2nd presentation moves on to the next width (a record
@@ -52,9 +59,11 @@ from .checkpoint import (
 from .config import Config, ConfigError, curriculum_widths, replace
 from .cuda_graphs import graph_training_forward
 from .data import DatasetError, ImageSet, default_split, load_dataset, make_split, resolve
+from .distributed import DistributedError, rank_seed, shutdown
+from .distributed import init as init_distributed
 from .divergence import DivergenceGuard
 from .episodes import EpisodeSampler, LabelCode
-from .evaluate import evaluate
+from .evaluate import EvalResult, evaluate
 from .metrics import episode_loss, presentation_accuracy, step_correct
 from .models import build_model
 
@@ -179,7 +188,8 @@ class Trainer:
         cfg = self.cfg.validate()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.device = pick_device(cfg.train.device)
+        # under torchrun: this process's rank and device (distributed.py); else rank 0 of 1
+        self.dist, self.device = init_distributed(pick_device(cfg.train.device))
         if cfg.train.cuda_graph and self.device.type != "cuda":
             raise ConfigError(f"train.cuda_graph needs a CUDA device; this run is on "
                               f"{self.device}")
@@ -188,7 +198,8 @@ class Trainer:
         self.imageset = load_dataset(cfg.data)
         self.split = saved_split or make_split(cfg.data, self.imageset)
         self.train_sampler = make_sampler(cfg, self.imageset, self.split.train, side="train",
-                                          device=self.device, seed=cfg.train.seed)
+                                          device=self.device,
+                                          seed=rank_seed(cfg.train.seed, self.dist.rank))
         self.heldout = make_sampler(cfg, self.imageset, self.split.heldout,
                                     side="val" if self.split.val else "test",
                                     device=self.device, seed=cfg.train.seed + 1)
@@ -209,13 +220,15 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         if payload:
             self._restore(payload)
-        self._set_stage(self.stage)
-        self.snapshot = self._snapshot()
-        if not payload:
-            if cfg.model.encoder_init:  # resumed runs have these weights in their checkpoint
-                from .pretrained import init_encoder  # learn2learn: gym's import notice
+        elif cfg.model.encoder_init:  # resumed runs have these weights in their checkpoint
+            from .pretrained import init_encoder  # learn2learn: gym's import notice
 
-                init_encoder(self.model, cfg.model.encoder_init, self.split)
+            init_encoder(self.model, cfg.model.encoder_init, self.split)
+        # what the training forward runs: DDP in a process group, else the model itself
+        self.forward_model = self.dist.wrap(self.model, graphed=cfg.train.cuda_graph)
+        self._set_stage(self.stage)
+        self.snapshot = self._snapshot()  # after encoder_init: a rollback keeps those weights
+        if not payload and self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.toml").write_text(cfg.to_toml())
             self.split.save(self.out_dir / "split.json")
@@ -248,11 +261,22 @@ class Trainer:
 
     def _restore(self, payload: dict[str, Any]) -> None:
         path = self.out_dir / CHECKPOINT
+        saved_world = int(payload.get("world_size", 1))  # absent: written by a single process
+        if saved_world != self.dist.world_size:
+            raise ConfigError(
+                f"{path} was written by a run of {saved_world} training process(es) and this "
+                f"one has {self.dist.world_size}: resume with the same number (torchrun "
+                f"--nnodes x --nproc_per_node = {saved_world}; 1: plain fewshot-mann train), "
+                f"since each process continues its own stream of episodes and the global "
+                f"batch is batch_size x processes")
         load_weights(self.model, payload["model"], path)
+        # each process's own RNG states (older checkpoints: rank 0's alone)
+        sampler_rng, torch_rng = payload.get("rank_rng_states", [
+            (payload.get("sampler_rng"), payload.get("torch_rng"))])[self.dist.rank]
         try:
             self.optimizer.load_state_dict(payload["optimizer"])
-            self.train_sampler.generator.set_state(payload["sampler_rng"])
-            torch.set_rng_state(payload["torch_rng"])
+            self.train_sampler.generator.set_state(sampler_rng)
+            torch.set_rng_state(torch_rng)
         except (KeyError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{path}: optimiser or RNG state unusable: {err}") from err
         self.step = self.saved_step = int(payload["step"])
@@ -263,7 +287,8 @@ class Trainer:
         self.rollbacks = int(payload.get("rollbacks", 0))
         if "guard" in payload:
             self.guard.load_state_dict(payload["guard"])
-        self._truncate_log("history" in payload)
+        if self.dist.is_main:
+            self._truncate_log("history" in payload)
 
     def _truncate_log(self, has_history: bool) -> None:
         """Drop log records written after the checkpoint (they will be written again), and a
@@ -299,8 +324,8 @@ class Trainer:
         lr = lr_at(self.cfg, self.step) * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batch = self.train_sampler.sample(self.cfg.train.batch_size)
-        forward = self.model
+        batch = self.train_sampler.sample(self.cfg.train.batch_size)  # this rank's episodes
+        forward = self.forward_model
         if self.cfg.train.cuda_graph:
             shape = batch.images.shape
             if shape not in self._graphed:  # captured once per shape, from its first batch
@@ -314,11 +339,16 @@ class Trainer:
         if getattr(self.model, "auxiliary_loss", None) is not None:  # the kv memory's margin loss
             loss = loss + self.model.auxiliary_loss
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with self.dist.failures("in the backward pass"):  # DDP all-reduces gradients in it
+            loss.backward()
+        if self.forward_model is self.model:  # no DDP (graphed, or one process): a no-op or
+            self.dist.average_gradients(self.model.parameters())  # one flat all-reduce
         # clipping at +inf (grad_clip = 0) scales by exactly 1: the norm, for the check, alone
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                               self.cfg.train.grad_clip or math.inf)
-        loss_value, norm_value = torch.stack([loss.detach(), norm]).tolist()  # one sync
+        # the mean loss of the global batch; the norm of the averaged gradients is the same on
+        # every rank: every rank takes the same decision below
+        loss_value, norm_value = self.dist.mean(torch.stack([loss.detach(), norm])).tolist()
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             what = (f"the loss became {loss_value}" if not math.isfinite(loss_value)
                     else f"the gradient norm became {norm_value}")
@@ -334,13 +364,13 @@ class Trainer:
                               enabled=self.cfg.train.precision == "bf16",
                               cache_enabled=cache_enabled)
 
-    def _stop_message(self, what: str) -> str:
+    def _stop_message(self, what: str,
+                      advice: str = "with a lower --lr or a --grad-clip") -> str:
         if self.saved_step is None:
-            kept = ("no checkpoint had been written yet: start again with a lower --lr or a "
-                    "--grad-clip")
+            kept = f"no checkpoint had been written yet: start again {advice}"
         else:
             kept = (f"{self.out_dir / CHECKPOINT} keeps step {self.saved_step}, the last good "
-                    f"checkpoint: --resume from it with a lower --lr or a --grad-clip")
+                    f"checkpoint: --resume from it {advice}")
         return f"{what}; training stopped. {kept}"
 
     def _rollback(self, reason: str) -> dict[str, Any]:
@@ -353,7 +383,8 @@ class Trainer:
             raise TrainingDiverged(self._stop_message(
                 f"{reason} (after {self.rollbacks} rollbacks, train.max_rollbacks)"))
         diverged = self.out_dir / f"diverged-step{self.step}.pt"
-        save_checkpoint(diverged, **self._description())  # for a post-mortem
+        if self.dist.is_main:
+            save_checkpoint(diverged, **self._description())  # for a post-mortem
         snap, from_step = self.snapshot, self.step
         self.model.load_state_dict(snap.model)  # in place: CUDA graphs keep their parameters
         self.optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
@@ -367,15 +398,26 @@ class Trainer:
                 "diverged_weights": diverged.name}
 
     def run(self, stop_at: int | None = None) -> list[dict[str, Any]]:
-        """Train to `train.steps` (or pause at step `stop_at`, checkpointed); returns the log."""
+        """Train to `train.steps` (or pause at step `stop_at`, checkpointed); returns the log.
+        DistributedError when another training process is lost."""
+        try:
+            return self._train(stop_at)
+        except DistributedError as err:
+            raise DistributedError(self._stop_message(
+                str(err), f"with the same number of processes ({self.dist.world_size})")
+            ) from err
+
+    def _train(self, stop_at: int | None) -> list[dict[str, Any]]:
         t = self.cfg.train
+        global_batch = t.batch_size * self.dist.world_size  # episodes per update
         last = min(t.steps, stop_at or t.steps)
         reached = False
         K = self.cfg.episodes.presentations
         window: list[tuple[float, float, torch.Tensor]] = []  # loss, grad norm, accuracy by K
         started, start_step = time.perf_counter(), self.step
         elapsed_before = self.history[-1]["elapsed_s"] if self.history else 0.0
-        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, unit="step",
+        bar = tqdm(total=t.steps, initial=self.step, unit="step",
+                   disable=not (self.progress and self.dist.is_main),
                    dynamic_ncols=True, desc="train")
         self.model.train()
         while self.step < last:
@@ -396,20 +438,19 @@ class Trainer:
                 continue
             elapsed = elapsed_before + time.perf_counter() - started
             record: dict[str, Any] = {
-                "step": self.step, "episodes": self.step * t.batch_size,
+                "step": self.step, "episodes": self.step * global_batch,
                 "elapsed_s": round(elapsed, 2), "n_way": self.n_way,
                 "lr": lr_at(self.cfg, self.step - 1) * self.lr_scale,
                 "loss": sum(w[0] for w in window) / len(window),
                 "grad_norm_max": max(w[1] for w in window),  # before clipping
-                "train_instance_accuracy": torch.stack([w[2] for w in window]).mean(0).tolist(),
+                "train_instance_accuracy": self.dist.mean(  # over the global batch
+                    torch.stack([w[2] for w in window]).mean(0)).tolist(),
             }
             window.clear()
-            if eval_now:
-                self.heldout.generator.manual_seed(t.seed + 1)  # the same episodes each time
-                with self.autocast():
-                    result = evaluate(self.model, self.heldout, t.eval_episodes,
-                                      batch_size=min(t.eval_episodes, 256))
-                self.model.train()
+            out_of_time = False
+            if eval_now:  # on rank 0; every rank decides (curriculum, guard, pause) from it
+                result, out_of_time = self.dist.from_main(lambda: (
+                    self._evaluate(), time.perf_counter() - started >= self.time_limit_s > 0))
                 record["heldout_instance_accuracy"] = result.instance_accuracy
                 record["heldout_loss"] = result.loss
             reason = self.guard.check(record)
@@ -420,7 +461,7 @@ class Trainer:
                 bar.update(self.step)
                 continue
             self.guard.accept(record)
-            rate = (self.step - start_step) * t.batch_size / (time.perf_counter() - started)
+            rate = (self.step - start_step) * global_batch / (time.perf_counter() - started)
             bar.set_postfix(loss=f"{record['loss']:.3f}", eps=f"{rate:.0f}/s",
                             inst2=f"{record['train_instance_accuracy'][1]:.3f}")
             if eval_now:
@@ -433,7 +474,6 @@ class Trainer:
                 elif self.stage + 1 == len(self.widths):
                     reached = accuracy >= self.stop_accuracy > 0
                 self.snapshot = self._snapshot()
-            out_of_time = eval_now and time.perf_counter() - started >= self.time_limit_s > 0
             if self.step % t.checkpoint_every == 0 or self.step == last or reached or out_of_time:
                 self.save()
             if reached or out_of_time:
@@ -443,8 +483,27 @@ class Trainer:
             self.save_model()
         return self.history
 
+    def close(self, *, wait: bool = True) -> None:
+        """Leave the process group, if any (`distributed.shutdown`), first dropping the DDP
+        wrapper: it holds the group, and a group freed while the interpreter exits can abort
+        the process ("terminate called without an active exception")."""
+        self.forward_model = self.model
+        shutdown(wait=wait)
+
+    def _evaluate(self) -> EvalResult:
+        """The held-out evaluation: the same episodes each time."""
+        t = self.cfg.train
+        self.heldout.generator.manual_seed(t.seed + 1)
+        with self.autocast():
+            result = evaluate(self.model, self.heldout, t.eval_episodes,
+                              batch_size=min(t.eval_episodes, 256))
+        self.model.train()
+        return result
+
     def _log(self, record: dict[str, Any], bar: tqdm) -> None:
-        self.history.append(record)
+        self.history.append(record)  # every rank: the same records (elapsed_s aside)
+        if not self.dist.is_main:
+            return
         with open(self.out_dir / LOG, "a") as f:
             f.write(json.dumps(record) + "\n")
         if not self.progress:
@@ -470,19 +529,23 @@ class Trainer:
                 "torch": str(torch.__version__)}
 
     def save(self) -> None:
-        """Everything needed to resume, atomically."""
-        save_checkpoint(self.out_dir / CHECKPOINT, **self._description(),
-                        optimizer=self.optimizer.state_dict(), history=self.history,
-                        curriculum_stage=self.stage, lr_scale=self.lr_scale,
-                        rollbacks=self.rollbacks, guard=self.guard.state_dict(),
-                        sampler_rng=self.train_sampler.generator.get_state(),
-                        torch_rng=torch.get_rng_state())
+        """Everything needed to resume, atomically, by rank 0; the RNG states of every rank."""
+        rng_states = self.dist.gather((self.train_sampler.generator.get_state(),
+                                       torch.get_rng_state()))
+        if self.dist.is_main:
+            save_checkpoint(self.out_dir / CHECKPOINT, **self._description(),
+                            optimizer=self.optimizer.state_dict(), history=self.history,
+                            curriculum_stage=self.stage, lr_scale=self.lr_scale,
+                            rollbacks=self.rollbacks, guard=self.guard.state_dict(),
+                            sampler_rng=rng_states[0][0], torch_rng=rng_states[0][1],
+                            world_size=self.dist.world_size, rank_rng_states=rng_states)
         self.saved_step = self.step
 
     def save_model(self) -> None:
         """The trained model alone (config, split, weights; no optimiser): small enough to share,
         and accepted by `evaluate` like a full checkpoint."""
-        save_checkpoint(self.out_dir / MODEL, **self._description())
+        if self.dist.is_main:
+            save_checkpoint(self.out_dir / MODEL, **self._description())
 
 
 def _logged_step(line: str) -> float:

@@ -8,7 +8,13 @@
 #   tests  the CUDA-only tests (tests/test_cuda.py)                        -> DIR/test_cuda.log
 #   bench  `fewshot-mann bench`, eager and with CUDA graphs                -> DIR/bench-*.json, png
 #   tta    time to 82.8 % at the 2nd presentation, CUDA graphs, batch $TTA_BATCH (64),
-#          lr $TTA_LR (3e-3), giving up after $TTA_MAX_SECONDS (100)      -> DIR/time-to-accuracy.json
+#          lr $TTA_LR (3e-3), precision $TTA_PRECISION (fp32), giving up after
+#          $TTA_MAX_SECONDS (100)                                          -> DIR/time-to-accuracy.json
+#   profile  issue 14, about 2-3 minutes (prepared on the CPU, never run on a GPU yet): the
+#          graphed training step at batch $PROFILE_BATCHES (4096 16384) in each of
+#          $PROFILE_PRECISIONS (fp32 tf32 bf16): episodes/s of 10 timed steps and
+#          torch.profiler's top kernels of 2 more      -> DIR/profile-b*-*.txt, DIR/profile.json
+#          (PROFILE_FLAGS="--device cpu" PROFILE_BATCHES=16 serves a CPU smoke test)
 #   conv   MANN + conv encoder on the Vinyals split, 5-way then 20-way (the comparison's runs),
 #          each stopped after $CONV_MAX_SECONDS (150)                      -> DIR/conv-vinyals*.tar
 #   scale  issue 10, about 8 minutes: the large-batch 15-way collapse reproduced under the
@@ -22,7 +28,7 @@
 # Each part has its own time limit, so one failure does not cost the others.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
-[ $# -gt 0 ] || { echo "name the parts to run: tests bench tta conv" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "name the parts to run: tests bench tta conv scale profile" >&2; exit 2; }
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -61,6 +67,7 @@ for part in "$@"; do
     phase "time to 82.8 %"
     timeout $((max + 150)) $PY scripts/time_to_accuracy.py --device cuda --cuda-graph \
         --batch-size "${TTA_BATCH:-64}" --lr "${TTA_LR:-3e-3}" --eval-every 100 \
+        --precision "${TTA_PRECISION:-fp32}" \
         --max-seconds "$max" --run-dir /tmp/gpu-session-tta --overwrite \
         --out "$OUT/time-to-accuracy.json" 2>&1 | quiet ;;
   conv)
@@ -111,7 +118,17 @@ for part in "$@"; do
         (cd "$dir" && tar cf "$OUT/scale-$name.tar" model.pt train_log.jsonl config.toml \
             split.json $(ls diverged-step*.pt 2>/dev/null | head -4))
     done ;;
-  *) echo "unknown part $part: tests bench tta conv scale" >&2 ;;
+  profile)
+    for batch in ${PROFILE_BATCHES:-4096 16384}; do
+        for precision in ${PROFILE_PRECISIONS:-fp32 tf32 bf16}; do
+            phase "profile: batch $batch, $precision"
+            timeout 150 $PY scripts/profile_step.py ${PROFILE_FLAGS:---device cuda --cuda-graph} \
+                --batch-size "$batch" --precision "$precision" --timed-steps 10 --steps 2 \
+                --rows 25 --json "$OUT/profile.json" 2>&1 | grep -v "^USDT:" \
+                | tee "$OUT/profile-b$batch-$precision.txt"
+        done
+    done ;;
+  *) echo "unknown part $part: tests bench tta conv scale profile" >&2 ;;
   esac
 done
 phase done
