@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -24,25 +23,13 @@ from typing import Any
 import torch
 
 from .episodes import LabelCode
+from .runtime import device_name, pick_device
 
 BATCH_SIZES = (16, 64, 256, 1024)
 MEMORY_SLOTS = (128, 512, 2048)
 QUICK_BATCH_SIZES = (16, 256)
 QUICK_MEMORY_SLOTS = (128,)
 
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
 def random_episodes(code: LabelCode, batch_size: int, steps: int = 50, pixels: int = 400,
@@ -163,7 +150,6 @@ def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None 
     `max_memory_allocated` gives each record's own peak and an out-of-memory error is caught.
     Returns (and writes) the JSON document."""
     from .plots import plot_throughput
-    from .train import pick_device
 
     dev = pick_device(device)
     if cuda_graph and dev.type != "cuda":

@@ -16,17 +16,14 @@ import torch
 from torch import nn
 
 from .config import Config
-from .data.imageset import atomic_torch_save
 from .data.splits import ClassSplit
 from .episodes import LabelCode
+from .errors import CheckpointError
 from .models import build_model
+from .runtime import atomic_torch_save
 
 FORMAT = "fewshot-mann-checkpoint-v1"
 REQUIRED = ("config", "split", "image_shape", "step", "model")  # also in a model.pt
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated, corrupt, not ours, or does not fit the model."""
 
 
 def save_checkpoint(path: str | Path, **payload: Any) -> None:

@@ -353,7 +353,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .explain import inspect_checkpoint
+    from .inspection import inspect_checkpoint
 
     inspect_checkpoint(args.checkpoint, args.out, tasks=args.tasks, seed=args.seed,
                        device=args.device, classes=args.classes, invert=_invert(args.invert),
@@ -363,15 +363,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import re
 
-    from .bench import device_name, run_bench
-    from .train import pick_device
+    from .bench import run_bench
+    from .runtime import device_slug, pick_device
 
     out = args.out
     if out is None:
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", device_name(pick_device(args.device))).strip("-")
-        out = Path("results") / "bench" / f"{slug.lower()}{'-quick' if args.quick else ''}.json"
+        slug = device_slug(pick_device(args.device))
+        out = Path("results") / "bench" / f"{slug}{'-quick' if args.quick else ''}.json"
     run_bench(args.device, quick=args.quick, out=out, min_seconds=args.seconds,
               compile=args.compile, reference_max_batch=args.reference_max_batch,
               cuda_graph=args.cuda_graph, batch_sizes=args.batch_sizes,

@@ -36,7 +36,6 @@ import torch
 from .baselines.checkpoint import load_baseline
 from .baselines.pixels import PIXEL_BASELINES
 from .baselines.tasks import SETTINGS, TEST_SEED, Setting, eval_episodes, score
-from .bench import device_name
 from .checkpoint import (
     CheckpointError,
     checkpoint_config,
@@ -50,7 +49,7 @@ from .data.omniglot import load_omniglot
 from .data.splits import omniglot_split
 from .evaluate import evaluate_episodes
 from .run_eval import evaluate_checkpoint
-from .train import pick_device
+from .runtime import device_name, pick_device
 
 MODEL = "model.pt"  # the file a finished run leaves (fewshot-mann train and baselines.train)
 SANTORO = {"santoro5": (5, "one-hot"), "santoro15": (15, "five-hot")}  # n_way, label code

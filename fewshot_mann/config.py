@@ -21,12 +21,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
+
 DATA_ROOT_ENV = "FEWSHOT_MANN_DATA"
 CACHE_DIR_ENV = "FEWSHOT_MANN_CACHE"
-
-
-class ConfigError(ValueError):
-    """A configuration value is impossible or inconsistent."""
 
 
 def default_data_root() -> str:

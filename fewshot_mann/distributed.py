@@ -39,15 +39,12 @@ import torch.distributed as tdist
 from torch import nn
 
 from .config import ConfigError
+from .errors import DistributedError
 
 TIMEOUT_ENV = "FEWSHOT_MANN_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
 RANK_SEED_STRIDE = 1_000_003  # rank r's episodes: seed + r * stride (rank 0: the plain seed)
 T = TypeVar("T")
-
-
-class DistributedError(RuntimeError):
-    """A training process was lost (killed, crashed, timed out) or the group could not form."""
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -1,4 +1,5 @@
-"""The errors a user can cause (bad input, missing data, bad checkpoints).
+"""The errors a user can cause (bad input, missing data, bad checkpoints), defined here and raised
+anywhere: a leaf module (it imports nothing of the package), so any layer can raise them.
 
 The CLI turns these into one clear line and exit status 2; set FEWSHOT_MANN_DEBUG=1 to get the
 full traceback instead.
@@ -6,14 +7,39 @@ full traceback instead.
 
 from __future__ import annotations
 
-from .checkpoint import CheckpointError
-from .config import ConfigError
-from .data.folder import DatasetError
-from .data.omniglot import DataNotFoundError
-from .data.splits import SplitError
-from .distributed import DistributedError
-from .predict import PredictError
-from .train import TrainingDiverged
+
+class ConfigError(ValueError):
+    """A configuration value is impossible or inconsistent."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, corrupt, not ours, or does not fit the model."""
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset is not where the configuration says."""
+
+
+class DatasetError(ValueError):
+    """A custom dataset is missing, empty or unusable as configured."""
+
+
+class SplitError(ValueError):
+    """A split is unknown, names classes the data lacks, or leaks classes across sides."""
+
+
+class TrainingDiverged(RuntimeError):
+    """Training diverged (NaN, loss spike, accuracy collapse) and is not rolled back; the last
+    good checkpoint is kept."""
+
+
+class PredictError(ValueError):
+    """The support set or the queries cannot be used with this model."""
+
+
+class DistributedError(RuntimeError):
+    """A training process was lost (killed, crashed, timed out) or the group could not form."""
+
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, CheckpointError, DataNotFoundError, DatasetError, SplitError, TrainingDiverged,

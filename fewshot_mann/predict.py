@@ -49,7 +49,8 @@ from .checkpoint import FORMAT, check_complete, model_from_checkpoint, read_payl
 from .data import invert_custom
 from .data.decode import prepare_image
 from .episodes import LabelCode
-from .train import pick_device
+from .errors import PredictError
+from .runtime import pick_device
 
 ImageLike = str | Path | Image.Image | torch.Tensor  # a file, a Pillow image or a (C, H, W) tensor
 BASELINE_FORMAT = "fewshot-mann-baseline-v1"  # fewshot_mann.baselines.checkpoint.FORMAT
@@ -57,10 +58,6 @@ SEQUENCE_KINDS = ("mann", "lstm", "feedforward")
 EXPLAINABLE = ("mann", "protonet")  # fewshot_mann.explain
 QUERY_CHUNK = 256  # queries run side by side (each its own episode) per forward pass
 SHOWN = 10  # files named in a warning
-
-
-class PredictError(ValueError):
-    """The support set or the queries cannot be used with this model."""
 
 
 # ---- images --------------------------------------------------------------------------------

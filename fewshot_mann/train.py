@@ -48,7 +48,6 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .bench import device_name
 from .checkpoint import (
     CheckpointError,
     checkpoint_config,
@@ -63,9 +62,11 @@ from .distributed import DistributedError, rank_seed, shutdown
 from .distributed import init as init_distributed
 from .divergence import DivergenceGuard
 from .episodes import EpisodeSampler, LabelCode
+from .errors import TrainingDiverged
 from .evaluate import EvalResult, evaluate
 from .metrics import episode_loss, presentation_accuracy, step_correct
 from .models import build_model
+from .runtime import device_name, pick_device
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -79,11 +80,6 @@ RESUMABLE = {("data", key) for key in ("data_root", "cache_dir", "download")} | 
                                "collapse_drop", "rollback_lr_factor", "max_rollbacks")}
 
 
-class TrainingDiverged(RuntimeError):
-    """Training diverged (NaN, loss spike, accuracy collapse) and is not rolled back; the last
-    good checkpoint is kept."""
-
-
 @dataclass
 class Snapshot:
     """The last good state, in memory: what a rollback restores."""
@@ -94,17 +90,6 @@ class Snapshot:
     optimizer: dict[str, Any]
     guard: dict[str, Any]
 
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def make_sampler(cfg: Config, imageset: ImageSet, class_ids: list[str], *, side: str,

@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from fewshot_mann.bench import device_name
+from fewshot_mann.runtime import device_name
 
 # name -> (description, extra flags, [model] TOML lines)
 VARIANTS: dict[str, tuple[str, list[str], str]] = {

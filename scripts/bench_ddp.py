@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 def worker(args: argparse.Namespace) -> None:
     import torch
 
-    from fewshot_mann.bench import device_name
     from fewshot_mann.config import Config, replace
     from fewshot_mann.distributed import shutdown
+    from fewshot_mann.runtime import device_name
     from fewshot_mann.train import Trainer
 
     with tempfile.TemporaryDirectory() as out:

@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from fewshot_mann.bench import device_name, random_episodes
+from fewshot_mann.bench import random_episodes
 from fewshot_mann.config import ModelConfig
 from fewshot_mann.cuda_graphs import graph_training_forward
 from fewshot_mann.episodes import LabelCode
 from fewshot_mann.metrics import episode_loss
 from fewshot_mann.models import MANN
+from fewshot_mann.runtime import device_name
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--batch-size", type=int, default=256)

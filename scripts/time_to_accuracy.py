@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from fewshot_mann.bench import device_name
 from fewshot_mann.config import Config, replace
 from fewshot_mann.run_eval import evaluate_checkpoint
-from fewshot_mann.train import Trainer, pick_device
+from fewshot_mann.runtime import device_name, device_slug, pick_device
+from fewshot_mann.train import Trainer
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--data-root", default=None)
@@ -95,8 +94,7 @@ doc = {
         for k, v in vars(args).items()
         if v is not None and v is not False and k not in ("out", "run_dir", "overwrite")),
 }
-out = args.out or Path("results/time_to_accuracy") / (
-    re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower() + ".json")
+out = args.out or Path("results/time_to_accuracy") / f"{device_slug(pick_device(args.device))}.json"
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_text(json.dumps(doc, indent=1) + "\n")
 verdict = "reached" if reached else "did NOT reach"

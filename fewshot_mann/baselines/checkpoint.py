@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from ..checkpoint import CheckpointError, read_payload
-from ..data.imageset import atomic_torch_save
+from ..runtime import atomic_torch_save
 from .maml import MAML
 from .protonet import ProtoNet
 

@@ -29,11 +29,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..bench import device_name
 from ..config import default_cache_dir, default_data_root
 from ..data.omniglot import load_omniglot
 from ..data.splits import omniglot_split
-from ..train import pick_device
+from ..runtime import device_name, pick_device
 from .checkpoint import build_network, load_baseline, save_baseline
 from .tasks import Setting, eval_episodes, score, split_support_query, task_sampler
 

@@ -23,15 +23,12 @@ from pathlib import Path
 import torch
 
 from ..config import default_cache_dir
+from ..errors import DatasetError
 from .decode import decode_files, fingerprint
 from .imageset import ImageSet
 from .splits import ClassSplit, custom_split
 
 SHOWN = 20  # unreadable files listed by name in a report
-
-
-class DatasetError(ValueError):
-    """A custom dataset is missing, empty or unusable as configured."""
 
 
 @dataclass

@@ -8,12 +8,12 @@ its strokes are 255 on 0, custom images keep the polarity of their files.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from ..runtime import atomic_torch_save
 
 
 @dataclass
@@ -80,21 +80,3 @@ class ImageSet:
                        list(payload["groups"]), [tuple(s) for s in payload["skipped"]])
         except Exception:  # a corrupt cache is rebuilt, never trusted
             return None
-
-
-def atomic_torch_save(obj: object, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

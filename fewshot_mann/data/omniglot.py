@@ -13,15 +13,12 @@ from pathlib import Path
 
 import torch
 
+from ..errors import DataNotFoundError
 from .decode import decode_files, fingerprint
 from .imageset import ImageSet
 
 BACKGROUND, EVALUATION = "images_background", "images_evaluation"
 NUM_CHARACTERS = 1623
-
-
-class DataNotFoundError(FileNotFoundError):
-    """The dataset is not where the configuration says."""
 
 
 def find_omniglot(data_root: str | Path, download: bool = False) -> Path:

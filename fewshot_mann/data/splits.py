@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import SplitError
 from .imageset import ImageSet
 
 ROTATION_SUFFIXES = {"rot000": 0, "rot090": 1, "rot180": 2, "rot270": 3}
@@ -36,10 +37,6 @@ def default_split(dataset: str) -> str:
     """The split a run gets when none is named: santoro for Omniglot; for custom data a
     seeded 80/20 class split (the seed is data.split_seed)."""
     return DEFAULT_SPLITS["omniglot" if dataset == "omniglot" else "custom"]
-
-
-class SplitError(ValueError):
-    """A split is unknown, names classes the data lacks, or leaks classes across sides."""
 
 
 @dataclass
