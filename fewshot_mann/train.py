@@ -358,9 +358,9 @@ class Trainer:
                     f"checkpoint: --resume from it {advice}")
         return f"{what}; training stopped. {kept}"
 
-    def _rollback(self, reason: str) -> dict[str, Any]:
-        """Back to the last good snapshot with a lower learning rate; the log record of it.
-        Raises TrainingDiverged when rollbacks are off or used up."""
+    def _rollback(self, reason: str, elapsed: float, bar: tqdm) -> None:
+        """Back to the last good snapshot with a lower learning rate, logged, the progress bar
+        set back. Raises TrainingDiverged when rollbacks are off or used up."""
         t = self.cfg.train
         if t.on_divergence == "stop":
             raise TrainingDiverged(self._stop_message(reason))
@@ -378,9 +378,11 @@ class Trainer:
         self._set_stage(snap.stage)
         self.rollbacks += 1
         self.lr_scale *= t.rollback_lr_factor
-        return {"step": self.step, "event": "rollback", "from_step": from_step,
-                "reason": reason, "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
-                "diverged_weights": diverged.name}
+        self._log({"step": self.step, "event": "rollback", "from_step": from_step,
+                   "reason": reason, "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
+                   "diverged_weights": diverged.name, "elapsed_s": round(elapsed, 2)}, bar)
+        bar.reset(total=self.cfg.train.steps)
+        bar.update(self.step)
 
     def run(self, stop_at: int | None = None) -> list[dict[str, Any]]:
         """Train to `train.steps` (or pause at step `stop_at`, checkpointed); returns the log.
@@ -409,11 +411,8 @@ class Trainer:
             try:
                 loss, norm, correct, presentation = self.train_step()
             except TrainingDiverged as err:  # non-finite: caught before the update
-                elapsed = elapsed_before + time.perf_counter() - started
-                self._log({**self._rollback(str(err)), "elapsed_s": round(elapsed, 2)}, bar)
+                self._rollback(str(err), elapsed_before + time.perf_counter() - started, bar)
                 window.clear()
-                bar.reset(total=t.steps)
-                bar.update(self.step)
                 continue
             window.append((loss, norm, presentation_accuracy(correct, presentation, K).mean(0)))
             bar.update(1)
@@ -441,9 +440,7 @@ class Trainer:
             reason = self.guard.check(record)
             self._log(record, bar)  # a diverged record too: the log keeps what happened
             if reason:
-                self._log({**self._rollback(reason), "elapsed_s": record["elapsed_s"]}, bar)
-                bar.reset(total=t.steps)
-                bar.update(self.step)
+                self._rollback(reason, elapsed, bar)
                 continue
             self.guard.accept(record)
             rate = (self.step - start_step) * global_batch / (time.perf_counter() - started)
