@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from .episodes import LabelCode
+from .errors import ConfigError
 from .runtime import device_name, pick_device
 
 BATCH_SIZES = (16, 64, 256, 1024)
@@ -153,7 +154,7 @@ def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None 
 
     dev = pick_device(device)
     if cuda_graph and dev.type != "cuda":
-        raise ValueError(f"--cuda-graph needs a CUDA device, not {dev}")
+        raise ConfigError(f"--cuda-graph needs a CUDA device, not {dev}")
     batch_sizes = batch_sizes or (QUICK_BATCH_SIZES if quick else BATCH_SIZES)
     slots_list = memory_slots or (QUICK_MEMORY_SLOTS if quick else MEMORY_SLOTS)
     seconds = min_seconds if min_seconds is not None else (0.5 if quick else 3.0)

@@ -282,15 +282,16 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config
     from .distributed import shutdown
+    from .runtime import set_process_flags
     from .train import Trainer
 
     requested = requested_settings(args)
     trainer = None
     try:  # under torchrun each process runs this; the trainer asks distributed.py its rank
-        trainer = Trainer(Config.from_dict(requested), args.out, resume=args.resume,
-                          stop_accuracy=args.stop_accuracy, time_limit_s=args.time_limit,
-                          progress=not args.quiet,
-                          requested=requested)
+        trainer = Trainer.build(Config.from_dict(requested), args.out, resume=args.resume,
+                                requested=requested, stop_accuracy=args.stop_accuracy,
+                                time_limit_s=args.time_limit, progress=not args.quiet)
+        set_process_flags(trainer.cfg.train.threads, trainer.cfg.train.precision)
         if (not requested.get("data", {}).get("split") and not args.resume
                 and trainer.dist.is_main):
             split = trainer.split

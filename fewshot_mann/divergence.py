@@ -10,11 +10,12 @@ shows every log record to a `DivergenceGuard`:
                         `MIN_RISE` nats and more than 5 robust standard deviations of those
                         records (1.4826 x their median absolute deviation): noisy small-batch
                         records do not trigger it
-    accuracy collapse   its held-out accuracy at the 2nd presentation is more than
+    accuracy collapse   its held-out accuracy (the MANN's: at the 2nd presentation) is more than
                         `collapse_drop`, and more than 4 standard errors of the evaluation
                         (binomial, `eval_samples` = episodes x classes), below the best so far
 
-`check` names what is wrong (or returns None); `accept` adds a healthy record to the history.
+`check(loss, accuracy)` names what is wrong with a record's mean training loss and held-out
+accuracy (None: not evaluated), or returns None; `accept` adds a healthy record to the history.
 The guard's state is plain numbers (`state_dict`), saved in checkpoints and in the trainer's
 last-good snapshot, so that a rollback or a resume continues with the history it had then.
 """
@@ -37,11 +38,11 @@ class DivergenceGuard:
     eval_samples: int = 256 * 5  # held-out episodes x classes per evaluation
     window: int = 10
     losses: list[float] = field(default_factory=list)  # mean loss of accepted log records
-    best: float = -math.inf  # best held-out 2nd-presentation accuracy since the last reset
+    best: float = -math.inf  # best held-out accuracy since the last reset
 
-    def check(self, record: dict[str, Any]) -> str | None:
-        """What is wrong with this log record, or None when it looks healthy."""
-        loss = record["loss"]
+    def check(self, loss: float, accuracy: float | None = None) -> str | None:
+        """What is wrong with a log record of this loss and held-out accuracy, or None when it
+        looks healthy."""
         recent = self.losses[-self.window:]
         if len(recent) >= MIN_RECORDS:
             median = statistics.median(recent)
@@ -49,17 +50,14 @@ class DivergenceGuard:
             if loss > self.spike_factor * median and loss > median + max(MIN_RISE, 5 * spread):
                 return (f"loss spike: {loss:.3f}, {loss / median:.1f} x the median {median:.3f} "
                         f"of the last {len(recent)} log records")
-        accuracy = _second_presentation(record)
         noise = 4 * math.sqrt(max(self.best, 0.0) * (1 - min(self.best, 1.0)) / self.eval_samples)
         if accuracy is not None and self.best - accuracy > max(self.collapse_drop, noise):
-            return (f"held-out accuracy collapse: 2nd presentation {accuracy:.3f}, best so far "
-                    f"{self.best:.3f}")
+            return (f"held-out accuracy collapse: {accuracy:.3f}, best so far {self.best:.3f}")
         return None
 
-    def accept(self, record: dict[str, Any]) -> None:
-        self.losses.append(record["loss"])
+    def accept(self, loss: float, accuracy: float | None = None) -> None:
+        self.losses.append(loss)
         del self.losses[:-self.window]
-        accuracy = _second_presentation(record)
         if accuracy is not None:
             self.best = max(self.best, accuracy)
 
@@ -75,7 +73,3 @@ class DivergenceGuard:
         self.losses = [float(x) for x in state["losses"]]
         self.best = float(state["best"])
 
-
-def _second_presentation(record: dict[str, Any]) -> float | None:
-    accuracy = record.get("heldout_instance_accuracy")
-    return accuracy[1] if accuracy is not None and len(accuracy) > 1 else None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .data.imageset import ImageSet
+from .errors import ConfigError, DatasetError
 
 
 @dataclass
@@ -36,9 +37,9 @@ class LabelCode:
             return cls(name, 1, n_way)
         if name == "five-hot":
             if n_way > 5**5:
-                raise ValueError(f"five-hot strings express at most 3125 classes, not {n_way}")
+                raise ConfigError(f"five-hot strings express at most 3125 classes, not {n_way}")
             return cls(name, 5, 5)
-        raise ValueError(f"unknown label code {name!r}; choose 'one-hot' or 'five-hot'")
+        raise ConfigError(f"unknown label code {name!r}; choose 'one-hot' or 'five-hot'")
 
     @property
     def input_size(self) -> int:
@@ -108,18 +109,18 @@ class EpisodeSampler:
                  rotate_classes: bool = False, device: torch.device | str = "cpu",
                  seed: int = 0) -> None:
         if n_way < 1 or presentations < 1:
-            raise ValueError("n_way and presentations must be positive")
+            raise ConfigError("n_way and presentations must be positive")
         if len(class_index) < n_way:
-            raise ValueError(f"{n_way}-way episodes need at least {n_way} classes; this side "
+            raise DatasetError(f"{n_way}-way episodes need at least {n_way} classes; this side "
                              f"of the split has {len(class_index)}")
         counts = imageset.counts[class_index]
         if int(counts.min()) < presentations:
             short = int((counts < presentations).sum())
-            raise ValueError(f"{short} classes have fewer than {presentations} images "
+            raise DatasetError(f"{short} classes have fewer than {presentations} images "
                              f"(the presentations per class); the smallest has "
                              f"{int(counts.min())}")
         if code.name == "one-hot" and code.symbols < n_way:
-            raise ValueError(f"a one-hot code of {code.symbols} symbols cannot label {n_way} "
+            raise ConfigError(f"a one-hot code of {code.symbols} symbols cannot label {n_way} "
                              f"classes")
         self.device = torch.device(device)
         self.n_way, self.presentations, self.code = n_way, presentations, code

@@ -28,6 +28,10 @@ class SplitError(ValueError):
     """A split is unknown, names classes the data lacks, or leaks classes across sides."""
 
 
+class RunExistsError(FileExistsError):
+    """A new run was asked for in a folder that holds one (resume it, or choose another)."""
+
+
 class TrainingDiverged(RuntimeError):
     """Training diverged (NaN, loss spike, accuracy collapse) and is not rolled back; the last
     good checkpoint is kept."""
@@ -41,8 +45,10 @@ class DistributedError(RuntimeError):
     """A training process was lost (killed, crashed, timed out) or the group could not form."""
 
 
+# What the CLI reports in one line (exit status 2): the package's own types, and OSError, the
+# environment's (a file that cannot be read or written, a full disk). Anything else (a
+# ValueError or RuntimeError from torch or from our own code) is a bug: a full traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, CheckpointError, DataNotFoundError, DatasetError, SplitError, TrainingDiverged,
-    PredictError, DistributedError,
-    FileExistsError, FileNotFoundError, ValueError, OSError,
+    ConfigError, CheckpointError, DataNotFoundError, DatasetError, SplitError, RunExistsError,
+    TrainingDiverged, PredictError, DistributedError, OSError,
 )

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .episodes import Episodes, EpisodeSampler
+from .errors import ConfigError
 from .metrics import episode_loss, mean_ci95, presentation_accuracy, step_correct
 
 SHOTS = (1, 5, 10)
@@ -44,7 +45,7 @@ def evaluate(model: nn.Module, sampler: EpisodeSampler, episodes: int, batch_siz
              progress: bool = False) -> EvalResult:
     """Run `episodes` episodes from `sampler` through `model` in eval mode."""
     if episodes < 1:
-        raise ValueError("need at least one evaluation episode")
+        raise ConfigError("need at least one evaluation episode")
     sizes = [min(batch_size, episodes - done) for done in range(0, episodes, batch_size)]
     batches = (sampler.sample(size) for size in sizes)  # drawn lazily, one batch at a time
     return evaluate_episodes(model, batches, sampler.n_way, sampler.presentations,
@@ -69,7 +70,7 @@ def evaluate_episodes(model: nn.Module, batches: Iterable[Episodes], n_way: int,
             done += batch.batch_size
             bar.update(batch.batch_size)
     if done == 0:
-        raise ValueError("need at least one evaluation episode")
+        raise ConfigError("need at least one evaluation episode")
     accuracy, ci = mean_ci95(torch.cat(per_episode))
     shots = [k for k in SHOTS if k < K]
     return EvalResult(episodes=done, n_way=n_way, presentations=K,

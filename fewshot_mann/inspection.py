@@ -30,9 +30,9 @@ def inspect_checkpoint(checkpoint: str | Path, out_dir: str | Path, tasks: int =
     from .episodes import LabelCode
     from .metrics import step_correct
     from .predict import sequence_probabilities
+    from .run import make_sampler
     from .run_eval import chosen_classes
     from .runtime import pick_device
-    from .train import make_sampler
 
     if tasks < 1:
         raise PredictError("inspect needs at least one task (--tasks)")

@@ -27,24 +27,25 @@ from typing import Any
 import torch
 
 from .episodes import Episodes, LabelCode, label_episodes
+from .errors import DatasetError
 
 
 def episodes_from_l2l(taskset: Any, n_tasks: int, presentations: int, label_code: LabelCode,
                       generator: torch.Generator) -> Episodes:
     """`n_tasks` tasks of `taskset` (each N classes x `presentations` images) -> Episodes."""
     if n_tasks < 1:
-        raise ValueError("need at least one task")
+        raise DatasetError("need at least one task")
     images, classes = [], []
     for _ in range(n_tasks):
         x, y = taskset.sample()
         labels, slot = torch.unique(torch.as_tensor(y), return_inverse=True)
         counts = torch.bincount(slot)
         if bool((counts != presentations).any()):
-            raise ValueError(f"a task shows its classes {counts.tolist()} times; every class "
+            raise DatasetError(f"a task shows its classes {counts.tolist()} times; every class "
                              f"must have exactly {presentations} images "
                              f"(KShots(k={presentations}))")
         if images and len(labels) != int(classes[0].max()) + 1:
-            raise ValueError("tasks have different numbers of classes")
+            raise DatasetError("tasks have different numbers of classes")
         order = torch.randperm(len(slot), generator=generator)
         pixels = torch.as_tensor(x).flatten(1)
         images.append(pixels[order].float() / (255.0 if pixels.dtype == torch.uint8 else 1.0))

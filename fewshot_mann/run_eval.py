@@ -12,8 +12,8 @@ from .config import replace
 from .data import ImageSet, SplitError, invert_custom, load_dataset, resolve
 from .data.splits import base_name
 from .evaluate import EvalResult, evaluate, format_table, write_outputs
+from .run import make_sampler
 from .runtime import pick_device
-from .train import make_sampler
 
 
 def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Path,

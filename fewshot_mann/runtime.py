@@ -1,6 +1,6 @@
-"""Runtime helpers every layer may use: which device, what it is called, and how to save a file
-so that a crash never leaves half of it. A leaf: it imports nothing of the package but its
-exception types."""
+"""Runtime helpers every layer may use: which device, what it is called, how to save a file so
+that a crash never leaves half of it, and the process-wide torch flags of a run. A leaf: it
+imports nothing of the package but its exception types."""
 
 from __future__ import annotations
 
@@ -64,3 +64,14 @@ def atomic_torch_save(obj: object, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def set_process_flags(threads: int, precision: str) -> None:
+    """The process-wide torch settings of a run, set by its entry point (the CLI), not by any
+    constructor: CPU threads (0: torch's default) and TF32 matmuls (precision "tf32"; "bf16"
+    is an autocast around each forward, not a flag)."""
+    if threads:
+        torch.set_num_threads(threads)
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32

@@ -29,7 +29,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from fewshot_mann.config import Config, replace
     from fewshot_mann.distributed import shutdown
-    from fewshot_mann.runtime import device_name
+    from fewshot_mann.runtime import device_name, set_process_flags
     from fewshot_mann.train import Trainer
 
     with tempfile.TemporaryDirectory() as out:
@@ -38,7 +38,8 @@ def worker(args: argparse.Namespace) -> None:
             "steps": 10**6, "eval_every": 10**6, "checkpoint_every": 10**6})
         if args.data_root:
             cfg.data.data_root = args.data_root
-        trainer = Trainer(cfg, out, progress=False)
+        set_process_flags(args.threads, "fp32")
+        trainer = Trainer.build(cfg, out, progress=False)
         for _ in range(args.warmup):
             trainer.train_step()
         trainer.dist.mean(torch.zeros(1))  # every process starts the clock together

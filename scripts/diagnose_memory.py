@@ -19,7 +19,7 @@ import torch
 from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
 from fewshot_mann.config import replace
 from fewshot_mann.data import load_dataset
-from fewshot_mann.train import make_sampler
+from fewshot_mann.run import make_sampler
 
 
 @torch.no_grad()

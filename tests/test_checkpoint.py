@@ -23,7 +23,7 @@ def tiny_config(data_root, cache_dir, steps: int) -> Config:
 
 def test_round_trip(tmp_path, data_root, cache_dir):
     cfg = tiny_config(data_root, cache_dir, steps=3)
-    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer = Trainer.build(cfg, tmp_path / "run", progress=False)
     trainer.run()
     payload = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert payload["step"] == 3
@@ -38,12 +38,12 @@ def test_round_trip(tmp_path, data_root, cache_dir):
 
 
 def test_resume_continues_exactly(tmp_path, data_root, cache_dir):
-    straight = Trainer(tiny_config(data_root, cache_dir, steps=6), tmp_path / "a", progress=False)
+    cfg = tiny_config(data_root, cache_dir, steps=6)
+    straight = Trainer.build(cfg, tmp_path / "a", progress=False)
     straight.run()
-    first = Trainer(tiny_config(data_root, cache_dir, steps=6), tmp_path / "b", progress=False)
+    first = Trainer.build(cfg, tmp_path / "b", progress=False)
     first.run(stop_at=4)  # pause between checkpoints (every 3 steps): resumes from step 4
-    resumed = Trainer(tiny_config(data_root, cache_dir, steps=6), tmp_path / "b", resume=True,
-                      progress=False)
+    resumed = Trainer.build(cfg, tmp_path / "b", resume=True, progress=False)
     assert resumed.step == 4
     resumed.run()
     for (n, a), (_, b) in zip(straight.model.state_dict().items(),
@@ -55,11 +55,11 @@ def test_resume_continues_exactly(tmp_path, data_root, cache_dir):
 
 def test_time_limit_pauses_at_an_evaluation_and_resume_finishes(tmp_path, data_root, cache_dir):
     cfg = tiny_config(data_root, cache_dir, steps=9)
-    paused = Trainer(cfg, tmp_path / "t", time_limit_s=1e-9, progress=False)
+    paused = Trainer.build(cfg, tmp_path / "t", time_limit_s=1e-9, progress=False)
     paused.run()  # out of time at the first held-out evaluation (step 3): checkpointed there
     assert paused.step == 3 and load_checkpoint(tmp_path / "t" / "checkpoint.pt")["step"] == 3
     assert not (tmp_path / "t" / "model.pt").exists()  # not finished
-    resumed = Trainer(cfg, tmp_path / "t", resume=True, progress=False)
+    resumed = Trainer.build(cfg, tmp_path / "t", resume=True, progress=False)
     resumed.run()
     assert resumed.step == 9 and (tmp_path / "t" / "model.pt").is_file()
 
@@ -69,17 +69,17 @@ def test_cuda_graph_needs_cuda(tmp_path, data_root, cache_dir):
         pytest.skip("this machine has CUDA")
     cfg = replace(tiny_config(data_root, cache_dir, steps=3), train={"cuda_graph": True})
     with pytest.raises(ConfigError, match="needs a CUDA device"):
-        Trainer(cfg, tmp_path / "g", progress=False)
+        Trainer.build(cfg, tmp_path / "g", progress=False)
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, data_root, cache_dir):
-    Trainer(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
+    Trainer.build(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
     with pytest.raises(FileExistsError, match="--resume"):
-        Trainer(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False)
+        Trainer.build(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False)
 
 
 def test_truncated_and_foreign_files_are_rejected(tmp_path, data_root, cache_dir):
-    Trainer(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
+    Trainer.build(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
     good = (tmp_path / "r" / "checkpoint.pt").read_bytes()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good[: len(good) // 2])
@@ -109,7 +109,7 @@ def test_checkpoint_cannot_run_code(tmp_path):
 
 
 def test_weights_of_another_configuration_are_rejected(tmp_path, data_root, cache_dir):
-    Trainer(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
+    Trainer.build(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
     payload = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
     payload["config"]["model"]["controller_size"] = 48
     with pytest.raises(CheckpointError, match="different model configuration"):

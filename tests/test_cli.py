@@ -78,3 +78,16 @@ def test_bf16_autocast_trains_and_evaluates(tmp_path, data_root, cache_dir):
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert all(r["loss"] == r["loss"] for r in log)  # finite, not NaN
     assert "bf16" in (run / "config.toml").read_text()
+
+
+def test_a_bug_is_a_traceback_not_a_user_error(monkeypatch):
+    """Only the package's own error types (and OSError) are reported as one line: a ValueError
+    from inside the code is a bug and must surface with its traceback."""
+    from fewshot_mann import cli
+
+    def broken(args):
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(cli, "cmd_evaluate", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["evaluate", "--checkpoint", "x.pt", "--out", "unused"])

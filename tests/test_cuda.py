@@ -85,11 +85,11 @@ def test_trainer_with_cuda_graph_resumes_exactly(tmp_path, data_root, cache_dir)
     cfg = replace(Config(), data={"data_root": str(data_root), "cache_dir": cache},
                   train={"steps": 40, "device": "cuda", "cuda_graph": True, "eval_every": 20,
                          "checkpoint_every": 20, "log_every": 20, "eval_episodes": 64})
-    whole = Trainer(cfg, tmp_path / "whole", progress=False)
+    whole = Trainer.build(cfg, tmp_path / "whole", progress=False)
     whole.run()
-    paused = Trainer(cfg, tmp_path / "paused", progress=False)
+    paused = Trainer.build(cfg, tmp_path / "paused", progress=False)
     paused.run(stop_at=20)
-    resumed = Trainer(cfg, tmp_path / "paused", resume=True, progress=False)
+    resumed = Trainer.build(cfg, tmp_path / "paused", resume=True, progress=False)
     resumed.run()
     for (name, p), q in zip(whole.model.named_parameters(), resumed.model.parameters(),
                             strict=True):
@@ -106,7 +106,7 @@ def test_rollback_under_cuda_graphs_restores_the_captured_parameters(tmp_path, d
     cache = os.environ.get(CACHE_DIR_ENV) or str(cache_dir)
     cfg = tiny_config(data_root, cache, device="cuda", cuda_graph=True, curriculum="2",
                       curriculum_accuracy=0.01)
-    trainer = SpikingTrainer(cfg, tmp_path / "run", progress=False)
+    trainer = SpikingTrainer.build(cfg, tmp_path / "run", progress=False)
     trainer.run()
     events = [r for r in log_records(tmp_path / "run") if "event" in r]
     assert [e["event"] for e in events] == ["widen", "rollback"], events

@@ -170,7 +170,7 @@ def test_python_api_from_a_notebook(tmp_path, image_tree):
                   model={"controller_size": 16, "memory_slots": 8, "memory_width": 4,
                          "read_heads": 1},
                   train={"steps": 2, "batch_size": 2, "eval_episodes": 4, "device": "cpu"})
-    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer = Trainer.build(cfg, tmp_path / "run", progress=False)
     trainer.run()
     assert trainer.split == split and trainer.imageset.images.equal(ds.imageset.images)
     assert torch.isfinite(torch.tensor(trainer.history[-1]["loss"]))

@@ -25,7 +25,8 @@ from fewshot_mann.cli import main
 from fewshot_mann.config import Config, replace
 from fewshot_mann.distributed import rank_seed, shutdown
 from fewshot_mann.episodes import Episodes
-from fewshot_mann.train import Trainer, make_sampler
+from fewshot_mann.run import make_sampler
+from fewshot_mann.train import Trainer
 
 WORLD = 2
 STEPS = 40  # of the torchrun runs
@@ -54,10 +55,10 @@ def worker(rank: int, port: int, cfg: Config, out: Path) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     try:
-        ddp = Trainer(cfg, out / "ddp", progress=False)
+        ddp = Trainer.build(cfg, out / "ddp", progress=False)
         ddp.run()
         ddp.forward_model = ddp.model  # drop the DDP wrapper (Trainer.close)
-        flat = Trainer(cfg, out / "flat", progress=False)
+        flat = Trainer.build(cfg, out / "flat", progress=False)
         flat.forward_model = flat.model  # as under --cuda-graph: no DDP wrapper
         flat.run()
     except BaseException:
@@ -88,8 +89,8 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, data
     cfg = equivalence_config(data_root, cache_dir)
     mp.start_processes(worker, args=(free_port(), cfg, tmp_path), nprocs=WORLD,
                        start_method="spawn")
-    single = Trainer(replace(cfg, train={"batch_size": 4 * WORLD}), tmp_path / "single",
-                     progress=False)
+    single = Trainer.build(replace(cfg, train={"batch_size": 4 * WORLD}), tmp_path / "single",
+                           progress=False)
     global_batch(single)
     single.run()
     expected = single.model.state_dict()

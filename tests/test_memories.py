@@ -225,7 +225,7 @@ def test_trains_and_reloads(tmp_path, data_root, cache_dir, memory):
                          "memory_width": 8, "read_heads": 2},
                   train={"steps": 3, "batch_size": 4, "eval_every": 3, "eval_episodes": 8,
                          "checkpoint_every": 3, "device": "cpu", "threads": 1})
-    trainer = Trainer(cfg, tmp_path / memory, progress=False)
+    trainer = Trainer.build(cfg, tmp_path / memory, progress=False)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.run()
     assert all(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters()

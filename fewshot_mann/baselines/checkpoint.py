@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from ..checkpoint import CheckpointError, read_payload
+from ..errors import ConfigError
 from ..runtime import atomic_torch_save
 from .maml import MAML
 from .protonet import ProtoNet
@@ -26,7 +27,7 @@ def build_network(network: dict[str, Any]) -> nn.Module:
     kwargs = dict(network)
     method = kwargs.pop("method")
     if method not in NETWORKS:
-        raise ValueError(f"unknown baseline {method!r}; choose one of {list(NETWORKS)}")
+        raise ConfigError(f"unknown baseline {method!r}; choose one of {list(NETWORKS)}")
     return NETWORKS[method](**kwargs)
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from learn2learn.vision.models import OmniglotCNN
 from torch import nn
 
+from ..errors import ConfigError, PredictError
 from .tasks import Tasks
 
 
@@ -38,7 +39,7 @@ class MAML(nn.Module):
                  first_order: bool = False) -> None:
         super().__init__()
         if image_size != 28:
-            raise ValueError("learn2learn's OmniglotCNN takes 28x28 images (--image-size 28)")
+            raise ConfigError("learn2learn's OmniglotCNN takes 28x28 images (--image-size 28)")
         self.ways, self.adapt_steps, self.test_adapt_steps = ways, adapt_steps, test_adapt_steps
         self.maml = l2l.algorithms.MAML(OmniglotCNN(ways), lr=fast_lr, first_order=first_order)
 
@@ -47,7 +48,7 @@ class MAML(nn.Module):
         """A clone of the network after `steps` gradient steps on support (N, K, D)."""
         ways, shots, _ = support.shape
         if ways != self.ways:
-            raise ValueError(f"this MAML network has {self.ways} outputs, the task has {ways} "
+            raise PredictError(f"this MAML network has {self.ways} outputs, the task has {ways} "
                              f"ways")
         x = support.flatten(0, 1)
         y = torch.arange(ways, device=x.device).repeat_interleave(shots)
@@ -92,7 +93,7 @@ class MAML(nn.Module):
         query (M, D) -> (M, N) probabilities. The clone adapts on the whole support set (first
         order) and the M queries form one batch (batch norm on their statistics)."""
         if len(support) > self.ways:
-            raise ValueError(f"this MAML network has {self.ways} outputs: it can tell at most "
+            raise PredictError(f"this MAML network has {self.ways} outputs: it can tell at most "
                              f"{self.ways} classes apart, the support set has {len(support)}")
         self.train()  # batch statistics in batch norm, see the module doc
         x, y = support_batch(support)

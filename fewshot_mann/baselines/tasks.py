@@ -27,6 +27,7 @@ import torch
 from ..data.imageset import ImageSet
 from ..data.splits import resolve
 from ..episodes import Episodes, EpisodeSampler, LabelCode
+from ..errors import ConfigError
 from ..metrics import mean_ci95
 
 TEST_SEED = 12345  # the seed of every method's test episodes
@@ -108,11 +109,11 @@ def split_support_query(episodes: Episodes, shots: int) -> Tasks:
     every class; Q = P - shots."""
     B, T, D = episodes.images.shape
     if episodes.targets.shape[-1] != 1:
-        raise ValueError("support/query tasks need one-hot labels (one label digit per step)")
+        raise ConfigError("support/query tasks need one-hot labels (one label digit per step)")
     P = int(episodes.presentation.max()) + 1
     N = T // P
     if not 0 < shots < P:
-        raise ValueError(f"need 0 < shots < presentations per class ({P}), got {shots}")
+        raise ConfigError(f"need 0 < shots < presentations per class ({P}), got {shots}")
     # step t is presentation p of class c: its place in class-major order is c * P + p
     order = (episodes.classes * P + episodes.presentation).argsort(1)  # (B, T)
     images = episodes.images.gather(1, order.unsqueeze(-1).expand(-1, -1, D)).view(B, N, P, D)
@@ -131,7 +132,7 @@ def score(classifier: FewShotClassifier, batches: Iterable[Episodes], shots: int
         correct = predicted.cpu() == tasks.query_labels.flatten(1).cpu()
         per_episode.append(correct.float().mean(1))
     if not per_episode:
-        raise ValueError("need at least one episode to score")
+        raise ConfigError("need at least one episode to score")
     accuracy = torch.cat(per_episode)
     mean, ci = mean_ci95(accuracy.unsqueeze(1))
     return Score(mean[0], ci[0], len(accuracy))

@@ -8,35 +8,38 @@ one inner step of 0.4 while training and three at test, Adam 1e-3 (Finn et al. 2
 their 20-way runs use 16 tasks and 5 steps of 0.1: pass those flags). Training sees the Vinyals
 train classes (or train + val with --classes trainval), never the test classes.
 
-`--out` receives: train_log.jsonl (one record per --log-every steps, with validation accuracy
-every --eval-every steps), checkpoint.pt (atomically, every --checkpoint-every steps; --resume
-continues from it), and model.pt (network config + weights) at the end: the file the report
-evaluates.
+Training runs on the loop the MANN uses (`fewshot_mann.loop`): `--out` receives
+train_log.jsonl (one record per --log-every steps, with validation accuracy every --eval-every
+steps), checkpoint.pt (atomically, every --checkpoint-every steps; --resume continues from it,
+--time-limit pauses at a validation after that many seconds) and model.pt (network config +
+weights) at the end: the file the report evaluates. A NaN, a loss spike or a collapse of the
+validation accuracy rolls back to the last good state at half the learning rate (logged).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from torch import nn
 
-from ..config import default_cache_dir, default_data_root
+from ..config import TrainConfig, default_cache_dir, default_data_root
+from ..data.imageset import ImageSet
 from ..data.omniglot import load_omniglot
 from ..data.splits import omniglot_split
+from ..episodes import EpisodeSampler
+from ..errors import CheckpointError, ConfigError, RunExistsError
+from ..loop import CHECKPOINT, MODEL, TrainingLoop
 from ..runtime import device_name, pick_device
 from .checkpoint import build_network, load_baseline, save_baseline
 from .tasks import Setting, eval_episodes, score, split_support_query, task_sampler
 
-CHECKPOINT, MODEL, LOG = "checkpoint.pt", "model.pt", "train_log.jsonl"
 # per method: ways, queries per class (None: as many as shots), tasks per step, lr halving
 DEFAULTS: dict[str, dict[str, Any]] = {
     "protonet": {"ways": 60, "queries": 5, "batch": 1, "lr_halve_every": 2000},
@@ -68,6 +71,14 @@ class BaselineConfig:
     eval_every: int
     val_episodes: int
     checkpoint_every: int
+
+    def loop_settings(self) -> TrainConfig:
+        """The shared loop's settings: this run's budget and cadence, no gradient clipping, the
+        divergence guard at its defaults."""
+        return TrainConfig(steps=self.steps, batch_size=self.batch, lr=self.lr, grad_clip=0.0,
+                           seed=self.seed, device=self.device, log_every=self.log_every,
+                           eval_every=self.eval_every, eval_episodes=self.val_episodes,
+                           checkpoint_every=self.checkpoint_every)
 
     def network(self) -> dict[str, Any]:
         """The constructor arguments of the network (saved with every checkpoint)."""
@@ -114,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (its settings; --steps may grow)")
+    p.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
+                   help="pause (checkpointed) at the first validation after this many seconds")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -130,15 +143,33 @@ def config_from_args(args: argparse.Namespace) -> BaselineConfig:
     for name in ("shots", "ways", "queries", "batch", "steps", "adapt_steps", "test_adapt_steps",
                  "log_every", "eval_every", "val_episodes", "checkpoint_every"):
         if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive")
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
     return cfg
 
 
-class BaselineTrainer:
-    def __init__(self, cfg: BaselineConfig, out: Path, command: str, resume: bool = False,
+class BaselineTrainer(TrainingLoop):
+    """The shared loop (`fewshot_mann.loop`) over the tasks of a baseline:
+    `BaselineTrainer.build(cfg, out, command)`."""
+
+    def __init__(self, cfg: BaselineConfig, out: Path, command: str, *, imageset: ImageSet,
+                 val_classes: list[str], sampler: EpisodeSampler, model: nn.Module,
+                 optimizer: torch.optim.Optimizer, device: torch.device,
+                 payload: dict[str, Any] | None = None, time_limit_s: float = 0.0,
                  progress: bool = True) -> None:
-        self.out, self.progress, self.step = Path(out), progress, 0
-        payload = load_baseline(self.out / CHECKPOINT)[1] if resume else None
+        self.cfg, self.command, self.device = cfg, command, device
+        self.imageset, self.val_classes, self.sampler = imageset, val_classes, sampler
+        super().__init__(model=model, optimizer=optimizer, settings=cfg.loop_settings(),
+                         out_dir=out, payload=payload, time_limit_s=time_limit_s,
+                         eval_samples=cfg.val_episodes * min(cfg.ways, len(val_classes)),
+                         progress=progress)
+
+    @classmethod
+    def build(cls, cfg: BaselineConfig, out: str | Path, command: str, *, resume: bool = False,
+              **options: Any) -> BaselineTrainer:
+        """The run in one line: config -> data -> split -> sampler -> network -> optimiser ->
+        restore. `options`: time_limit_s, progress."""
+        out = Path(out)
+        payload = load_baseline(out / CHECKPOINT)[1] if resume else None
         if payload:
             # the run's own settings; only the step budget and where it runs may change
             cfg = BaselineConfig(**{**payload["train"], "steps": max(cfg.steps,
@@ -146,49 +177,44 @@ class BaselineTrainer:
                                     "data_root": cfg.data_root, "cache_dir": cfg.cache_dir,
                                     "device": cfg.device})
             command = f"{payload['command']} && {command}"  # the whole history of the run
-        elif (self.out / CHECKPOINT).exists():
-            raise FileExistsError(f"{self.out / CHECKPOINT} exists: pass --resume or another "
-                                  f"--out")
-        self.cfg, self.command = cfg, command
-        self.device = pick_device(cfg.device)
+        elif (out / CHECKPOINT).exists():
+            raise RunExistsError(f"{out / CHECKPOINT} exists: pass --resume or another --out")
+        device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
         imageset = load_omniglot(cfg.data_root, cfg.cache_dir, cfg.image_size)
         split = omniglot_split("vinyals", imageset)
-        self.imageset, self.val_classes = imageset, split.val
         classes = split.train + (split.val if cfg.classes == "trainval" else [])
-        self.sampler = task_sampler(imageset, classes, cfg.ways, cfg.shots + cfg.queries,
-                                    cfg.seed, self.device)
-        self.model = build_network(cfg.network()).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.elapsed_before = 0.0
+        sampler = task_sampler(imageset, classes, cfg.ways, cfg.shots + cfg.queries, cfg.seed,
+                               device)
+        model = build_network(cfg.network()).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         if payload:
-            self.model.load_state_dict(payload["model"])
-            self.optimizer.load_state_dict(payload["optimizer"])
-            self.sampler.generator.set_state(payload["sampler_rng"])
-            torch.set_rng_state(payload["torch_rng"])
-            self.step, self.elapsed_before = payload["step"], payload["elapsed_s"]
-            self._truncate_log()
-        else:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / LOG).write_text("")
-
-    def _truncate_log(self) -> None:
-        """Keep the log records up to the checkpoint's step; later ones (and a line cut short
-        by a crash) go, and are written again."""
-        kept = []
-        for line in (self.out / LOG).read_text().splitlines():
             try:
-                if json.loads(line)["step"] <= self.step:
-                    kept.append(line)
-            except (ValueError, KeyError, TypeError):
-                continue
-        (self.out / LOG).write_text("".join(line + "\n" for line in kept))
+                model.load_state_dict(payload["model"])
+                optimizer.load_state_dict(payload["optimizer"])
+                sampler.generator.set_state(payload["sampler_rng"])
+                torch.set_rng_state(payload["torch_rng"])
+            except (KeyError, ValueError, RuntimeError, TypeError) as err:
+                raise CheckpointError(f"{out / CHECKPOINT}: weights, optimiser or RNG state "
+                                      f"unusable: {err}") from err
+        return cls(cfg, out, command, imageset=imageset, val_classes=split.val, sampler=sampler,
+                   model=model, optimizer=optimizer, device=device, payload=payload, **options)
 
     def lr_at(self, step: int) -> float:
         halvings = step // self.cfg.lr_halve_every if self.cfg.lr_halve_every else 0
         return self.cfg.lr * 0.5 ** halvings
 
-    def validate(self) -> dict[str, float]:
+    def batch_loss(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The method's loss on the queries of a batch of training tasks, and its accuracy."""
+        tasks = split_support_query(self.sampler.sample(self.cfg.batch), self.cfg.shots)
+        loss, accuracy = self.model.meta_loss(tasks)
+        return loss, accuracy.detach().reshape(1)
+
+    def train_fields(self, metrics: torch.Tensor) -> dict[str, Any]:
+        return {"accuracy": metrics.item()}
+
+    def evaluate(self) -> dict[str, Any]:
+        """Accuracy on episodes of the validation classes (none with --classes trainval)."""
         if self.cfg.classes == "trainval":
             return {}
         setting = Setting(min(self.cfg.ways, len(self.val_classes)), self.cfg.shots)
@@ -197,56 +223,27 @@ class BaselineTrainer:
                                                  self.device), setting.shots)
         return {"val_accuracy": result.mean, "val_ci95": result.ci95}
 
-    def run(self) -> None:
-        cfg, started = self.cfg, time.perf_counter()
-        losses: list[float] = []
-        accuracies: list[float] = []
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, unit="step",
-                   desc=f"train {cfg.method}", dynamic_ncols=True)
-        while self.step < cfg.steps:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr_at(self.step)
-            self.model.train()
-            tasks = split_support_query(self.sampler.sample(cfg.batch), cfg.shots)
-            loss, accuracy = self.model.meta_loss(tasks)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.step += 1
-            losses.append(loss.item())
-            accuracies.append(accuracy.item())
-            bar.update(1)
-            last = self.step == cfg.steps
-            if self.step % cfg.log_every == 0 or last:
-                record = {"step": self.step, "elapsed_s": round(
-                    self.elapsed_before + time.perf_counter() - started, 2),
-                    "lr": self.lr_at(self.step - 1), "loss": sum(losses) / len(losses),
-                    "accuracy": sum(accuracies) / len(accuracies)}
-                if self.step % cfg.eval_every == 0 or last:
-                    record.update(self.validate())
-                losses.clear()
-                accuracies.clear()
-                with open(self.out / LOG, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
-                if "val_accuracy" in record and self.progress:
-                    bar.write(f"step {self.step}: validation accuracy "
-                              f"{100 * record['val_accuracy']:.2f} %")
-            if self.step % cfg.checkpoint_every == 0 or last:
-                self.save(CHECKPOINT, time.perf_counter() - started, resumable=True)
-        bar.close()
-        self.save(MODEL, time.perf_counter() - started, resumable=False)
+    def heldout_accuracy(self, record: dict[str, Any]) -> float | None:
+        return record.get("val_accuracy")
 
-    def save(self, name: str, elapsed: float, resumable: bool) -> None:
+    def postfix(self, record: dict[str, Any], seconds: float) -> dict[str, str]:
+        return {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.3f}"}
+
+    def describe(self, record: dict[str, Any]) -> str | None:
+        if "val_accuracy" in record:
+            accuracy = 100 * record["val_accuracy"]
+            return f"step {record['step']}: validation accuracy {accuracy:.2f} %"
+        return super().describe(record) if "event" in record else None
+
+    def write(self, path: Path, resumable: bool) -> None:
         extra: dict[str, Any] = {
-            "train": asdict(self.cfg), "step": self.step,
-            "elapsed_s": round(self.elapsed_before + elapsed, 2), "command": self.command,
-            "machine": device_name(self.device), "torch": str(torch.__version__)}
+            "train": asdict(self.cfg), "step": self.step, "elapsed_s": round(self.elapsed(), 2),
+            "command": self.command, "machine": device_name(self.device),
+            "torch": str(torch.__version__)}
         if resumable:
-            extra.update(optimizer=self.optimizer.state_dict(),
-                         sampler_rng=self.sampler.generator.get_state(),
+            extra.update(**self.loop_state(), sampler_rng=self.sampler.generator.get_state(),
                          torch_rng=torch.get_rng_state())
-        save_baseline(self.out / name, self.cfg.network(), self.model, **extra)
+        save_baseline(path, self.cfg.network(), self.model, **extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,10 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     command = shlex.join(["python", "-m", "fewshot_mann.baselines.train",
                           *(sys.argv[1:] if argv is None else argv)])
-    trainer = BaselineTrainer(config_from_args(args), args.out, command, resume=args.resume,
-                              progress=not args.quiet)
+    trainer = BaselineTrainer.build(config_from_args(args), args.out, command,
+                                    resume=args.resume, time_limit_s=args.time_limit,
+                                    progress=not args.quiet)
     trainer.run()
-    print(f"model: {args.out / MODEL}")
+    print(f"model: {args.out / MODEL}" if trainer.step >= trainer.cfg.steps else
+          f"paused at step {trainer.step} (--time-limit): {args.out / CHECKPOINT}; "
+          f"--resume continues")
     return 0
 
 

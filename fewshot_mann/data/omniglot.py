@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataNotFoundError
+from ..errors import DataNotFoundError, DatasetError
 from .decode import decode_files, fingerprint
 from .imageset import ImageSet
 
@@ -71,7 +71,7 @@ def load_omniglot(data_root: str | Path, cache_dir: str | Path, image_size: int 
                                     desc=f"decoding Omniglot at {image_size}px")
     if failures:
         listed = "\n".join(f"  {p}: {why}" for p, why in failures[:10])
-        raise OSError(f"{len(failures)} Omniglot files could not be read:\n{listed}")
+        raise DatasetError(f"{len(failures)} Omniglot files could not be read:\n{listed}")
     imageset = ImageSet(images, names, torch.tensor(counts), groups)
     imageset.save(cache, key)
     return imageset

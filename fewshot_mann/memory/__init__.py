@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..config import ModelConfig
+from ..errors import ConfigError
 from .base import Interface, Memory
 from .dnc import BatchedDNC, DNCInterface, ReferenceDNC
 from .kv import BatchedKV, KVInterface, ReferenceKV
@@ -35,9 +36,9 @@ BACKENDS = ("reference", "batched")
 
 def make_memory(name: str, backend: str, cfg: ModelConfig, label_size: int) -> Memory:
     if name not in MEMORIES:
-        raise ValueError(f"unknown memory {name!r}; choose one of {list(MEMORIES)}")
+        raise ConfigError(f"unknown memory {name!r}; choose one of {list(MEMORIES)}")
     if backend not in BACKENDS:
-        raise ValueError(f"unknown memory backend {backend!r}; choose one of {list(BACKENDS)}")
+        raise ConfigError(f"unknown memory backend {backend!r}; choose one of {list(BACKENDS)}")
     return getattr(MEMORIES[name], backend)(cfg, label_size)
 
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..episodes import LabelCode
+from ..errors import ConfigError
 from .baselines import FeedforwardBaseline, LSTMBaseline
 from .mann import MANN
 
@@ -18,7 +19,7 @@ MODELS: dict[str, type[nn.Module]] = {"mann": MANN, "lstm": LSTMBaseline,
 
 def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int], code: LabelCode) -> nn.Module:
     if cfg.kind not in MODELS:
-        raise ValueError(f"unknown model {cfg.kind!r}; choose one of {list(MODELS)}")
+        raise ConfigError(f"unknown model {cfg.kind!r}; choose one of {list(MODELS)}")
     return MODELS[cfg.kind](cfg, image_shape, code)
 
 

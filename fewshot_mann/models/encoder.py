@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from learn2learn.vision.models import ConvBase
@@ -107,6 +108,6 @@ ENCODERS: dict[str, type[nn.Module]] = {"none": FlatPixels, "conv": ConvEncoder,
 
 def make_encoder(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
     if cfg.encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {cfg.encoder!r}; choose one of {list(ENCODERS)}")
+        raise ConfigError(f"unknown encoder {cfg.encoder!r}; choose one of {list(ENCODERS)}")
     encoder = ENCODERS[cfg.encoder](image_shape)
     return Frozen(encoder) if cfg.freeze_encoder else encoder

@@ -1,0 +1,193 @@
+"""A sequence-model run (MANN, LSTM, feedforward) built in one straight line:
+
+    config -> device -> data -> split -> samplers -> model -> optimiser -> restore
+
+`build_run(cfg, out_dir)` reads files (the dataset, a checkpoint to resume, a pretrained
+encoder) and writes none; the loop (`train.Trainer`) writes the run's files. What it does set
+for the process: the global torch seed (model initialisation draws from it) and, under torchrun,
+the process group (`distributed.init`). Threads and TF32 are the caller's (the CLI:
+`runtime.set_process_flags`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import checkpoint_config, load_checkpoint, load_weights
+from .config import Config, ConfigError, replace
+from .data import DatasetError, ImageSet, default_split, load_dataset, make_split, resolve
+from .data.splits import ClassSplit
+from .distributed import Dist, rank_seed
+from .distributed import init as init_distributed
+from .episodes import EpisodeSampler, LabelCode
+from .errors import CheckpointError, RunExistsError
+from .loop import CHECKPOINT
+from .models import build_model
+from .runtime import pick_device
+
+# what a resumed run may change: where it runs and finds its data, its schedule and cadence
+RESUMABLE = {("data", key) for key in ("data_root", "cache_dir", "download")} | {
+    ("train", key) for key in ("steps", "lr", "lr_min", "warmup_steps", "grad_clip", "device",
+                               "threads", "compile", "cuda_graph", "precision", "eval_every",
+                               "eval_episodes", "checkpoint_every", "log_every",
+                               "curriculum_accuracy", "on_divergence", "spike_factor",
+                               "collapse_drop", "rollback_lr_factor", "max_rollbacks")}
+
+
+@dataclass
+class Run:
+    """Everything a training loop needs, built and (on resume) restored."""
+
+    cfg: Config
+    out_dir: Path
+    dist: Dist
+    device: torch.device
+    imageset: ImageSet
+    split: ClassSplit
+    train_sampler: EpisodeSampler  # this process's training episodes
+    heldout: EpisodeSampler  # validation classes, or test classes when the split has none
+    model: nn.Module
+    forward_model: nn.Module  # what the training forward runs: DDP in a process group
+    optimizer: torch.optim.Optimizer
+    payload: dict[str, Any] | None  # the checkpoint resumed from
+
+
+def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
+              requested: dict[str, dict[str, Any]] | None = None) -> Run:
+    """The run `cfg` describes, in `out_dir`; with `resume`, the one checkpointed there.
+
+    On resume the checkpoint's config rules: `requested` (the settings asked for by section;
+    None: all of cfg) must agree with it except the RESUMABLE settings, which are adopted.
+    """
+    out_dir = Path(out_dir)
+    if not cfg.data.split:  # saved as chosen: santoro, or ratio:0.8 for custom data
+        cfg = replace(cfg, data={"split": default_split(cfg.data.dataset)})
+    ckpt_path = out_dir / CHECKPOINT
+    payload, saved_split = None, None
+    if resume:
+        payload = load_checkpoint(ckpt_path)
+        saved, saved_split = checkpoint_config(payload, ckpt_path)
+        cfg = adopt_checkpoint_config(saved, cfg.to_dict() if requested is None else requested,
+                                      out_dir)
+    elif ckpt_path.exists():
+        raise RunExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or "
+                             f"choose another --out")
+    cfg = cfg.validate()
+    # under torchrun: this process's rank and device (distributed.py); else rank 0 of 1
+    dist, device = init_distributed(pick_device(cfg.train.device))
+    if cfg.train.cuda_graph and device.type != "cuda":
+        raise ConfigError(f"train.cuda_graph needs a CUDA device; this run is on {device}")
+    torch.manual_seed(cfg.train.seed)
+
+    imageset = load_dataset(cfg.data)
+    split = saved_split or make_split(cfg.data, imageset)
+    train_sampler = make_sampler(cfg, imageset, split.train, side="train", device=device,
+                                 seed=rank_seed(cfg.train.seed, dist.rank))
+    heldout = make_sampler(cfg, imageset, split.heldout, side="val" if split.val else "test",
+                           device=device, seed=cfg.train.seed + 1)
+    model = build_model(cfg.model, imageset.image_shape, train_sampler.code).to(device)
+    if cfg.train.compile:
+        if not hasattr(model, "compile_step"):
+            raise ConfigError(f"train.compile applies to the MANN, not to {cfg.model.kind}")
+        model.compile_step()
+    optimizer = make_optimizer(cfg, model)
+    if payload:
+        restore(payload, ckpt_path, model, optimizer, train_sampler, dist)
+    elif cfg.model.encoder_init:  # resumed runs have these weights in their checkpoint
+        from .pretrained import init_encoder  # learn2learn: gym's import notice
+
+        init_encoder(model, cfg.model.encoder_init, split)
+    return Run(cfg, out_dir, dist, device, imageset, split, train_sampler, heldout, model,
+               dist.wrap(model, graphed=cfg.train.cuda_graph), optimizer, payload)
+
+
+def adopt_checkpoint_config(saved: Config, requested: dict[str, dict[str, Any]],
+                            out_dir: Path) -> Config:
+    """The checkpoint's config with the RESUMABLE settings of `requested` in it; ConfigError
+    when `requested` asks for any other setting to change."""
+    have = saved.to_dict()
+    conflicts = [f"{section}.{key} = {value!r} (the run has {have[section][key]!r})"
+                 for section, values in requested.items() for key, value in values.items()
+                 if (section, key) not in RESUMABLE and value != have[section][key]]
+    if conflicts:
+        raise ConfigError(f"{out_dir} was trained with another configuration; a resumed run "
+                          f"keeps its own, so drop or fix {', '.join(conflicts)}")
+    adopted = {section: {key: value for key, value in values.items()
+                         if (section, key) in RESUMABLE}
+               for section, values in requested.items()}
+    return replace(saved, **adopted)
+
+
+def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]  # not a frozen encoder
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr)
+    return torch.optim.RMSprop(params, lr=t.lr, momentum=0.9, eps=1e-5)
+
+
+def restore(payload: dict[str, Any], path: Path, model: nn.Module,
+            optimizer: torch.optim.Optimizer, sampler: EpisodeSampler, dist: Dist) -> None:
+    """Weights, optimiser and this process's RNG states from a checkpoint (the loop takes its
+    step, history and guard from the payload)."""
+    saved_world = int(payload.get("world_size", 1))  # absent: written by a single process
+    if saved_world != dist.world_size:
+        raise ConfigError(
+            f"{path} was written by a run of {saved_world} training process(es) and this one "
+            f"has {dist.world_size}: resume with the same number (torchrun --nnodes x "
+            f"--nproc_per_node = {saved_world}; 1: plain fewshot-mann train), since each "
+            f"process continues its own stream of episodes and the global batch is "
+            f"batch_size x processes")
+    load_weights(model, payload["model"], path)
+    # each process's own RNG states (older checkpoints: rank 0's alone)
+    sampler_rng, torch_rng = payload.get("rank_rng_states", [
+        (payload.get("sampler_rng"), payload.get("torch_rng"))])[dist.rank]
+    try:
+        optimizer.load_state_dict(payload["optimizer"])
+        sampler.generator.set_state(sampler_rng)
+        torch.set_rng_state(torch_rng)
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:
+        raise CheckpointError(f"{path}: optimiser or RNG state unusable: {err}") from err
+
+
+def make_sampler(cfg: Config, imageset: ImageSet, class_ids: list[str], *, side: str,
+                 device: torch.device | str, seed: int, presentations: int | None = None
+                 ) -> EpisodeSampler:
+    """Episodes over the `side` ("train", "val" or "test") classes of a split.
+
+    Training samplers add the random-rotation class augmentation. Classes with fewer images
+    than the presentations per class stop the run or are left out (data.min_images).
+    """
+    e = cfg.episodes
+    need = presentations or e.presentations
+    class_ids = usable_classes(imageset, class_ids, need, cfg.data.min_images, side)
+    if len(class_ids) < e.n_way:
+        raise DatasetError(f"{e.n_way}-way episodes need at least {e.n_way} {side} classes; "
+                           f"the split has {len(class_ids)} usable ones")
+    index, rotation = resolve(imageset, class_ids)
+    return EpisodeSampler(imageset, index, rotation, e.n_way, need,
+                          LabelCode.make(e.labels, e.n_way),
+                          rotate_classes=side == "train" and cfg.data.rotate_classes,
+                          device=device, seed=seed)
+
+
+def usable_classes(imageset: ImageSet, class_ids: list[str], need: int, policy: str,
+                   side: str) -> list[str]:
+    index, _ = resolve(imageset, class_ids)
+    short = (imageset.counts[index] < need).tolist()
+    if not any(short):
+        return class_ids
+    examples = [c for c, s in zip(class_ids, short, strict=True) if s][:5]
+    message = (f"{sum(short)} of {len(class_ids)} {side} classes have fewer than {need} images "
+               f"(the presentations per class), e.g. {examples}")
+    if policy == "error":
+        raise DatasetError(message + "; pass --min-images skip to leave them out, or lower "
+                                     "--presentations")
+    warnings.warn(message + "; left out", stacklevel=3)
+    return [c for c, s in zip(class_ids, short, strict=True) if not s]
