@@ -122,6 +122,33 @@ def test_protonet_trains_resumes_and_round_trips(tmp_path, data_root, cache_dir,
     assert result.episodes == 10 and 0 <= result.mean <= 1
 
 
+def test_a_baseline_nan_is_rolled_back_by_the_shared_loop(tmp_path, data_root, cache_dir,
+                                                          monkeypatch):
+    """The baselines train on the MANN's loop: a NaN loss at step 3 is caught before that
+    update, the run goes back to its last good state (step 2) at half the learning rate,
+    logs it, and finishes."""
+    from fewshot_mann.baselines.protonet import ProtoNet
+
+    real, calls = ProtoNet.meta_loss, []
+
+    def nan_once(self, tasks):
+        loss, accuracy = real(self, tasks)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 3 else loss), accuracy
+
+    monkeypatch.setattr(ProtoNet, "meta_loss", nan_once)
+    run = tmp_path / "nan"
+    assert train_main(train_args("protonet", run, data_root, cache_dir, "--ways", "5",
+                                 "--queries", "1", "--steps", "4")) == 0
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    events = [r for r in log if r.get("event") == "rollback"]
+    assert len(events) == 1 and events[0]["step"] == 2 and events[0]["lr_scale"] == 0.5
+    assert "the loss became nan at step 3" in events[0]["reason"]
+    _, payload = load_baseline(run / "model.pt")
+    assert payload["step"] == 4
+    assert log[-1]["step"] == 4 and log[-1]["lr"] == pytest.approx(0.5e-3)
+
+
 def test_protonet_learns_in_a_hundred_steps(tmp_path, data_root, cache_dir, omniglot28,
                                             test_classes):
     """100 steps of 20-way 1-shot episodes (3 s): on 100 5-way 1-shot test episodes this
