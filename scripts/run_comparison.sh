@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the runs of the comparison report (fewshot_mann/compare.py) on a 2-core CPU, with step
+# Train the runs of the comparison report (experiments/compare.py) on a 2-core CPU, with step
 # budgets cut to about 50 minutes per core: two queues, one per core, one torch thread each.
 # The full budgets of compare.PLAN need about 22 core-hours; the report records, for every
 # checkpoint, the exact training command it came from (steps included).

@@ -33,23 +33,23 @@ from typing import Any
 
 import torch
 
-from .baselines.checkpoint import load_baseline
-from .baselines.pixels import PIXEL_BASELINES
-from .baselines.tasks import SETTINGS, TEST_SEED, Setting, eval_episodes, score
-from .checkpoint import (
+from fewshot_mann.baselines.checkpoint import load_baseline
+from fewshot_mann.baselines.pixels import PIXEL_BASELINES
+from fewshot_mann.baselines.tasks import SETTINGS, TEST_SEED, Setting, eval_episodes, score
+from fewshot_mann.checkpoint import (
     CheckpointError,
     checkpoint_config,
     load_checkpoint,
     model_from_checkpoint,
 )
-from .cli import TRAIN_FLAGS
-from .config import Config
-from .data.imageset import ImageSet
-from .data.omniglot import load_omniglot
-from .data.splits import omniglot_split
-from .evaluate import evaluate_episodes
-from .run_eval import evaluate_checkpoint
-from .runtime import device_name, pick_device
+from fewshot_mann.cli import TRAIN_FLAGS
+from fewshot_mann.config import Config
+from fewshot_mann.data.imageset import ImageSet
+from fewshot_mann.data.omniglot import load_omniglot
+from fewshot_mann.data.splits import omniglot_split
+from fewshot_mann.evaluate import evaluate_episodes
+from fewshot_mann.run_eval import evaluate_checkpoint
+from fewshot_mann.runtime import device_name, pick_device
 
 MODEL = "model.pt"  # the file a finished run leaves (fewshot-mann train and baselines.train)
 SANTORO = {"santoro5": (5, "one-hot"), "santoro15": (15, "five-hot")}  # n_way, label code

@@ -1,0 +1,4 @@
+"""The project's own experiments: the comparison plan (compare.py) and the report generator
+(report.py). Not installed with the package (pyproject.toml finds `fewshot_mann*` only) and
+never imported by it; run from the repository root (`python scripts/report.py`).
+"""
