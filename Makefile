@@ -42,4 +42,4 @@ test: $(STAMP)
 	FEWSHOT_MANN_DATA=$(DATA_ROOT) $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check fewshot_mann scripts tests
+	$(BIN)/ruff check fewshot_mann experiments scripts tests

@@ -17,6 +17,8 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +26,13 @@ import torch
 
 from .episodes import LabelCode
 from .errors import ConfigError
+from .metrics import episode_loss
 from .runtime import device_name, pick_device
 
 BATCH_SIZES = (16, 64, 256, 1024)
 MEMORY_SLOTS = (128, 512, 2048)
 QUICK_BATCH_SIZES = (16, 256)
 QUICK_MEMORY_SLOTS = (128,)
-
 
 
 def random_episodes(code: LabelCode, batch_size: int, steps: int = 50, pixels: int = 400,
@@ -46,12 +48,32 @@ def random_episodes(code: LabelCode, batch_size: int, steps: int = 50, pixels: i
     return images, prev, targets
 
 
+def training_step(model: torch.nn.Module, forward: Callable[..., torch.Tensor],
+                  optimizer: torch.optim.Optimizer, images: torch.Tensor, prev: torch.Tensor,
+                  targets: torch.Tensor, clip_norm: float | None = None,
+                  autocast: Callable[[], AbstractContextManager] = nullcontext,
+                  ) -> None:
+    """One training step on a fixed episode batch, as the benchmark times it: `forward` (the
+    model, or its CUDA-graphed forward) under `autocast`, the episode loss plus the memory's
+    auxiliary loss, backward, the gradient norm clipped to `clip_norm` if given, the optimiser
+    step."""
+    with autocast():
+        logits = forward(images, prev)  # (B, T, G, S)
+    loss = episode_loss(logits.float(), targets)
+    if model.auxiliary_loss is not None:
+        loss = loss + model.auxiliary_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step()
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """One record, in this process: spec has memory, backend, mode, batch_size, memory_slots,
     device, min_seconds, compile."""
     from .config import ModelConfig
     from .cuda_graphs import graph_inference, graph_training_forward
-    from .metrics import episode_loss
     from .models import MANN
 
     device = torch.device(spec["device"])
@@ -78,12 +100,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         forward = capture(model, images, prev)
 
     def train_step() -> None:
-        loss = episode_loss(forward(images, prev), targets)
-        if model.auxiliary_loss is not None:
-            loss = loss + model.auxiliary_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(model, forward, optimizer, images, prev, targets)
 
     @torch.inference_mode()
     def infer_step() -> None:

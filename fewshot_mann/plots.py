@@ -1,4 +1,5 @@
-"""Accuracy-by-presentation plots (matplotlib, no display needed)."""
+"""Accuracy-by-presentation, learning-curve and throughput plots (matplotlib, no display
+needed)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,29 @@ def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     ax.grid(alpha=0.3)
     ax.set_title(title)
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_learning_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                         path: str | Path, xlabel: str = "training episodes",
+                         ylabel: str = "held-out accuracy (%)", title: str = "",
+                         references: Mapping[str, float] | None = None) -> Path:
+    """One line per run, {name: (x, y)}: e.g. held-out accuracy (%) against training episodes;
+    `references` adds dotted horizontal lines {label: y}, e.g. a published number."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, (x, y) in curves.items():
+        ax.plot(x, y, marker="o", ms=3, label=name)
+    for label, y in (references or {}).items():
+        ax.axhline(y, color="gray", linestyle=":", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

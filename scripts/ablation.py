@@ -17,12 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
 
+from fewshot_mann.plots import plot_learning_curves
 from fewshot_mann.runtime import device_name
 
 # name -> (description, extra flags, [model] TOML lines)
@@ -41,19 +38,8 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
         ["--lr", "3e-3", "--lr-min", "3e-3", "--batch-size", "16"], "key_strength = false"),
 }
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--data-root", default=None)
-parser.add_argument("--episodes", type=int, default=64_000, help="training episodes per variant")
-parser.add_argument("--eval-episodes", type=int, default=500)
-parser.add_argument("--jobs", type=int, default=2, help="variants trained at once")
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
-parser.add_argument("--out", type=Path, default=Path("results/plateau"))
-parser.add_argument("--only", nargs="*", default=None, help="variant names to (re)run")
-args = parser.parse_args()
-
-
-def command(name: str) -> list[str]:
+def command(name: str, args: argparse.Namespace) -> list[str]:
+    """The training command of a variant (its [model] TOML written beside its run folder)."""
     _, flags, toml = VARIANTS[name]
     run = args.runs / name
     run.mkdir(parents=True, exist_ok=True)
@@ -70,69 +56,77 @@ def command(name: str) -> list[str]:
     return cmd
 
 
-todo = args.only if args.only is not None else list(VARIANTS)
-for name in todo:
-    if (args.runs / name / "checkpoint.pt").exists():
-        (args.runs / name / "checkpoint.pt").unlink()
-        (args.runs / name / "train_log.jsonl").unlink(missing_ok=True)
-running: list[tuple[str, subprocess.Popen, float]] = []
-queue = list(todo)
-while queue or running:
-    while queue and len(running) < args.jobs:
-        name = queue.pop(0)
-        print("start", name, flush=True)
-        running.append((name, subprocess.Popen(command(name)), time.time()))
-    for item in list(running):
-        name, proc, started = item
-        if proc.poll() is not None:
-            running.remove(item)
-            if proc.returncode != 0:
-                sys.exit(f"{name} failed with exit code {proc.returncode}")
-            print(f"done {name} in {time.time() - started:.0f} s", flush=True)
-    time.sleep(2)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--episodes", type=int, default=64_000,
+                        help="training episodes per variant")
+    parser.add_argument("--eval-episodes", type=int, default=500)
+    parser.add_argument("--jobs", type=int, default=2, help="variants trained at once")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
+    parser.add_argument("--out", type=Path, default=Path("results/plateau"))
+    parser.add_argument("--only", nargs="*", default=None, help="variant names to (re)run")
+    args = parser.parse_args(argv)
 
-summary = {}
-for name, (description, *_rest) in VARIANTS.items():
-    log = args.runs / name / "train_log.jsonl"
-    if not log.exists():
-        continue
-    records = [json.loads(line) for line in log.read_text().splitlines()]
-    evals = [r for r in records if "heldout_instance_accuracy" in r]
-    summary[name] = {
-        "description": description, "command": " ".join(command(name)[2:]),
-        "curve": [{"episodes": r["episodes"], "elapsed_s": r["elapsed_s"],
-                   "heldout_2nd": r["heldout_instance_accuracy"][1],
-                   "heldout_10th": r["heldout_instance_accuracy"][-1]} for r in evals]}
+    todo = args.only if args.only is not None else list(VARIANTS)
+    for name in todo:
+        if (args.runs / name / "checkpoint.pt").exists():
+            (args.runs / name / "checkpoint.pt").unlink()
+            (args.runs / name / "train_log.jsonl").unlink(missing_ok=True)
+    running: list[tuple[str, subprocess.Popen, float]] = []
+    queue = list(todo)
+    while queue or running:
+        while queue and len(running) < args.jobs:
+            name = queue.pop(0)
+            print("start", name, flush=True)
+            running.append((name, subprocess.Popen(command(name, args)), time.time()))
+        for item in list(running):
+            name, proc, started = item
+            if proc.poll() is not None:
+                running.remove(item)
+                if proc.returncode != 0:
+                    print(f"{name} failed with exit code {proc.returncode}", file=sys.stderr)
+                    return 1
+                print(f"done {name} in {time.time() - started:.0f} s", flush=True)
+        time.sleep(2)
 
-args.out.mkdir(parents=True, exist_ok=True)
-torch.set_num_threads(1)
-machine = device_name(torch.device("cpu"))
-(args.out / "ablation.json").write_text(json.dumps(
-    {"machine": machine, "episodes": args.episodes, "seed": args.seed, "variants": summary},
-    indent=1) + "\n")
-fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-for name, s in summary.items():
-    ax.plot([c["episodes"] for c in s["curve"]], [100 * c["heldout_2nd"] for c in s["curve"]],
-            marker="o", ms=3, label=name)
-ax.axhline(82.8, color="gray", linestyle=":", label="Santoro et al. 2016: 82.8 %")
-ax.set_xlabel("training episodes")
-ax.set_ylabel("held-out accuracy, 2nd presentation (%)")
-ax.grid(alpha=0.3)
-ax.legend(fontsize=7)
-fig.tight_layout()
-fig.savefig(args.out / "ablation.png")
+    summary = {}
+    for name, (description, *_rest) in VARIANTS.items():
+        log = args.runs / name / "train_log.jsonl"
+        if not log.exists():
+            continue
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        evals = [r for r in records if "heldout_instance_accuracy" in r]
+        summary[name] = {
+            "description": description, "command": " ".join(command(name, args)[2:]),
+            "curve": [{"episodes": r["episodes"], "elapsed_s": r["elapsed_s"],
+                       "heldout_2nd": r["heldout_instance_accuracy"][1],
+                       "heldout_10th": r["heldout_instance_accuracy"][-1]} for r in evals]}
 
-checkpoints = sorted({c["episodes"] for s in summary.values() for c in s["curve"]})
-marks = [e for e in checkpoints if e % 16_000 == 0] or checkpoints
-lines = ["| variant | " + " | ".join(f"{e // 1000}k ep." for e in marks) + " |",
-         "|---|" + "---|" * len(marks)]
-for name, s in summary.items():
-    at = {c["episodes"]: c["heldout_2nd"] for c in s["curve"]}
-    lines.append(f"| `{name}` | " + " | ".join(
-        f"{100 * at[e]:.1f}" if e in at else "" for e in marks) + " |")
-table = "\n".join(lines)
-descriptions = "\n".join(f"- `{n}`: {s['description']}" for n, s in summary.items())
-(args.out / "README.md").write_text(f"""# The MANN plateau: what shortens it
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    machine = device_name(torch.device("cpu"))
+    (args.out / "ablation.json").write_text(json.dumps(
+        {"machine": machine, "episodes": args.episodes, "seed": args.seed, "variants": summary},
+        indent=1) + "\n")
+    plot_learning_curves(
+        {name: ([c["episodes"] for c in s["curve"]], [100 * c["heldout_2nd"] for c in s["curve"]])
+         for name, s in summary.items()}, args.out / "ablation.png",
+        ylabel="held-out accuracy, 2nd presentation (%)",
+        references={"Santoro et al. 2016: 82.8 %": 82.8})
+
+    checkpoints = sorted({c["episodes"] for s in summary.values() for c in s["curve"]})
+    marks = [e for e in checkpoints if e % 16_000 == 0] or checkpoints
+    lines = ["| variant | " + " | ".join(f"{e // 1000}k ep." for e in marks) + " |",
+             "|---|" + "---|" * len(marks)]
+    for name, s in summary.items():
+        at = {c["episodes"]: c["heldout_2nd"] for c in s["curve"]}
+        lines.append(f"| `{name}` | " + " | ".join(
+            f"{100 * at[e]:.1f}" if e in at else "" for e in marks) + " |")
+    table = "\n".join(lines)
+    descriptions = "\n".join(f"- `{n}`: {s['description']}" for n, s in summary.items())
+    (args.out / "README.md").write_text(f"""# The MANN plateau: what shortens it
 
 Held-out accuracy (%) at the 2nd presentation of a class (5-way, 10 presentations, santoro
 split, {args.eval_episodes} fixed held-out episodes per point) against training episodes, for
@@ -149,4 +143,9 @@ Only episodes are compared: the wall-clock in ablation.json depends on what else
 machine. Regenerate: `python scripts/ablation.py --episodes {args.episodes}` (commands of each
 run in ablation.json).
 """)
-print(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

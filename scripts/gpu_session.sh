@@ -72,7 +72,7 @@ for part in "$@"; do
         --out "$OUT/time-to-accuracy.json" 2>&1 | quiet ;;
   conv)
     max=${CONV_MAX_SECONDS:-150}
-    # the comparison's step budgets (fewshot_mann/compare.py); --time-limit is the safety net
+    # the comparison's step budgets (experiments/compare.py); --time-limit is the safety net
     for run in "5 6000" "20 1500"; do
         set -- $run
         dir=/tmp/runs/mann-conv-vinyals$1

@@ -16,24 +16,31 @@ from fewshot_mann.data.omniglot import BACKGROUND, EVALUATION, find_omniglot
 
 OUT = Path(__file__).resolve().parents[1] / "fewshot_mann" / "data" / "splits" / "santoro"
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--data-root", default="data")
-parser.add_argument("--check", action="store_true", help="compare with the shipped files")
-args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--check", action="store_true", help="compare with the shipped files")
+    args = parser.parse_args(argv)
 
-folder = find_omniglot(args.data_root)
-names = sorted(f"{p.parent.name}/{p.name}" for group in (BACKGROUND, EVALUATION)
-               for p in (folder / group).glob("*/*") if p.is_dir())
-assert len(names) == 1623, len(names)
-random.Random(0).shuffle(names)
-parts = {"train": sorted(names[:1200]), "test": sorted(names[1200:])}
-for part, ids in parts.items():
-    text = "\n".join(ids) + "\n"
-    path = OUT / f"{part}.txt"
-    if args.check:
-        if path.read_text() != text:
-            sys.exit(f"{path} differs from the regenerated split")
-    else:
-        path.write_text(text)
-sizes = {k: len(v) for k, v in parts.items()}
-print("santoro split:", sizes, "checked" if args.check else "written")
+    folder = find_omniglot(args.data_root)
+    names = sorted(f"{p.parent.name}/{p.name}" for group in (BACKGROUND, EVALUATION)
+                   for p in (folder / group).glob("*/*") if p.is_dir())
+    assert len(names) == 1623, len(names)
+    random.Random(0).shuffle(names)
+    parts = {"train": sorted(names[:1200]), "test": sorted(names[1200:])}
+    for part, ids in parts.items():
+        text = "\n".join(ids) + "\n"
+        path = OUT / f"{part}.txt"
+        if args.check:
+            if path.read_text() != text:
+                print(f"{path} differs from the regenerated split", file=sys.stderr)
+                return 1
+        else:
+            path.write_text(text)
+    sizes = {k: len(v) for k, v in parts.items()}
+    print("santoro split:", sizes, "checked" if args.check else "written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

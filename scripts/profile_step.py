@@ -6,8 +6,10 @@ shapes, after a timed run that gives episodes/s.
     python scripts/profile_step.py --device cuda --cuda-graph --batch-size 16384 \\
         --precision tf32 --json profile.json         # scripts/gpu_session.sh profile
 
-With --cuda-graph the step is the one `train --cuda-graph` runs: forward and backward replayed
-from a CUDA graph (fewshot_mann/cuda_graphs.py), loss, clipping and Adam eager.
+The step is `fewshot_mann.bench.training_step`, the benchmark's, with the gradient clipping
+of `train` (norm 10). With --cuda-graph it is the one `train --cuda-graph` runs: forward and
+backward replayed from a CUDA graph (fewshot_mann/cuda_graphs.py), loss, clipping and Adam
+eager.
 --precision tf32 turns on TF32 matmuls, bf16 runs the forward under bf16 autocast, as
 `train --precision` does.
 """
@@ -16,103 +18,101 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from fewshot_mann.bench import random_episodes
+from fewshot_mann.bench import random_episodes, training_step
 from fewshot_mann.config import ModelConfig
 from fewshot_mann.cuda_graphs import graph_training_forward
 from fewshot_mann.episodes import LabelCode
-from fewshot_mann.metrics import episode_loss
 from fewshot_mann.models import MANN
 from fewshot_mann.runtime import device_name
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--batch-size", type=int, default=256)
-parser.add_argument("--threads", type=int, default=0)
-parser.add_argument("--device", default="cpu", help="cpu | cuda")
-parser.add_argument("--cuda-graph", action="store_true", help="graphed forward + backward")
-parser.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
-parser.add_argument("--steps", type=int, default=3, help="profiled steps")
-parser.add_argument("--timed-steps", type=int, default=0, help="steps timed before profiling")
-parser.add_argument("--rows", type=int, default=20)
-parser.add_argument("--json", type=Path, default=None, help="append a summary line here")
-args = parser.parse_args()
-if args.threads:
-    torch.set_num_threads(args.threads)
-device = torch.device(args.device)
-cuda = device.type == "cuda"
-torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
-torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
 
-B, T = args.batch_size, 50
-code = LabelCode.make("one-hot", 5)
-model = MANN(ModelConfig(), (1, 20, 20), code).to(device)
-optimizer = torch.optim.Adam(model.parameters())
-images, prev, targets = random_episodes(code, B, T, device=device)  # (B, T, 400), (B, T, 5)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument("--cuda-graph", action="store_true", help="graphed forward + backward")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
+    parser.add_argument("--steps", type=int, default=3, help="profiled steps")
+    parser.add_argument("--timed-steps", type=int, default=0,
+                        help="steps timed before profiling")
+    parser.add_argument("--rows", type=int, default=20)
+    parser.add_argument("--json", type=Path, default=None, help="append a summary line here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
 
+    B, T = args.batch_size, 50
+    code = LabelCode.make("one-hot", 5)
+    model = MANN(ModelConfig(), (1, 20, 20), code).to(device)
+    optimizer = torch.optim.Adam(model.parameters())
+    images, prev, targets = random_episodes(code, B, T, device=device)  # (B, T, 400), (B, T, 5)
 
-def autocast() -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16",
-                          cache_enabled=not args.cuda_graph)
+    def autocast() -> torch.autocast:
+        return torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=args.precision == "bf16", cache_enabled=not args.cuda_graph)
 
+    forward = model
+    if args.cuda_graph:
+        with autocast():
+            forward = graph_training_forward(model, images, prev)
 
-forward = model
-if args.cuda_graph:
-    with autocast():
-        forward = graph_training_forward(model, images, prev)
+    def step() -> None:  # the benchmark's training step, with train's clipping and precision
+        training_step(model, forward, optimizer, images, prev, targets, clip_norm=10.0,
+                      autocast=autocast)
 
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
 
-def step() -> None:
-    with autocast():
-        logits = forward(images, prev)  # (B, T, 1, 5)
-    loss = episode_loss(logits.float(), targets)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-    optimizer.step()
-
-
-def sync() -> None:
-    if cuda:
-        torch.cuda.synchronize(device)
-
-
-step()
-sync()
-rate = None
-if args.timed_steps:
-    started = time.perf_counter()
-    for _ in range(args.timed_steps):
-        step()
+    step()
     sync()
-    rate = args.timed_steps * B / (time.perf_counter() - started)
-activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-with profile(activities=activities, record_shapes=True) as prof:
-    for _ in range(args.steps):
-        step()
-    sync()
-setting = (f"batch {B}, T = {T}, paper sizes, {args.precision}"
-           f"{', CUDA graph' if args.cuda_graph else ''}; {device_name(device)}, "
-           f"torch {torch.__version__}")
-if rate is not None:
-    print(f"# {args.timed_steps} timed training steps: {rate:,.0f} episodes/s; {setting}")
-print(f"# {args.steps} profiled training steps, {setting}")
-sort = "self_device_time_total" if cuda else "self_cpu_time_total"
-averages = prof.key_averages(group_by_input_shape=not cuda)
-print(averages.table(sort_by=sort, row_limit=args.rows, max_name_column_width=40,
-                     max_shapes_column_width=60))
-if args.json:
-    top = sorted(averages, key=lambda e: getattr(e, sort), reverse=True)[:args.rows]
-    with open(args.json, "a") as f:
-        f.write(json.dumps({
-            "batch_size": B, "precision": args.precision, "cuda_graph": args.cuda_graph,
-            "device": device_name(device), "torch": str(torch.__version__),
-            "episodes_per_s": rate, "timed_steps": args.timed_steps,
-            "profiled_steps": args.steps,
-            "top": [{"name": e.key, "count": e.count,
-                     "self_us": getattr(e, sort)} for e in top],
-        }) + "\n")
+    rate = None
+    if args.timed_steps:
+        started = time.perf_counter()
+        for _ in range(args.timed_steps):
+            step()
+        sync()
+        rate = args.timed_steps * B / (time.perf_counter() - started)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(args.steps):
+            step()
+        sync()
+    setting = (f"batch {B}, T = {T}, paper sizes, {args.precision}"
+               f"{', CUDA graph' if args.cuda_graph else ''}; {device_name(device)}, "
+               f"torch {torch.__version__}")
+    if rate is not None:
+        print(f"# {args.timed_steps} timed training steps: {rate:,.0f} episodes/s; {setting}")
+    print(f"# {args.steps} profiled training steps, {setting}")
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    averages = prof.key_averages(group_by_input_shape=not cuda)
+    print(averages.table(sort_by=sort, row_limit=args.rows, max_name_column_width=40,
+                         max_shapes_column_width=60))
+    if args.json:
+        top = sorted(averages, key=lambda e: getattr(e, sort), reverse=True)[:args.rows]
+        with open(args.json, "a") as f:
+            f.write(json.dumps({
+                "batch_size": B, "precision": args.precision, "cuda_graph": args.cuda_graph,
+                "device": device_name(device), "torch": str(torch.__version__),
+                "episodes_per_s": rate, "timed_steps": args.timed_steps,
+                "profiled_steps": args.steps,
+                "top": [{"name": e.key, "count": e.count,
+                         "self_us": getattr(e, sort)} for e in top],
+            }) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Regenerate the comparison report: results/REPORT.md, results/report.json and the plots.
 
-Evaluates every checkpoint of `fewshot_mann.compare.PLAN` found under --runs on the shared test
+Evaluates every checkpoint of `experiments.compare.PLAN` found under --runs on the shared test
 episodes (runs without a checkpoint are listed as "not run" with the command that trains them),
 writes one record per method and setting to <out>/compare/, then the report. Nothing is
 trained here: long trainings are run beforehand (or their committed checkpoints reused).
@@ -17,11 +17,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from fewshot_mann.compare import Context, evaluate_plan
-from fewshot_mann.report import write_report
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
+    if str(REPO) not in sys.path:  # experiments/ stands beside the package, not installed
+        sys.path.insert(0, str(REPO))
+    from experiments.compare import Context, evaluate_plan
+    from experiments.report import write_report
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/compare"),
                         help="folder holding one sub-folder per run (see compare.PLAN)")

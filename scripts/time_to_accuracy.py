@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -28,76 +29,86 @@ from fewshot_mann.run_eval import evaluate_checkpoint
 from fewshot_mann.runtime import device_name, device_slug, pick_device
 from fewshot_mann.train import Trainer
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--data-root", default=None)
-parser.add_argument("--cache-dir", default=None)
-parser.add_argument("--device", default="auto")
-parser.add_argument("--threads", type=int, default=0)
-parser.add_argument("--target", type=float, default=0.828)
-parser.add_argument("--max-steps", type=int, default=20_000)
-parser.add_argument("--batch-size", type=int, default=None)
-parser.add_argument("--lr", type=float, default=None)
-parser.add_argument("--eval-every", type=int, default=250)
-parser.add_argument("--max-seconds", type=float, default=0.0,
-                    help="give up at the first evaluation after this many seconds (0: never)")
-parser.add_argument("--precision", default="fp32", help="fp32 | tf32 | bf16")
-parser.add_argument("--cuda-graph", action="store_true",
-                    help="capture each training step's episode as a CUDA graph (CUDA only)")
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--run-dir", type=Path, default=Path("runs/time-to-accuracy"),
-                    help="training run folder; must not exist unless --overwrite")
-parser.add_argument("--overwrite", action="store_true", help="delete --run-dir first")
-parser.add_argument("--out", type=Path, default=None,
-                    help="JSON path (default results/time_to_accuracy/<device>.json)")
-args = parser.parse_args()
 
-data = {k: v for k, v in {"data_root": args.data_root, "cache_dir": args.cache_dir}.items() if v}
-train = {"steps": args.max_steps, "lr_min": 1e-4, "seed": args.seed, "device": args.device,
-         "threads": args.threads, "eval_every": args.eval_every, "eval_episodes": 500,
-         "precision": args.precision, "cuda_graph": args.cuda_graph,
-         "checkpoint_every": args.eval_every, "log_every": args.eval_every}
-if args.batch_size:
-    train["batch_size"] = args.batch_size
-if args.lr:
-    train["lr"] = args.lr
-cfg = replace(Config(), data=data, train=train)
-if args.run_dir.exists():
-    if not args.overwrite:
-        parser.error(f"{args.run_dir} exists: pass --overwrite to delete it, or another --run-dir")
-    shutil.rmtree(args.run_dir)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--target", type=float, default=0.828)
+    parser.add_argument("--max-steps", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--max-seconds", type=float, default=0.0,
+                        help="give up at the first evaluation after this many seconds (0: never)")
+    parser.add_argument("--precision", default="fp32", help="fp32 | tf32 | bf16")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="capture each training step's episode as a CUDA graph (CUDA only)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/time-to-accuracy"),
+                        help="training run folder; must not exist unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="delete --run-dir first")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default results/time_to_accuracy/<device>.json)")
+    args = parser.parse_args(argv)
 
-started = time.perf_counter()
-trainer = Trainer(cfg, args.run_dir, stop_accuracy=args.target, time_limit_s=args.max_seconds)
-setup_s = time.perf_counter() - started
-history = trainer.run()
-evals = [r for r in history if "heldout_instance_accuracy" in r]
-last = evals[-1]
-reached = last["heldout_instance_accuracy"][1] >= args.target
-confirm = evaluate_checkpoint(args.run_dir / "checkpoint.pt", episodes=1000,
-                              out_dir=args.run_dir / "confirm", presentations=10,
-                              device=args.device, progress=False)
+    data = {k: v for k, v in {"data_root": args.data_root, "cache_dir": args.cache_dir}.items()
+            if v}
+    train = {"steps": args.max_steps, "lr_min": 1e-4, "seed": args.seed, "device": args.device,
+             "threads": args.threads, "eval_every": args.eval_every, "eval_episodes": 500,
+             "precision": args.precision, "cuda_graph": args.cuda_graph,
+             "checkpoint_every": args.eval_every, "log_every": args.eval_every}
+    if args.batch_size:
+        train["batch_size"] = args.batch_size
+    if args.lr:
+        train["lr"] = args.lr
+    cfg = replace(Config(), data=data, train=train)
+    if args.run_dir.exists():
+        if not args.overwrite:
+            parser.error(f"{args.run_dir} exists: pass --overwrite to delete it, or another "
+                         f"--run-dir")
+        shutil.rmtree(args.run_dir)
 
-device = device_name(pick_device(args.device))
-doc = {
-    "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-    "target_2nd_presentation": args.target, "reached": reached,
-    "wall_clock_s": last["elapsed_s"], "setup_s": round(setup_s, 1),
-    "episodes": last["episodes"], "steps": last["step"],
-    "heldout_2nd_at_stop": last["heldout_instance_accuracy"][1],
-    "confirm_1000_fresh_episodes": {"instance_accuracy": confirm.instance_accuracy,
-                                    "instance_ci95": confirm.instance_ci95},
-    "curve": [{"step": r["step"], "episodes": r["episodes"], "elapsed_s": r["elapsed_s"],
-               "heldout_2nd": r["heldout_instance_accuracy"][1]} for r in evals],
-    "config": cfg.to_dict(),
-    "command": "python scripts/time_to_accuracy.py " + " ".join(
-        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
-        for k, v in vars(args).items()
-        if v is not None and v is not False and k not in ("out", "run_dir", "overwrite")),
-}
-out = args.out or Path("results/time_to_accuracy") / f"{device_slug(pick_device(args.device))}.json"
-out.parent.mkdir(parents=True, exist_ok=True)
-out.write_text(json.dumps(doc, indent=1) + "\n")
-verdict = "reached" if reached else "did NOT reach"
-print(f"{verdict} {args.target:.1%} at the 2nd presentation after {last['episodes']} episodes, "
-      f"{last['elapsed_s']:.0f} s on {device}; confirmed on 1,000 fresh episodes: "
-      f"{confirm.instance_accuracy[1]:.1%} +- {confirm.instance_ci95[1]:.1%}; wrote {out}")
+    started = time.perf_counter()
+    trainer = Trainer(cfg, args.run_dir, stop_accuracy=args.target, time_limit_s=args.max_seconds)
+    setup_s = time.perf_counter() - started
+    history = trainer.run()
+    evals = [r for r in history if "heldout_instance_accuracy" in r]
+    last = evals[-1]
+    reached = last["heldout_instance_accuracy"][1] >= args.target
+    confirm = evaluate_checkpoint(args.run_dir / "checkpoint.pt", episodes=1000,
+                                  out_dir=args.run_dir / "confirm", presentations=10,
+                                  device=args.device, progress=False)
+
+    device = device_name(pick_device(args.device))
+    doc = {
+        "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "target_2nd_presentation": args.target, "reached": reached,
+        "wall_clock_s": last["elapsed_s"], "setup_s": round(setup_s, 1),
+        "episodes": last["episodes"], "steps": last["step"],
+        "heldout_2nd_at_stop": last["heldout_instance_accuracy"][1],
+        "confirm_1000_fresh_episodes": {"instance_accuracy": confirm.instance_accuracy,
+                                        "instance_ci95": confirm.instance_ci95},
+        "curve": [{"step": r["step"], "episodes": r["episodes"], "elapsed_s": r["elapsed_s"],
+                   "heldout_2nd": r["heldout_instance_accuracy"][1]} for r in evals],
+        "config": cfg.to_dict(),
+        "command": "python scripts/time_to_accuracy.py " + " ".join(
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            for k, v in vars(args).items()
+            if v is not None and v is not False and k not in ("out", "run_dir", "overwrite")),
+    }
+    slug = device_slug(pick_device(args.device))
+    out = args.out or Path("results/time_to_accuracy") / f"{slug}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    verdict = "reached" if reached else "did NOT reach"
+    print(f"{verdict} {args.target:.1%} at the 2nd presentation after {last['episodes']} "
+          f"episodes, {last['elapsed_s']:.0f} s on {device}; confirmed on 1,000 fresh episodes: "
+          f"{confirm.instance_accuracy[1]:.1%} +- {confirm.instance_ci95[1]:.1%}; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

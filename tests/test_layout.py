@@ -1,12 +1,20 @@
-"""The package's import graph: no cycles (imports inside functions count too), and the leaf
-modules stay leaves."""
+"""The package's import graph: no cycles (imports inside functions count too), the leaf
+modules stay leaves, and the package never imports the repository's experiments. The scripts
+are thin: importing one does no work."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
+import sys
+import time
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "fewshot_mann"
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "fewshot_mann"
+SCRIPTS = sorted((REPO / "scripts").glob("*.py"))
 
 
 def module_name(path: Path) -> str:
@@ -79,3 +87,34 @@ def test_leaves_stay_leaves():
     assert graph["fewshot_mann.errors"] == set()
     assert graph["fewshot_mann.runtime"] == {"fewshot_mann.errors"}
     assert graph["fewshot_mann.config"] <= {"fewshot_mann.errors"}
+
+
+def test_the_package_does_not_import_experiments():
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            assert not any(n.split(".")[0] in ("experiments", "scripts") for n in names), path
+
+
+def _snapshot(root: Path) -> dict[str, int]:
+    """Every file below root (but .git) and its modification time."""
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")
+            if p.is_file() and ".git" not in p.parts}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
+def test_a_script_does_nothing_when_imported(script, tmp_path, monkeypatch):
+    import torch  # noqa: F401  (its own import time is not the script's)
+
+    monkeypatch.chdir(tmp_path)  # a script that writes to the working folder would write here
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.setattr(sys, "argv", [str(script), "--help"])  # parsing at import would exit
+    before = _snapshot(REPO)
+    started = time.perf_counter()
+    spec = importlib.util.spec_from_file_location(f"script_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert time.perf_counter() - started < 5, f"{script.name} works when imported"
+    assert callable(getattr(module, "main", None)), f"{script.name} has no main()"
+    assert list(tmp_path.iterdir()) == [] and _snapshot(REPO) == before

@@ -8,9 +8,9 @@ import json
 import shutil
 from pathlib import Path
 
+from experiments.compare import SANTORO_INSTANCES
 from fewshot_mann.baselines.train import main as train_baseline
 from fewshot_mann.cli import main as fewshot_mann
-from fewshot_mann.compare import SANTORO_INSTANCES
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "report.py"
 TINY = ["--controller-size", "32", "--memory-slots", "16", "--memory-width", "8",

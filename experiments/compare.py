@@ -13,7 +13,9 @@ Two protocols, each with one set of test episodes that every method sees (fixed 
                           before it
 
 `PLAN` lists the runs: where each run's checkpoint lives (under a runs root), the command that
-trains it, and the configuration the checkpoint must have. `evaluate_run` scores a run's
+trains it with its full step budget, its budget cut to fit the CPU queues that trained the
+committed checkpoints, the queue that trains it (`QUEUES`, `STAGES`; `experiments.queue` runs
+them), and the configuration the checkpoint must have. `evaluate_run` scores a run's
 `model.pt` on its settings, or reports "not run" (no checkpoint, or one of another
 configuration): numbers are only ever measured, never filled in. Each score is a `Record`,
 written to <results>/compare/<method>/<setting>.json and reused by `--reuse` while the
@@ -27,29 +29,29 @@ import json
 import shlex
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .baselines.checkpoint import load_baseline
-from .baselines.pixels import PIXEL_BASELINES
-from .baselines.tasks import SETTINGS, TEST_SEED, Setting, eval_episodes, score
-from .checkpoint import (
+from fewshot_mann.baselines.checkpoint import load_baseline
+from fewshot_mann.baselines.pixels import PIXEL_BASELINES
+from fewshot_mann.baselines.tasks import SETTINGS, TEST_SEED, Setting, eval_episodes, score
+from fewshot_mann.checkpoint import (
     CheckpointError,
     checkpoint_config,
     load_checkpoint,
     model_from_checkpoint,
 )
-from .cli import TRAIN_FLAGS
-from .config import Config
-from .data.imageset import ImageSet
-from .data.omniglot import load_omniglot
-from .data.splits import omniglot_split
-from .evaluate import evaluate_episodes
-from .run_eval import evaluate_checkpoint
-from .runtime import device_name, pick_device
+from fewshot_mann.cli import TRAIN_FLAGS
+from fewshot_mann.config import Config
+from fewshot_mann.data.imageset import ImageSet
+from fewshot_mann.data.omniglot import load_omniglot
+from fewshot_mann.data.splits import omniglot_split
+from fewshot_mann.evaluate import evaluate_episodes
+from fewshot_mann.run_eval import evaluate_checkpoint
+from fewshot_mann.runtime import device_name, pick_device
 
 MODEL = "model.pt"  # the file a finished run leaves (fewshot-mann train and baselines.train)
 SANTORO = {"santoro5": (5, "one-hot"), "santoro15": (15, "five-hot")}  # n_way, label code
@@ -62,13 +64,29 @@ BASELINE_TRAIN = "python -m fewshot_mann.baselines.train"
 
 @dataclass(frozen=True)
 class Run:
-    """One training run and the settings its checkpoint is scored on."""
+    """One training run, its two step budgets, the queue that trains it and the settings its
+    checkpoint is scored on."""
 
     method: str
     settings: tuple[str, ...]
     folder: str | None  # under the runs root; None: nothing to train (scikit-learn)
-    command: str = ""  # trains it; {out} stands for the run folder, {runs} for the runs root
+    program: str = ""  # "fewshot-mann train" or BASELINE_TRAIN
+    args: str = ""  # what it trains (everything but budget, threads and output); {runs}: root
+    steps: int = 0  # the full budget
+    options: str = "--threads 1"  # after --steps in the full-budget command
     expect: tuple[tuple[str, Any], ...] = ()  # (config key, value) the checkpoint must have
+    cpu_steps: int | None = None  # the budget cut to fit the CPU queues; None: not run there
+    cpu_options: str = ""  # after --steps on a CPU queue
+    queue: str = ""  # the queue (one per core, see STAGES) that trains it
+    place: int = 0  # its place in that queue, from 1
+
+    @property
+    def command(self) -> str:
+        """The full-budget command; {out} stands for the run folder, {runs} for the runs
+        root; "" when there is nothing to train."""
+        if self.folder is None:
+            return ""
+        return f"{self.program} {self.args} --steps {self.steps} {self.options} --out {{out}}"
 
 
 @dataclass
@@ -97,25 +115,57 @@ class Record:
     eval_command: str = ""
 
 
+# The CPU queues, one per core with one torch thread each, and what each trains in turn with
+# its CPU budget: the step budgets cut to about 20-120 minutes a core, with which the checkpoints
+# of results/compare-runs were trained (`scripts/run_comparison.sh RUNS STAGE`; results/REPORT.md
+# records each checkpoint's command). None: not trained on a CPU queue (NOT_ON_CPU says why);
+# the full-budget queues (`python -m experiments.queue RUNS STAGE --budget full`) run it there.
+QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
+    "a": (("lstm-santoro5", 10000), ("feedforward-santoro5", 2000),
+          ("feedforward-santoro15", 1000), ("lstm-santoro15", 4000), ("mann-santoro15", 5000),
+          ("protonet-1shot", 5000)),
+    "b": (("mann-vinyals5", 10000), ("protonet-5shot", 4000), ("maml-5w1s", 1500),
+          ("maml-5w5s", 600), ("mann-santoro5", None)),
+    "c": (("mann-vinyals20", 10000),),
+    "d": (("maml-20w1s", 7000),),
+    "e": (("maml-20w5s", 1000),),
+    "f": (("mann-conv-vinyals5", 4500), ("mann-conv-vinyals20", None)),
+    "g": (("mann-pretrained-vinyals5", 5000), ("mann-pretrained-vinyals20", 8000)),
+    "h": (("mann-gpu-santoro15", None),),
+}
+# Stage 1 is the first 50 minutes of the CPU budget; stage 2 (about 65 minutes) adds the 20-way
+# MANN and the 20-way 1-shot MAML; stage 3 (one core, about 40 minutes) the 20-way 5-shot MAML.
+# Stage 4 (about 2 hours) needs the ProtoNets run of stage 1: the MANN with the conv encoder,
+# 5-way, and the MANN on the frozen ProtoNets CNN, 5-way then 20-way. Stage 5 is the GPU run.
+STAGES: dict[int, tuple[str, ...]] = {1: ("a", "b"), 2: ("c", "d"), 3: ("e",), 4: ("f", "g"),
+                                      5: ("h",)}
+CPU_OPTIONS = {"mann-conv-vinyals5": "--time-limit 8400"}
+NOT_ON_CPU = {
+    "mann-santoro5": "its folder links to results/santoro-5way, trained at the full budget",
+    "mann-conv-vinyals20": "6.6 s a step on one core: not even 1,500 steps fit",
+    "mann-gpu-santoro15": "a GPU run, the N-way curriculum recipe of results/scaling",
+}
+
+
 def _plan() -> tuple[Run, ...]:
-    """Step budgets fit a CPU: about 22 core-hours in all, from the seconds per step measured
-    on one core of an AMD EPYC with one torch thread (in the comments)."""
+    """Full step budgets fit a CPU: about 22 core-hours in all, from the seconds per step
+    measured on one core of an AMD EPYC with one torch thread (in the comments)."""
     runs = []
+    train = "fewshot-mann train"
     # s/step, MANN / LSTM / feedforward: 5-way 0.097 / 0.032 / 0.008, 15-way 0.27 / 0.098 / 0.023
     for kind in ("mann", "lstm", "feedforward"):
         for group, (n_way, labels) in SANTORO.items():
             runs.append(Run(
-                kind, (group,), f"{kind}-{group}",
-                f"fewshot-mann train --model {kind} --split santoro --n-way {n_way} "
-                f"--labels {labels} --steps 40000 --threads 1 --out {{out}}",
-                (("model.kind", kind), ("data.split", "santoro"),
-                 ("episodes.n_way", n_way), ("episodes.labels", labels))))
+                kind, (group,), f"{kind}-{group}", train,
+                f"--model {kind} --split santoro --n-way {n_way} --labels {labels}", 40000,
+                expect=(("model.kind", kind), ("data.split", "santoro"),
+                        ("episodes.n_way", n_way), ("episodes.labels", labels))))
     # the N-way curriculum recipe of results/scaling, on one GPU (a CPU core: about 2 s a step)
     runs.append(Run(
-        "mann-gpu", ("santoro15",), "mann-gpu-santoro15",
-        "fewshot-mann train --split santoro --n-way 15 --labels five-hot --curriculum 5,10 "
-        "--curriculum-accuracy 0.5 --lr 3e-3 --lr-min 1e-4 --steps 3500 --batch-size 256 "
-        "--device cuda --cuda-graph --time-limit 145 --out {out}",
+        "mann-gpu", ("santoro15",), "mann-gpu-santoro15", train,
+        "--split santoro --n-way 15 --labels five-hot --curriculum 5,10 "
+        "--curriculum-accuracy 0.5 --lr 3e-3 --lr-min 1e-4", 3500,
+        "--batch-size 256 --device cuda --cuda-graph --time-limit 145",
         (("model.kind", "mann"), ("data.split", "santoro"), ("episodes.n_way", 15),
          ("episodes.labels", "five-hot"), ("train.curriculum", "5,10"))))
     # s/step at 28x28: flat pixels 5-way 0.104, 20-way 0.38; conv encoder 1.53 and 6.6;
@@ -129,19 +179,19 @@ def _plan() -> tuple[Run, ...]:
         for n_way in (5, 20):
             shorter = " --presentations 6" if (encoder, n_way) == ("convbase", 20) else ""
             runs.append(Run(
-                method, (f"{n_way}w1s", f"{n_way}w5s"), f"{method}-vinyals{n_way}",
-                f"fewshot-mann train --model mann --encoder {encoder}{flags} --split vinyals "
-                f"--image-size 28 --no-rotate --n-way {n_way}{shorter} --labels one-hot "
-                f"--steps {budget[encoder, n_way]} --threads 1 --out {{out}}",
-                (("model.kind", "mann"), ("model.encoder", encoder),
-                 ("model.freeze_encoder", bool(flags)), ("data.split", "vinyals"),
-                 ("episodes.n_way", n_way), ("episodes.labels", "one-hot"))))
+                method, (f"{n_way}w1s", f"{n_way}w5s"), f"{method}-vinyals{n_way}", train,
+                f"--model mann --encoder {encoder}{flags} --split vinyals --image-size 28 "
+                f"--no-rotate --n-way {n_way}{shorter} --labels one-hot",
+                budget[encoder, n_way],
+                expect=(("model.kind", "mann"), ("model.encoder", encoder),
+                        ("model.freeze_encoder", bool(flags)), ("data.split", "vinyals"),
+                        ("episodes.n_way", n_way), ("episodes.labels", "one-hot"))))
     # s/step, 60-way episodes with 5 queries: 1-shot 0.097, 5-shot 0.15
     for shots in (1, 5):
         runs.append(Run(
-            "protonet", (f"5w{shots}s", f"20w{shots}s"), f"protonet-{shots}shot",
-            f"{BASELINE_TRAIN} --method protonet --shots {shots} --steps 20000 --threads 1 "
-            f"--out {{out}}", (("method", "protonet"), ("shots", shots))))
+            "protonet", (f"5w{shots}s", f"20w{shots}s"), f"protonet-{shots}shot", BASELINE_TRAIN,
+            f"--method protonet --shots {shots}", 20000,
+            expect=(("method", "protonet"), ("shots", shots))))
     # s/step: 5w1s 0.39, 5w5s 1.07 (second order); 20-way first order (second order costs
     # about 3x): 20w1s 0.54, 20w5s 2.2
     inner = {5: "--batch 32 --fast-lr 0.4 --adapt-steps 1 --test-adapt-steps 3",
@@ -149,12 +199,23 @@ def _plan() -> tuple[Run, ...]:
     steps = {"5w1s": 10000, "5w5s": 5000, "20w1s": 10000, "20w5s": 3000}
     for s in SETTINGS:
         runs.append(Run(
-            "maml", (s.name,), f"maml-{s.name}",
-            f"{BASELINE_TRAIN} --method maml --ways {s.n_way} --shots {s.shots} "
-            f"{inner[s.n_way]} --steps {steps[s.name]} --threads 1 --out {{out}}",
-            (("method", "maml"), ("ways", s.n_way), ("shots", s.shots))))
+            "maml", (s.name,), f"maml-{s.name}", BASELINE_TRAIN,
+            f"--method maml --ways {s.n_way} --shots {s.shots} {inner[s.n_way]}",
+            steps[s.name], expect=(("method", "maml"), ("ways", s.n_way), ("shots", s.shots))))
     runs += [Run(name, tuple(STANDARD), None) for name in PIXEL_BASELINES]
-    return tuple(runs)
+    return tuple(_queued(run) for run in runs)
+
+
+def _queued(run: Run) -> Run:
+    """The run with its CPU budget and its place in QUEUES."""
+    if run.folder is None:
+        return run
+    for queue, entries in QUEUES.items():
+        for place, (folder, cpu_steps) in enumerate(entries, 1):
+            if folder == run.folder:
+                return replace(run, cpu_steps=cpu_steps, queue=queue, place=place,
+                               cpu_options=CPU_OPTIONS.get(folder, ""))
+    raise ValueError(f"{run.folder} is in no queue of QUEUES")
 
 
 PLAN = _plan()

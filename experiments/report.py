@@ -1,5 +1,5 @@
 """The comparison report: REPORT.md, report.json and accuracy-by-presentation plots, written
-from the `Record`s of `fewshot_mann.compare`.
+from the `Record`s of `experiments.compare`.
 
 report.json maps method -> setting -> {"mean", "ci95", "episodes", "status", provenance...}.
 Settings: 5w1s, 5w5s, 20w1s, 20w5s (accuracy on the K-shot queries of standard episodes) and
@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .baselines.tasks import TEST_SEED
+from fewshot_mann.baselines.tasks import TEST_SEED
+from fewshot_mann.plots import plot_curves
+
 from .compare import SANTORO, SANTORO_INSTANCES, SANTORO_PRESENTATIONS, STANDARD, Record
-from .plots import plot_curves
 
 PUBLISHED: dict[str, dict[str, float]] = {
     "published: MANN (Santoro et al. 2016)": {"santoro5-inst2": 0.828, "santoro5-inst5": 0.949},
