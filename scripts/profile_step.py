@@ -30,7 +30,7 @@ from fewshot_mann.config import ModelConfig
 from fewshot_mann.cuda_graphs import graph_training_forward
 from fewshot_mann.episodes import LabelCode
 from fewshot_mann.models import MANN
-from fewshot_mann.runtime import device_name
+from fewshot_mann.runtime import device_name, set_process_flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,12 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None, help="append a summary line here")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_process_flags(args.threads, args.precision)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
-    torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
 
     B, T = args.batch_size, 50
     code = LabelCode.make("one-hot", 5)

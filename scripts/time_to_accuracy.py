@@ -26,7 +26,7 @@ import torch
 
 from fewshot_mann.config import Config, replace
 from fewshot_mann.run_eval import evaluate_checkpoint
-from fewshot_mann.runtime import device_name, device_slug, pick_device
+from fewshot_mann.runtime import device_name, device_slug, pick_device, set_process_flags
 from fewshot_mann.train import Trainer
 
 
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.run_dir)
 
     started = time.perf_counter()
-    trainer = Trainer(cfg, args.run_dir, stop_accuracy=args.target, time_limit_s=args.max_seconds)
+    trainer = Trainer.build(cfg, args.run_dir, stop_accuracy=args.target,
+                            time_limit_s=args.max_seconds)
+    set_process_flags(trainer.cfg.train.threads, trainer.cfg.train.precision)
     setup_s = time.perf_counter() - started
     history = trainer.run()
     evals = [r for r in history if "heldout_instance_accuracy" in r]
