@@ -132,14 +132,21 @@ QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
     "f": (("mann-conv-vinyals5", 4500), ("mann-conv-vinyals20", None)),
     "g": (("mann-pretrained-vinyals5", 5000), ("mann-pretrained-vinyals20", 8000)),
     "h": (("mann-gpu-santoro15", None),),
+    # issue 12's memory variants: one core each, one at a time (results/memories)
+    "i": (("mann-ntm-santoro5", 4000), ("mann-dnc-santoro5", 2000), ("mann-kv-santoro5", 2000),
+          ("mann-kv-vinyals5", 5000), ("mann-kv-vinyals20", 4000)),
 }
 # Stage 1 is the first 50 minutes of the CPU budget; stage 2 (about 65 minutes) adds the 20-way
 # MANN and the 20-way 1-shot MAML; stage 3 (one core, about 40 minutes) the 20-way 5-shot MAML.
 # Stage 4 (about 2 hours) needs the ProtoNets run of stage 1: the MANN with the conv encoder,
 # 5-way, and the MANN on the frozen ProtoNets CNN, 5-way then 20-way. Stage 5 is the GPU run.
+# Stage 6 (one core, each run paused by its time limit): the memory variants of issue 12.
 STAGES: dict[int, tuple[str, ...]] = {1: ("a", "b"), 2: ("c", "d"), 3: ("e",), 4: ("f", "g"),
-                                      5: ("h",)}
-CPU_OPTIONS = {"mann-conv-vinyals5": "--time-limit 8400"}
+                                      5: ("h",), 6: ("i",)}
+CPU_OPTIONS = {"mann-conv-vinyals5": "--time-limit 8400",
+               "mann-ntm-santoro5": "--time-limit 1200", "mann-dnc-santoro5": "--time-limit 1500",
+               "mann-kv-santoro5": "--time-limit 900", "mann-kv-vinyals5": "--time-limit 2700",
+               "mann-kv-vinyals20": "--time-limit 5400"}
 NOT_ON_CPU = {
     "mann-santoro5": "its folder links to results/santoro-5way, trained at the full budget",
     "mann-conv-vinyals20": "6.6 s a step on one core: not even 1,500 steps fit",
@@ -168,6 +175,24 @@ def _plan() -> tuple[Run, ...]:
         "--batch-size 256 --device cuda --cuda-graph --time-limit 145",
         (("model.kind", "mann"), ("data.split", "santoro"), ("episodes.n_way", 15),
          ("episodes.labels", "five-hot"), ("train.curriculum", "5,10"))))
+    # issue 12: the MANN with another memory (results/memories; folders link there)
+    for memory in ("ntm", "dnc", "kv"):
+        runs.append(Run(
+            f"mann-{memory}", ("santoro5",), f"mann-{memory}-santoro5", train,
+            f"--split santoro --n-way 5 --presentations 10 --labels one-hot --memory {memory}",
+            40000, expect=(("model.kind", "mann"), ("model.memory", memory),
+                           ("data.split", "santoro"), ("episodes.n_way", 5))))
+    # the key-value memory on the ProtoNets CNN, fine-tuned (not frozen); 20-way episodes of 3
+    # presentations per class (60 steps); s/step on one core: 5-way 0.53, 20-way about 0.7
+    kv_encoder = "--memory kv --encoder convbase --encoder-init {runs}/protonet-1shot/model.pt"
+    for n_way, presentations, steps in ((5, 10, 5000), (20, 3, 4000)):
+        runs.append(Run(
+            "mann-kv-convbase", (f"{n_way}w1s", f"{n_way}w5s"), f"mann-kv-vinyals{n_way}", train,
+            f"--model mann {kv_encoder} --split vinyals --image-size 28 --no-rotate "
+            f"--n-way {n_way} --presentations {presentations} --labels one-hot", steps,
+            expect=(("model.memory", "kv"), ("model.encoder", "convbase"),
+                    ("model.freeze_encoder", False), ("data.split", "vinyals"),
+                    ("episodes.n_way", n_way))))
     # s/step at 28x28: flat pixels 5-way 0.104, 20-way 0.38; conv encoder 1.53 and 6.6;
     # frozen ProtoNets CNN (convbase, fewshot_mann/pretrained.py) 0.2 and, with 6 presentations
     # per class (the 5-shot query is the 6th; 120 writes fit the 128 memory slots), 0.6

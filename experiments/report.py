@@ -35,7 +35,11 @@ PUBLISHED: dict[str, dict[str, float]] = {
 }
 NAMES = {"mann": "MANN", "mann-gpu": "MANN, N-way curriculum (one H200)",
          "mann-conv": "MANN + conv encoder",
-         "mann-pretrained": "MANN + frozen ProtoNets encoder", "lstm": "LSTM",
+         "mann-pretrained": "MANN + frozen ProtoNets encoder",
+         "mann-ntm": "MANN, NTM memory", "mann-dnc": "MANN, DNC memory",
+         "mann-kv": "MANN, key-value memory",
+         "mann-kv-convbase": "MANN, key-value memory + ProtoNets encoder (fine-tuned)",
+         "lstm": "LSTM",
          "feedforward": "feedforward", "protonet": "ProtoNets (learn2learn CNN)",
          "maml": "MAML (learn2learn)", "sklearn-knn": "1-NN on pixels (scikit-learn)",
          "sklearn-logreg": "logistic regression on pixels (scikit-learn)"}
@@ -116,7 +120,8 @@ def markdown(records: Sequence[Record], data: dict[str, dict[str, dict[str, Any]
     for group in SANTORO:
         columns = [f"{group}-inst{i}" for i in SANTORO_INSTANCES]
         methods = ["mann", "lstm", "feedforward"] + [
-            m for m in ("mann-gpu",) if any(r.method == m and r.setting == group for r in records)]
+            m for m in ("mann-gpu", "mann-ntm", "mann-dnc", "mann-kv")
+            if any(r.method == m and r.setting == group for r in records)]
         lines += [f"### {SANTORO_TITLES[group]}", "",
                   *_table(data, methods, columns, [_ordinal(i) for i in SANTORO_INSTANCES]), ""]
         if group in plots:
@@ -131,12 +136,15 @@ def markdown(records: Sequence[Record], data: dict[str, dict[str, dict[str, Any]
         "MAML uses batch statistics of the support / query batch (transductive, as Finn et al. "
         "2017); the published numbers come from the papers' own networks and training "
         "schedules.", "",
-        *_table(data, ["mann", "mann-conv", "mann-pretrained", "protonet", "maml", "sklearn-knn",
-                       "sklearn-logreg"], list(STANDARD), [STANDARD_TITLES[s] for s in STANDARD]),
+        *_table(data, ["mann", "mann-conv", "mann-pretrained", "mann-kv-convbase", "protonet",
+                       "maml", "sklearn-knn", "sklearn-logreg"], list(STANDARD),
+                [STANDARD_TITLES[s] for s in STANDARD]),
         "", "*MANN + frozen ProtoNets encoder*: the CNN of the ProtoNets 1-shot run "
         "(`--encoder convbase --encoder-init .../protonet-1shot/model.pt --freeze-encoder`, "
         "trained on the Vinyals training classes only), kept fixed while the MANN's controller "
-        "and memory learn on top of its 64 features.", "",
+        "and memory learn on top of its 64 features. *key-value memory + ProtoNets encoder*: the "
+        "memory of Kaiser et al. 2017 (`--memory kv`) with that CNN as the starting encoder, "
+        "trained end to end (`--encoder-init` without `--freeze-encoder`).", "",
         "## 3. Runs", "",
         "| method | setting | checkpoint | committed checkpoint reused | trained steps | "
         "training wall-clock | training machine | evaluation wall-clock |",
