@@ -87,9 +87,11 @@ def check_evaluation(metrics: Path, data_root: str, cache_dir: str) -> Check:
 
 def check_compare(record_path: Path, data_root: str, cache_dir: str) -> Check:
     recorded = json.loads(record_path.read_text())
-    run = next((r for r in PLAN if r.method == recorded["method"]), None)
+    run = next((r for r in PLAN if r.method == recorded["method"]
+                and recorded["setting"] in r.settings), None)
     if run is None:
-        return Check(str(record_path), float("inf"), f"no run {recorded['method']!r} in PLAN")
+        return Check(str(record_path), float("inf"),
+                     f"no run {recorded['method']!r} for {recorded['setting']} in PLAN")
     checkpoint = recorded.get("checkpoint")
     runs = Path(checkpoint).parent.parent if checkpoint else RESULTS / "compare-runs"
     with tempfile.TemporaryDirectory() as tmp:

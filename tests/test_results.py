@@ -44,3 +44,10 @@ def test_every_committed_checkpoint_reproduces_its_record(data_root, cache_dir):
     failures = [r for p in evaluation_records(RESULTS) + compare_records(RESULTS)
                 if (r := check(p, data_root, cache_dir)).difference > TOLERANCE]
     assert not failures, failures
+
+
+def test_a_record_is_checked_against_the_run_of_its_own_setting(data_root, cache_dir):
+    """feedforward has one run per Santoro setting: the 15-way record must be scored by the
+    15-way checkpoint (it scores 20 % on 5-way episodes, 6 % on 15-way)."""
+    result = check(RESULTS / "compare/feedforward/santoro15.json", data_root, cache_dir)
+    assert result.difference <= TOLERANCE, result
