@@ -10,6 +10,10 @@
 #   tta    time to 82.8 % at the 2nd presentation, CUDA graphs, batch $TTA_BATCH (64),
 #          lr $TTA_LR (3e-3), precision $TTA_PRECISION (fp32), giving up after
 #          $TTA_MAX_SECONDS (100)                                          -> DIR/time-to-accuracy.json
+#   kv     issue 12, about 5 minutes: the key-value memory on the ProtoNets CNN (fine-tuned),
+#          Vinyals 5-way (10 presentations) then 20-way (3 presentations), batch $KV_BATCH
+#          (64), eager CUDA (no CUDA-graph path for kv), each stopped after $KV_S (120)
+#                                                                         -> DIR/kv-vinyals*.tar
 #   profile  issue 14, about 2-3 minutes (prepared on the CPU, never run on a GPU yet): the
 #          graphed training step at batch $PROFILE_BATCHES (4096 16384) in each of
 #          $PROFILE_PRECISIONS (fp32 tf32 bf16): episodes/s of 10 timed steps and
@@ -28,7 +32,7 @@
 # Each part has its own time limit, so one failure does not cost the others.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
-[ $# -gt 0 ] || { echo "name the parts to run: tests bench tta conv scale profile" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "name the parts to run: tests bench tta conv scale kv profile" >&2; exit 2; }
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -41,6 +45,13 @@ if [ -z "${FEWSHOT_MANN_DATA:-}" ]; then
     export FEWSHOT_MANN_DATA=/tmp/omniglot
 fi
 phase() { echo; echo "=== $1 ($(date -u +%T))"; }
+# bring_back DIR NAME: the run's model.pt (exported from checkpoint.pt when it was paused), log,
+# config, split and up to 4 diverged-step*.pt, as DIR/NAME.tar
+bring_back() {
+    [ -e "$1/model.pt" ] || $PY scripts/export_model.py "$1/checkpoint.pt" "$1/model.pt"
+    (cd "$1" && tar cf "$OUT/$2.tar" model.pt train_log.jsonl config.toml split.json \
+        $(ls diverged-step*.pt 2>/dev/null | head -4))
+}
 quiet() { tr '\r' '\n' | grep -av "^train:"; }
 
 phase machine
@@ -114,9 +125,21 @@ for part in "$@"; do
         phase "scale: $name, at most $limit s"
         timeout $((limit + 90)) $PY -m fewshot_mann.cli train $common $flags \
             --time-limit "$limit" ${SCALE_EXTRA:-} --out "$dir" 2>&1 | quiet
-        [ -e "$dir/model.pt" ] || $PY scripts/export_model.py "$dir/checkpoint.pt" "$dir/model.pt"
-        (cd "$dir" && tar cf "$OUT/scale-$name.tar" model.pt train_log.jsonl config.toml \
-            split.json $(ls diverged-step*.pt 2>/dev/null | head -4))
+        bring_back "$dir" "scale-$name"
+    done ;;
+  kv)
+    $PY -c "import learn2learn" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/.gpu/shim
+    kv="--memory kv --encoder convbase --encoder-init results/compare-runs/protonet-1shot/model.pt"
+    kv="$kv --split vinyals --image-size 28 --no-rotate --labels one-hot"
+    kv="$kv --batch-size ${KV_BATCH:-64} --eval-every 250 --checkpoint-every 250"
+    for run in "5 10 ${KV_STEPS:-3000}" "20 3 ${KV_STEPS:-3000}"; do
+        set -- $run
+        dir=/tmp/runs/kv-vinyals$1
+        phase "kv: vinyals $1-way, $2 presentations, at most ${KV_S:-120} s"
+        timeout $((${KV_S:-120} + 90)) $PY -m fewshot_mann.cli train $kv --n-way "$1" \
+            --presentations "$2" --steps "$3" ${KV_DEVICE:---device cuda} \
+            --time-limit "${KV_S:-120}" --out "$dir" 2>&1 | quiet
+        bring_back "$dir" "kv-vinyals$1"
     done ;;
   profile)
     for batch in ${PROFILE_BATCHES:-4096 16384}; do
@@ -128,7 +151,7 @@ for part in "$@"; do
                 | tee "$OUT/profile-b$batch-$precision.txt"
         done
     done ;;
-  *) echo "unknown part $part: tests bench tta conv scale profile" >&2 ;;
+  *) echo "unknown part $part: tests bench tta conv scale kv profile" >&2 ;;
   esac
 done
 phase done
