@@ -260,6 +260,8 @@ class TrainingLoop:
         last = min(s.steps, stop_at or s.steps)
         reached = False
         window: list[tuple[float, float, torch.Tensor]] = []  # loss, grad norm, metrics
+        if self.history:  # a second call of run() goes on from the first one's clock
+            self._elapsed_before = self.history[-1]["elapsed_s"]
         started = self._started = time.perf_counter()
         self._start_step = self.step
         bar = tqdm(total=s.steps, initial=self.step, unit="step",
@@ -270,8 +272,7 @@ class TrainingLoop:
             try:
                 window.append(self.train_step())
             except TrainingDiverged as err:  # non-finite: caught before the update
-                self._rollback(str(err), self._elapsed_before + time.perf_counter() - started,
-                               bar)
+                self._rollback(str(err), self.elapsed(), bar)
                 window.clear()
                 continue
             bar.update(1)
@@ -279,7 +280,7 @@ class TrainingLoop:
             eval_now = self.step % s.eval_every == 0 or self.step == last
             if not (log_now or eval_now):
                 continue
-            elapsed = self._elapsed_before + time.perf_counter() - started
+            elapsed = self.elapsed()
             record: dict[str, Any] = {
                 "step": self.step, **self.progress_fields(), "elapsed_s": round(elapsed, 2),
                 "lr": self.lr_at(self.step - 1) * self.lr_scale,
