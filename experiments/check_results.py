@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from fewshot_mann.config import default_cache_dir, default_data_root
 from fewshot_mann.run_eval import evaluate_checkpoint
+from fewshot_mann.runtime import set_process_flags
 
 from .compare import PLAN, Context, evaluate_run
 
@@ -114,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=5e-4)
     parser.add_argument("--data-root", default=default_data_root())
     parser.add_argument("--cache-dir", default=default_cache_dir())
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
     args = parser.parse_args(argv)
+    set_process_flags(args.threads, "fp32")
     todo = [(check_evaluation, p) for p in evaluation_records()] + \
         [(check_compare, p) for p in compare_records()]
     todo = [(check, p) for check, p in todo if args.only in str(p)]
