@@ -58,8 +58,8 @@ SANTORO = {"santoro5": (5, "one-hot"), "santoro15": (15, "five-hot")}  # n_way, 
 SANTORO_PRESENTATIONS = 10
 SANTORO_INSTANCES = (1, 2, 3, 4, 5, 10)
 STANDARD = {s.name: s for s in SETTINGS}
-SEQUENCE_MODELS = ("mann", "mann-gpu", "mann-conv", "mann-pretrained", "lstm", "feedforward")
 BASELINE_TRAIN = "python -m fewshot_mann.baselines.train"
+TRAIN = "fewshot-mann train"
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,12 @@ class Run:
     cpu_options: str = ""  # after --steps on a CPU queue
     queue: str = ""  # the queue (one per core, see STAGES) that trains it
     place: int = 0  # its place in that queue, from 1
+
+    @property
+    def sequence_model(self) -> bool:
+        """Trained by `fewshot-mann train` (MANN, LSTM, feedforward): it reads episodes as
+        sequences and its checkpoint is the package's own format."""
+        return self.program == TRAIN
 
     @property
     def command(self) -> str:
@@ -158,18 +164,17 @@ def _plan() -> tuple[Run, ...]:
     """Full step budgets fit a CPU: about 22 core-hours in all, from the seconds per step
     measured on one core of an AMD EPYC with one torch thread (in the comments)."""
     runs = []
-    train = "fewshot-mann train"
     # s/step, MANN / LSTM / feedforward: 5-way 0.097 / 0.032 / 0.008, 15-way 0.27 / 0.098 / 0.023
     for kind in ("mann", "lstm", "feedforward"):
         for group, (n_way, labels) in SANTORO.items():
             runs.append(Run(
-                kind, (group,), f"{kind}-{group}", train,
+                kind, (group,), f"{kind}-{group}", TRAIN,
                 f"--model {kind} --split santoro --n-way {n_way} --labels {labels}", 40000,
                 expect=(("model.kind", kind), ("data.split", "santoro"),
                         ("episodes.n_way", n_way), ("episodes.labels", labels))))
     # the N-way curriculum recipe of results/scaling, on one GPU (a CPU core: about 2 s a step)
     runs.append(Run(
-        "mann-gpu", ("santoro15",), "mann-gpu-santoro15", train,
+        "mann-gpu", ("santoro15",), "mann-gpu-santoro15", TRAIN,
         "--split santoro --n-way 15 --labels five-hot --curriculum 5,10 "
         "--curriculum-accuracy 0.5 --lr 3e-3 --lr-min 1e-4", 3500,
         "--batch-size 256 --device cuda --cuda-graph --time-limit 145",
@@ -178,7 +183,7 @@ def _plan() -> tuple[Run, ...]:
     # issue 12: the MANN with another memory (results/memories; folders link there)
     for memory in ("ntm", "dnc", "kv"):
         runs.append(Run(
-            f"mann-{memory}", ("santoro5",), f"mann-{memory}-santoro5", train,
+            f"mann-{memory}", ("santoro5",), f"mann-{memory}-santoro5", TRAIN,
             f"--split santoro --n-way 5 --presentations 10 --labels one-hot --memory {memory}",
             40000, expect=(("model.kind", "mann"), ("model.memory", memory),
                            ("data.split", "santoro"), ("episodes.n_way", 5))))
@@ -187,7 +192,7 @@ def _plan() -> tuple[Run, ...]:
     kv_encoder = "--memory kv --encoder convbase --encoder-init {runs}/protonet-1shot/model.pt"
     for n_way, presentations, steps in ((5, 10, 5000), (20, 3, 4000)):
         runs.append(Run(
-            "mann-kv-convbase", (f"{n_way}w1s", f"{n_way}w5s"), f"mann-kv-vinyals{n_way}", train,
+            "mann-kv-convbase", (f"{n_way}w1s", f"{n_way}w5s"), f"mann-kv-vinyals{n_way}", TRAIN,
             f"--model mann {kv_encoder} --split vinyals --image-size 28 --no-rotate "
             f"--n-way {n_way} --presentations {presentations} --labels one-hot", steps,
             expect=(("model.memory", "kv"), ("model.encoder", "convbase"),
@@ -204,7 +209,7 @@ def _plan() -> tuple[Run, ...]:
         for n_way in (5, 20):
             shorter = " --presentations 6" if (encoder, n_way) == ("convbase", 20) else ""
             runs.append(Run(
-                method, (f"{n_way}w1s", f"{n_way}w5s"), f"{method}-vinyals{n_way}", train,
+                method, (f"{n_way}w1s", f"{n_way}w5s"), f"{method}-vinyals{n_way}", TRAIN,
                 f"--model mann --encoder {encoder}{flags} --split vinyals --image-size 28 "
                 f"--no-rotate --n-way {n_way}{shorter} --labels one-hot",
                 budget[encoder, n_way],
@@ -333,7 +338,7 @@ def _reused(ctx: Context, base: Record, setting: str) -> Record | None:
 def _describe_checkpoint(record: Record, run: Run, path: Path) -> None:
     """Fill in what the checkpoint says about its training; ValueError if it is not the
     configuration the run asks for."""
-    if run.method in SEQUENCE_MODELS:
+    if run.sequence_model:
         payload = load_checkpoint(path)
         config, _ = checkpoint_config(payload, path)
         have = {f"{section}.{key}": value
@@ -370,7 +375,7 @@ def _score(run: Run, path: Path | None, setting: str, record: Record, ctx: Conte
                                                           result.instance_ci95)
         return
     s: Setting = STANDARD[setting]
-    if run.method in SEQUENCE_MODELS:
+    if run.sequence_model:
         model, cfg, _ = model_from_checkpoint(load_checkpoint(path), path)
         imageset = ctx.imageset(cfg.data.image_size)
         test = omniglot_split("vinyals", imageset).test
