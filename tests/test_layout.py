@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -105,16 +104,30 @@ def _snapshot(root: Path) -> dict[str, int]:
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
 def test_a_script_does_nothing_when_imported(script, tmp_path, monkeypatch):
-    import torch  # noqa: F401  (its own import time is not the script's)
+    import torch
 
+    import fewshot_mann.data
+    import fewshot_mann.data.omniglot
+    import fewshot_mann.run
+    import fewshot_mann.run_eval
+    import fewshot_mann.train
+
+    def working(*args, **kwargs):
+        raise AssertionError(f"{script.name} works when imported")
+
+    # the ways into real work (no wall-clock bound: a loaded machine makes that flaky)
+    for owner, name in ((torch.Tensor, "backward"), (fewshot_mann.run, "build_run"),
+                        (fewshot_mann.train, "build_run"),
+                        (fewshot_mann.data, "load_dataset"),
+                        (fewshot_mann.data.omniglot, "load_omniglot"),
+                        (fewshot_mann.run_eval, "evaluate_checkpoint")):
+        monkeypatch.setattr(owner, name, working)
     monkeypatch.chdir(tmp_path)  # a script that writes to the working folder would write here
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     monkeypatch.setattr(sys, "argv", [str(script), "--help"])  # parsing at import would exit
     before = _snapshot(REPO)
-    started = time.perf_counter()
     spec = importlib.util.spec_from_file_location(f"script_{script.stem}", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert time.perf_counter() - started < 5, f"{script.name} works when imported"
     assert callable(getattr(module, "main", None)), f"{script.name} has no main()"
     assert list(tmp_path.iterdir()) == [] and _snapshot(REPO) == before
