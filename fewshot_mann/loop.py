@@ -47,7 +47,7 @@ from tqdm import tqdm
 from .config import TrainConfig
 from .distributed import Dist
 from .divergence import DivergenceGuard
-from .errors import DistributedError, TrainingDiverged
+from .errors import CheckpointError, DistributedError, TrainingDiverged
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -212,7 +212,7 @@ class TrainingLoop:
                     f"checkpoint: --resume from it {advice}")
         return f"{what}; training stopped. {kept}"
 
-    def _rollback(self, reason: str, elapsed: float, bar: tqdm) -> None:
+    def _rollback(self, reason: str, bar: tqdm) -> None:
         """Back to the last good snapshot with a lower learning rate, logged, the progress bar
         set back. Raises TrainingDiverged when rollbacks are off or used up."""
         s = self.settings
@@ -234,7 +234,8 @@ class TrainingLoop:
         self.lr_scale *= s.rollback_lr_factor
         self.log({"step": self.step, "event": "rollback", "from_step": from_step,
                   "reason": reason, "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
-                  "diverged_weights": diverged.name, "elapsed_s": round(elapsed, 2)}, bar)
+                  "diverged_weights": diverged.name, "elapsed_s": round(self.elapsed(), 2)},
+                 bar)
         bar.reset(total=s.steps)
         bar.update(self.step)
 
@@ -272,7 +273,7 @@ class TrainingLoop:
             try:
                 window.append(self.train_step())
             except TrainingDiverged as err:  # non-finite: caught before the update
-                self._rollback(str(err), self.elapsed(), bar)
+                self._rollback(str(err), bar)
                 window.clear()
                 continue
             bar.update(1)
@@ -280,9 +281,9 @@ class TrainingLoop:
             eval_now = self.step % s.eval_every == 0 or self.step == last
             if not (log_now or eval_now):
                 continue
-            elapsed = self.elapsed()
             record: dict[str, Any] = {
-                "step": self.step, **self.progress_fields(), "elapsed_s": round(elapsed, 2),
+                "step": self.step, **self.progress_fields(),
+                "elapsed_s": round(self.elapsed(), 2),
                 "lr": self.lr_at(self.step - 1) * self.lr_scale,
                 "loss": sum(w[0] for w in window) / len(window),
                 "grad_norm_max": max(w[1] for w in window),  # before clipping
@@ -299,7 +300,7 @@ class TrainingLoop:
             reason = self.guard.check(record["loss"], accuracy)
             self.log(record, bar)  # a diverged record too: the log keeps what happened
             if reason:
-                self._rollback(reason, elapsed, bar)
+                self._rollback(reason, bar)
                 continue
             self.guard.accept(record["loss"], accuracy)
             bar.set_postfix(self.postfix(record, time.perf_counter() - started))
@@ -348,6 +349,19 @@ class TrainingLoop:
             return (f"step {record['from_step']}: {record['reason']}; rolled back to step "
                     f"{record['step']}, learning rate x{record['lr_scale']:g}")
         return f"step {record['step']} | loss {record['loss']:.4f}"
+
+
+def restore_training_state(payload: dict[str, Any], path: Path,
+                           optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                           rng: tuple[Any, Any]) -> None:
+    """The optimiser of a resumable checkpoint, and the RNG states `rng` (the sampler's
+    generator's, torch's) it holds for this process; CheckpointError when unusable."""
+    try:
+        optimizer.load_state_dict(payload["optimizer"])
+        generator.set_state(rng[0])
+        torch.set_rng_state(rng[1])
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:
+        raise CheckpointError(f"{path}: optimiser or RNG state unusable: {err}") from err
 
 
 def _logged_step(line: str) -> float:

@@ -26,8 +26,8 @@ from .data.splits import ClassSplit
 from .distributed import Dist, rank_seed
 from .distributed import init as init_distributed
 from .episodes import EpisodeSampler, LabelCode
-from .errors import CheckpointError, RunExistsError
-from .loop import CHECKPOINT
+from .errors import RunExistsError
+from .loop import CHECKPOINT, restore_training_state
 from .models import build_model
 from .runtime import pick_device
 
@@ -146,14 +146,9 @@ def restore(payload: dict[str, Any], path: Path, model: nn.Module,
             f"batch_size x processes")
     load_weights(model, payload["model"], path)
     # each process's own RNG states (older checkpoints: rank 0's alone)
-    sampler_rng, torch_rng = payload.get("rank_rng_states", [
+    rng = payload.get("rank_rng_states", [
         (payload.get("sampler_rng"), payload.get("torch_rng"))])[dist.rank]
-    try:
-        optimizer.load_state_dict(payload["optimizer"])
-        sampler.generator.set_state(sampler_rng)
-        torch.set_rng_state(torch_rng)
-    except (KeyError, ValueError, RuntimeError, TypeError) as err:
-        raise CheckpointError(f"{path}: optimiser or RNG state unusable: {err}") from err
+    restore_training_state(payload, path, optimizer, sampler.generator, rng)
 
 
 def make_sampler(cfg: Config, imageset: ImageSet, class_ids: list[str], *, side: str,

@@ -41,7 +41,7 @@ from .config import Config, TrainConfig, curriculum_widths
 from .cuda_graphs import graph_training_forward
 from .distributed import shutdown
 from .evaluate import evaluate
-from .loop import LOG, TrainingLoop
+from .loop import TrainingLoop
 from .metrics import episode_loss, presentation_accuracy, step_correct
 from .run import Run, build_run
 from .runtime import device_name
@@ -141,9 +141,13 @@ class Trainer(TrainingLoop):
                               cache_enabled=cache_enabled)
 
     # ---- records -----------------------------------------------------------------------------
+    @property
+    def global_batch(self) -> int:
+        """Episodes per update, over every process."""
+        return self.cfg.train.batch_size * self.dist.world_size
+
     def progress_fields(self) -> dict[str, Any]:
-        global_batch = self.cfg.train.batch_size * self.dist.world_size  # episodes per update
-        return {"episodes": self.step * global_batch, "n_way": self.n_way}
+        return {"episodes": self.step * self.global_batch, "n_way": self.n_way}
 
     def train_fields(self, metrics: torch.Tensor) -> dict[str, Any]:
         return {"train_instance_accuracy": self.dist.mean(metrics).tolist()}  # global batch
@@ -164,8 +168,7 @@ class Trainer(TrainingLoop):
         return accuracy[1] if accuracy is not None and len(accuracy) > 1 else None
 
     def postfix(self, record: dict[str, Any], seconds: float) -> dict[str, str]:
-        episodes = (self.step - self._start_step) * self.cfg.train.batch_size * \
-            self.dist.world_size
+        episodes = (self.step - self._start_step) * self.global_batch
         return {"loss": f"{record['loss']:.3f}", "eps": f"{episodes / seconds:.0f}/s",
                 "inst2": f"{record['train_instance_accuracy'][1]:.3f}"}
 
@@ -183,10 +186,9 @@ class Trainer(TrainingLoop):
 
     # ---- files -------------------------------------------------------------------------------
     def start(self) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        super().start()  # the folder and an empty log
         (self.out_dir / "config.toml").write_text(self.cfg.to_toml())
         self.split.save(self.out_dir / "split.json")
-        (self.out_dir / LOG).write_text("")
 
     def write(self, path: Path, resumable: bool) -> None:
         """A checkpoint (config, split, weights; `resumable`: with optimiser, history, every

@@ -29,13 +29,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint import load_weights
 from ..config import TrainConfig, default_cache_dir, default_data_root
 from ..data.imageset import ImageSet
 from ..data.omniglot import load_omniglot
 from ..data.splits import omniglot_split
 from ..episodes import EpisodeSampler
-from ..errors import CheckpointError, ConfigError, RunExistsError
-from ..loop import CHECKPOINT, MODEL, TrainingLoop
+from ..errors import ConfigError, RunExistsError
+from ..loop import CHECKPOINT, MODEL, TrainingLoop, restore_training_state
 from ..runtime import device_name, pick_device
 from .checkpoint import build_network, load_baseline, save_baseline
 from .tasks import Setting, eval_episodes, score, split_support_query, task_sampler
@@ -189,14 +190,9 @@ class BaselineTrainer(TrainingLoop):
         model = build_network(cfg.network()).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         if payload:
-            try:
-                model.load_state_dict(payload["model"])
-                optimizer.load_state_dict(payload["optimizer"])
-                sampler.generator.set_state(payload["sampler_rng"])
-                torch.set_rng_state(payload["torch_rng"])
-            except (KeyError, ValueError, RuntimeError, TypeError) as err:
-                raise CheckpointError(f"{out / CHECKPOINT}: weights, optimiser or RNG state "
-                                      f"unusable: {err}") from err
+            load_weights(model, payload["model"], out / CHECKPOINT)
+            restore_training_state(payload, out / CHECKPOINT, optimizer, sampler.generator,
+                                   (payload.get("sampler_rng"), payload.get("torch_rng")))
         return cls(cfg, out, command, imageset=imageset, val_classes=split.val, sampler=sampler,
                    model=model, optimizer=optimizer, device=device, payload=payload, **options)
 
