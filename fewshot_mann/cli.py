@@ -44,6 +44,7 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--shift-range": ("model", "shift_range", int, "ntm: shifts over -S..S slots"),
     "--kv-neighbours": ("model", "kv_neighbours", int, "kv: nearest keys read"),
     "--kv-margin": ("model", "kv_margin", float, "kv: margin of the memory loss"),
+    "--kv-query": ("model", "kv_query", str, "kv: query from the controller or the encoder"),
     "--encoder": ("model", "encoder", str, "none (flat pixels) | conv | convbase"),
     "--encoder-init": ("model", "encoder_init", str,
                        "ProtoNets checkpoint (model.pt) that starts a convbase encoder"),

@@ -75,6 +75,7 @@ class ModelConfig:
     shift_range: int = 1  # ntm: the shift s_t covers offsets -shift_range..shift_range (eq. 8)
     kv_neighbours: int = 4  # kv: nearest keys read, and searched for the margin loss
     kv_margin: float = 0.1  # kv: alpha of the margin loss (Kaiser et al. 2017)
+    kv_query: str = "controller"  # kv: query from the controller's h_t, or the "encoder" e_t
     encoder: str = "none"  # "none" | "conv" | "convbase" (models/encoder.py)
     encoder_init: str = ""  # a ProtoNets checkpoint whose CNN starts a "convbase" encoder
     freeze_encoder: bool = False  # keep the initialised encoder fixed while the rest trains
@@ -178,6 +179,7 @@ class Config:
         _choice("model.backend", m.backend, ("reference", "batched"))
         _choice("model.encoder", m.encoder, ("none", "conv", "convbase"))
         _choice("model.memory", m.memory, ("lrua", "ntm", "dnc", "kv"))
+        _choice("model.kv_query", m.kv_query, ("controller", "encoder"))
         _choice("train.optimizer", t.optimizer, ("adam", "rmsprop"))
         _choice("train.precision", t.precision, ("fp32", "tf32", "bf16"))
         _choice("train.on_divergence", t.on_divergence, ("rollback", "stop"))

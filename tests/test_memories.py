@@ -3,6 +3,7 @@ float64), hand-computed cases pin each equation, and every variant trains, saves
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -218,11 +219,12 @@ def test_kv_update_and_margin_loss(backend):
 
 
 # ---- every variant trains, checkpoints and reloads -----------------------------------------
-@pytest.mark.parametrize("memory", ["ntm", "dnc", "kv"])
-def test_trains_and_reloads(tmp_path, data_root, cache_dir, memory):
+@pytest.mark.parametrize("memory, options", [("ntm", {}), ("dnc", {}), ("kv", {}),
+                                             ("kv", {"kv_query": "encoder"})])
+def test_trains_and_reloads(tmp_path, data_root, cache_dir, memory, options):
     cfg = replace(Config(), data={"data_root": str(data_root), "cache_dir": str(cache_dir)},
                   model={"memory": memory, "controller_size": 32, "memory_slots": 16,
-                         "memory_width": 8, "read_heads": 2},
+                         "memory_width": 8, "read_heads": 2, **options},
                   train={"steps": 3, "batch_size": 4, "eval_every": 3, "eval_episodes": 8,
                          "checkpoint_every": 3, "device": "cpu", "threads": 1})
     trainer = Trainer.build(cfg, tmp_path / memory, progress=False)
@@ -243,7 +245,23 @@ def test_trains_and_reloads(tmp_path, data_root, cache_dir, memory):
         loss = trainer.model.auxiliary_loss
         assert loss > 0
         loss.backward()
-        assert trainer.model.head_params.weight.grad.abs().sum() > 0
+        queried = trainer.model.head_params.query_projection or trainer.model.head_params
+        assert queried.weight.grad.abs().sum() > 0
+
+
+def test_kv_query_from_the_encoder():
+    """kv_query = "encoder": q_t = normalize(W_q e_t), W_q the identity where the widths agree
+    (so that a pretrained encoder's nearest neighbours are the memory's from the first step),
+    a random projection with orthonormal rows where they do not."""
+    code = LabelCode.make("one-hot", 5)
+    cfg = ModelConfig(memory="kv", kv_query="encoder", memory_width=64, controller_size=16)
+    model = MANN(cfg, (1, 8, 8), code)  # flat pixels: 64 features
+    features, h = torch.randn(3, 64), torch.randn(3, 16)
+    controls = model.head_params(h, torch.zeros(3, code.input_size), features)
+    torch.testing.assert_close(controls.query, torch.nn.functional.normalize(features, dim=-1))
+    assert model.head_params.out_features == 1  # the controller sets the strength only
+    narrow = MANN(dataclasses.replace(cfg, memory_width=40), (1, 8, 8), code).head_params.query_projection
+    torch.testing.assert_close(narrow.weight @ narrow.weight.T, torch.eye(40))
 
 
 def test_checkpoints_from_before_the_memory_choice_load_as_lrua():

@@ -2,7 +2,10 @@
 
     Controls    NamedTuple of batch-first tensors: what one time step asks of the memory
     Interface   nn.Linear from the controller output h_t to that variant's Controls, with the
-                variant's own initialisation
+                variant's own initialisation; built as `interface(cfg, input_features)` and
+                called as `interface(h, prev_labels, features)`: the label y_{t-1} and the
+                encoder's features e_t of x_t are read only by kv, the one memory that stores
+                labels and may take its query from the input itself
     State       NamedTuple of batch-first tensors carried from step to step (functional: a step
                 returns new tensors, or changes them in place only under no_grad)
     Memory      `initial_state(batch, device, dtype)` and `step(state, controls) -> (reads,
@@ -35,9 +38,10 @@ class Interface(nn.Linear):
         super().__init__(cfg.controller_size, sum(math.prod(shape) for shape in shapes))
         self.shapes = shapes
 
-    def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> Any:
-        """h (B, controller); prev_labels y_{t-1} (B, G*S), read only by a memory that stores
-        labels (kv). Returns the variant's Controls."""
+    def forward(self, h: torch.Tensor, prev_labels: torch.Tensor, features: torch.Tensor
+                ) -> Any:
+        """h (B, controller); prev_labels y_{t-1} (B, G*S) and features e_t (B, E), the
+        encoder's output for x_t, read only by kv. Returns the variant's Controls."""
         raise NotImplementedError
 
     def project(self, h: torch.Tensor) -> torch.Tensor:

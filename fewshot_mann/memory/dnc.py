@@ -65,7 +65,7 @@ class DNCInterface(Interface):
     unsquashed), strengths oneplus (bias starting at `key_strength_init`), gates and e
     sigmoid, read modes softmax."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, input_features: int) -> None:
         R, Hw, W = cfg.read_heads, cfg.write_heads, cfg.memory_width
         super().__init__(cfg, [(R, W), (R,), (Hw, W), (Hw,), (Hw, W), (Hw, W), (R,), (Hw,),
                                (Hw,), (R, 2 * Hw + 1)])
@@ -81,7 +81,8 @@ class DNCInterface(Interface):
         free_gates.fill_(-3.0)
         read_modes[:, Hw] = 3.0
 
-    def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> DNCControls:
+    def forward(self, h: torch.Tensor, prev_labels: torch.Tensor,
+                features: torch.Tensor) -> DNCControls:
         (read_keys, read_strengths, write_keys, write_strengths, erase, write_vectors,
          free_gates, allocation_gates, write_gates, read_modes) = self.split(h)
         return DNCControls(torch.tanh(read_keys), 1 + F.softplus(read_strengths),

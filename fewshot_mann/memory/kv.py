@@ -1,7 +1,11 @@
 """Key-value memory of Kaiser et al. 2017, "Learning to Remember Rare Events", sec. 3.
 
 Slots hold a key K[i] (a unit-norm embedding), a value V[i] (a label, here the label code
-y in {0, 1}^(G*S)) and an age A[i]. Per step t, with the query q_t = normalize(W_q h_t):
+y in {0, 1}^(G*S)) and an age A[i]. Per step t, with the query q_t = normalize(W_q h_t) from
+the controller (`kv_query = "controller"`), or q_t = normalize(W_q e_t) from the encoder's
+features e_t of the image x_t (`kv_query = "encoder"`: the paper's query, the network's
+last-layer activations; W_q starts as the identity when the memory width equals the feature
+width, as a random orthogonal projection otherwise):
     update   the previous query q_{t-1} meets its label y_{t-1} (which the episode reveals
              now, as the previous label). n_1..n_k are its k nearest keys (by q.K[i]) in the
              memory it was read against. If V[n_1] = y:  K[n_1] <- normalize(q + K[n_1]),
@@ -45,12 +49,23 @@ class KVState(NamedTuple):
 
 
 class KVInterface(Interface):
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg, [(cfg.memory_width,), ()])  # query, strength logit
-        self.bias_pieces()[1].fill_(strength_logit(cfg.key_strength_init))
+    def __init__(self, cfg: ModelConfig, input_features: int) -> None:
+        from_encoder = cfg.kv_query == "encoder"
+        # the controller's part: the query (unless it comes from the encoder), strength logit
+        super().__init__(cfg, [()] if from_encoder else [(cfg.memory_width,), ()])
+        self.bias_pieces()[-1].fill_(strength_logit(cfg.key_strength_init))
+        self.query_projection = None
+        if from_encoder:  # W_q (width, E)
+            self.query_projection = torch.nn.Linear(input_features, cfg.memory_width, bias=False)
+            if input_features == cfg.memory_width:
+                torch.nn.init.eye_(self.query_projection.weight)
+            else:
+                torch.nn.init.orthogonal_(self.query_projection.weight)
 
-    def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> KVControls:
-        query, strength = self.split(h)
+    def forward(self, h: torch.Tensor, prev_labels: torch.Tensor, features: torch.Tensor
+                ) -> KVControls:
+        *query, strength = self.split(h)
+        query = query[0] if self.query_projection is None else self.query_projection(features)
         return KVControls(F.normalize(query, dim=-1), 1 + F.softplus(strength), prev_labels)
 
 

@@ -44,7 +44,7 @@ class LRUAState(NamedTuple):
 class LRUAInterface(Interface):
     """Per head: key (width), write-gate logit alpha (1), key-strength logit (1)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, input_features: int) -> None:
         super().__init__(cfg, [(cfg.read_heads, cfg.memory_width + 2)])
         self.heads, self.width, self.key_strength = cfg.read_heads, cfg.memory_width, \
             cfg.key_strength
@@ -53,7 +53,8 @@ class LRUAInterface(Interface):
                 self.bias.view(self.heads, self.width + 2)[:, -1] = strength_logit(
                     cfg.key_strength_init)
 
-    def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> LRUAControls:
+    def forward(self, h: torch.Tensor, prev_labels: torch.Tensor,
+                features: torch.Tensor) -> LRUAControls:
         params = self.project(h).view(h.shape[0], self.heads, self.width + 2)
         write_gates = torch.sigmoid(params[..., self.width])  # (B, H)
         strengths = (1 + F.softplus(params[..., self.width + 1]) if self.key_strength

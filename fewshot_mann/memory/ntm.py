@@ -42,7 +42,7 @@ class NTMState(NamedTuple):
 
 
 class NTMInterface(Interface):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, input_features: int) -> None:
         Hw, H, W = cfg.write_heads, cfg.write_heads + cfg.read_heads, cfg.memory_width
         offsets = 2 * cfg.shift_range + 1
         super().__init__(cfg, [(H, W), (H,), (H,), (H, offsets), (H,), (Hw, W), (Hw, W)])
@@ -55,7 +55,8 @@ class NTMInterface(Interface):
         shifts[:Hw, -1] = shifts[Hw:, cfg.shift_range] = 3.0
         sharpening[:Hw] = strength_logit(5.0)
 
-    def forward(self, h: torch.Tensor, prev_labels: torch.Tensor) -> NTMControls:
+    def forward(self, h: torch.Tensor, prev_labels: torch.Tensor,
+                features: torch.Tensor) -> NTMControls:
         keys, strengths, gates, shifts, sharpening, erase, add = self.split(h)
         return NTMControls(torch.tanh(keys), 1 + F.softplus(strengths), torch.sigmoid(gates),
                            torch.softmax(shifts, dim=-1), 1 + F.softplus(sharpening),

@@ -52,7 +52,7 @@ class MANN(nn.Module):
         self.memory = make_memory(cfg.memory, cfg.backend, cfg, code.input_size)
         self.controller = LSTMController(self.encoder.out_features + code.input_size,
                                          self.memory.read_size, cfg.controller_size)
-        self.head_params = MEMORIES[cfg.memory].interface(cfg)
+        self.head_params = MEMORIES[cfg.memory].interface(cfg, self.encoder.out_features)
         self.output = nn.Linear(cfg.controller_size + self.memory.read_size,
                                 code.groups * code.symbols)
         # the memory's own loss term of the last forward (the kv margin loss), mean per step
@@ -71,7 +71,8 @@ class MANN(nn.Module):
     def forward(self, images: torch.Tensor, prev_labels: torch.Tensor) -> torch.Tensor:
         """images (B, T, D), prev_labels (B, T, G*S) -> logits (B, T, G, S)."""
         B, T, _ = images.shape
-        inputs = torch.cat([self.encoder(images), prev_labels], dim=-1)
+        features = self.encoder(images)  # (B, T, E)
+        inputs = torch.cat([features, prev_labels], dim=-1)
         projected = self.controller.project(inputs)  # (B, T, 4 * controller)
         state = self.controller.initial_state(B, projected)
         memory = self.memory.initial_state(B, projected.device, projected.dtype)
@@ -79,23 +80,26 @@ class MANN(nn.Module):
         step = getattr(self, "_step", self.step)
         outputs = []
         # unbind: one backward stack, not T zero-fills
-        for step_input, labels in zip(projected.unbind(1), prev_labels.unbind(1), strict=True):
-            output, reads, state, memory = step(step_input, labels, reads, state, memory)
+        for step_input, labels, x in zip(projected.unbind(1), prev_labels.unbind(1),
+                                         features.unbind(1), strict=True):
+            output, reads, state, memory = step(step_input, labels, x, reads, state, memory)
             outputs.append(output)
         extra = self.memory.auxiliary_loss(memory)
         self.auxiliary_loss = None if extra is None else extra.mean() / T
         logits = self.output(torch.stack(outputs, dim=1))
         return logits.view(B, T, self.code.groups, self.code.symbols)
 
-    def step(self, step_input: torch.Tensor, prev_labels: torch.Tensor, reads: torch.Tensor,
-             state: tuple[torch.Tensor, torch.Tensor], memory: Any
+    def step(self, step_input: torch.Tensor, prev_labels: torch.Tensor, features: torch.Tensor,
+             reads: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], memory: Any
              ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor], Any]:
         """One time step. step_input (B, 4*controller) projected [x_t; y_{t-1}]; prev_labels
-        y_{t-1} (B, G*S); reads r_{t-1} (B, read_size); memory: the memory's State. Returns
-        ([h_t; r_t] for the output layer, r_t, controller state, memory state)."""
+        y_{t-1} (B, G*S); features e_t (B, E) the encoder's output for x_t; reads r_{t-1}
+        (B, read_size); memory: the memory's State. Returns ([h_t; r_t] for the output layer,
+        r_t, controller state, memory state)."""
         state = self.controller.step(step_input, reads, state)
         h = state[0]
-        read_vectors, memory = self.memory.step(memory, self.head_params(h, prev_labels))
+        read_vectors, memory = self.memory.step(memory,
+                                                self.head_params(h, prev_labels, features))
         if self.cfg.read_norm:  # each head's r_t to zero mean, unit variance (see module doc)
             read_vectors = F.layer_norm(read_vectors, read_vectors.shape[-1:])
         reads = read_vectors.flatten(1)
