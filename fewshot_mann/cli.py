@@ -37,6 +37,8 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--n-way": ("episodes", "n_way", int, "classes per episode"),
     "--presentations": ("episodes", "presentations", int, "presentations of each class"),
     "--labels": ("episodes", "labels", str, "one-hot | five-hot"),
+    "--class-counts": ("episodes", "class_counts", str,
+                       "training episodes: equal (each class --presentations times) | random"),
     "--model": ("model", "kind", str, "mann | lstm | feedforward"),
     "--backend": ("model", "backend", str, "memory backend: reference | batched"),
     "--memory": ("model", "memory", str, "external memory: lrua | ntm | dnc | kv"),

@@ -55,6 +55,11 @@ class DataConfig:
 class EpisodeConfig:
     n_way: int = 5
     presentations: int = 10  # per class, so an episode has n_way * presentations steps
+    # training episodes: "equal" shows each class `presentations` times; "random" draws the
+    # n_way * presentations steps from min(2 * presentations, images) images of each class, so
+    # that counting a label's showings cannot tell that its class is done (held-out and test
+    # episodes stay "equal"; results/memories/README.md)
+    class_counts: str = "equal"
     labels: str = "one-hot"  # "one-hot" or "five-hot" (Santoro's 5-character strings)
 
 
@@ -175,6 +180,7 @@ class Config:
         _choice("data.min_images", d.min_images, ("error", "skip"))
         _choice("data.bad_files", d.bad_files, ("error", "skip"))
         _choice("episodes.labels", e.labels, ("one-hot", "five-hot"))
+        _choice("episodes.class_counts", e.class_counts, ("equal", "random"))
         _choice("model.kind", m.kind, ("mann", "lstm", "feedforward"))
         _choice("model.backend", m.backend, ("reference", "batched"))
         _choice("model.encoder", m.encoder, ("none", "conv", "convbase"))

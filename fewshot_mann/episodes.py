@@ -2,8 +2,11 @@
 
 An episode (Santoro et al. 2016, sec. 4.1) draws N classes, gives them a fresh random label
 each, and shows every class `presentations` times in a shuffled order of T = N * presentations
-steps. At step t the network sees image x_t together with the *correct label of step t-1*
-(zeros at t = 0), and must output the label of x_t.
+steps. With a `pool` larger than `presentations` the T steps are instead a random subset of
+N * pool (class, image) pairs: a class is shown `presentations` times on average, more or fewer
+in a given episode (see `EpisodeConfig.class_counts`). At step t the network sees image x_t
+together with the *correct label of step t-1* (zeros at t = 0), and must output the label of
+x_t.
 
 Labels are drawn from a `LabelCode`:
     one-hot   N symbols, one output softmax.
@@ -107,23 +110,28 @@ class EpisodeSampler:
     def __init__(self, imageset: ImageSet, class_index: torch.Tensor, rotation: torch.Tensor,
                  n_way: int, presentations: int, code: LabelCode, *,
                  rotate_classes: bool = False, device: torch.device | str = "cpu",
-                 seed: int = 0) -> None:
+                 seed: int = 0, pool: int | None = None) -> None:
+        pool = presentations if pool is None else pool
         if n_way < 1 or presentations < 1:
             raise ConfigError("n_way and presentations must be positive")
+        if pool < presentations:
+            raise ConfigError(f"the pool of images a class ({pool}) cannot be smaller than its "
+                              f"presentations ({presentations})")
         if len(class_index) < n_way:
             raise DatasetError(f"{n_way}-way episodes need at least {n_way} classes; this side "
                              f"of the split has {len(class_index)}")
         counts = imageset.counts[class_index]
-        if int(counts.min()) < presentations:
-            short = int((counts < presentations).sum())
-            raise DatasetError(f"{short} classes have fewer than {presentations} images "
-                             f"(the presentations per class); the smallest has "
-                             f"{int(counts.min())}")
+        if int(counts.min()) < pool:
+            short = int((counts < pool).sum())
+            raise DatasetError(f"{short} classes have fewer than {pool} images "
+                             f"(the presentations per class, or the pool they are drawn "
+                             f"from); the smallest has {int(counts.min())}")
         if code.name == "one-hot" and code.symbols < n_way:
             raise ConfigError(f"a one-hot code of {code.symbols} symbols cannot label {n_way} "
                              f"classes")
         self.device = torch.device(device)
         self.n_way, self.presentations, self.code = n_way, presentations, code
+        self.pool = pool  # images drawn per class; the episode's steps are T of the N * pool
         self.rotate_classes = rotate_classes
         self.class_index = class_index.to(self.device)
         self.rotation = rotation.to(self.device)
@@ -146,7 +154,7 @@ class EpisodeSampler:
         return self.pixels.shape[-1]
 
     def sample(self, batch_size: int) -> Episodes:
-        B, N, K, g, dev = batch_size, self.n_way, self.presentations, self.generator, self.device
+        B, N, K, g, dev = batch_size, self.n_way, self.pool, self.generator, self.device
         # N distinct classes per episode: the N largest of C uniform numbers
         pick = torch.rand(B, len(self.class_index), generator=g, device=dev).topk(N).indices
         turns = self.rotation[pick]  # (B, N)
@@ -159,8 +167,9 @@ class EpisodeSampler:
         u = u.masked_fill(torch.arange(self.max_count, device=dev) >= counts, 2.0)
         local = u.topk(K, largest=False).indices  # (B, N, K)
         image = self.offsets[pick].unsqueeze(-1) + local  # (B, N, K) rows of ImageSet.images
-        # shuffle the N*K (class, image) pairs of each episode
-        order = torch.rand(B, N * K, generator=g, device=dev).argsort(-1)  # (B, T)
+        # shuffle the N*K (class, image) pairs of each episode and keep the first T (all of
+        # them unless the pool is larger than the presentations)
+        order = torch.rand(B, N * K, generator=g, device=dev).argsort(-1)[:, :self.steps]
         classes = order // K  # position in 0..N*K-1 -> class slot (pairs are class-major)
         image = image.flatten(1).gather(1, order)  # (B, T)
         step_turns = turns.gather(1, classes)  # (B, T)

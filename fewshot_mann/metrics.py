@@ -35,6 +35,15 @@ def presentation_accuracy(correct: torch.Tensor, presentation: torch.Tensor,
     return (correct.float().unsqueeze(-1) * hot).sum(1) / shown.clamp(min=1)
 
 
+def pooled_presentation_accuracy(correct: torch.Tensor, presentation: torch.Tensor,
+                                 presentations: int) -> torch.Tensor:
+    """Accuracy at each presentation over all episodes together: (B, T), (B, T) -> (K,).
+    Unlike the mean of `presentation_accuracy`, right where episodes show their classes
+    unequally often (class_counts = "random"): showings past the K-th are left out."""
+    hot = F.one_hot(presentation.clamp(max=presentations), presentations + 1)[..., :-1].float()
+    return (correct.float().unsqueeze(-1) * hot).sum((0, 1)) / hot.sum((0, 1)).clamp(min=1)
+
+
 def mean_ci95(per_episode: torch.Tensor) -> tuple[list[float], list[float]]:
     """(E, K) per-episode values -> mean and 95% CI half-width (normal approx.) per column."""
     x = per_episode.double()

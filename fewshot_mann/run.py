@@ -156,7 +156,8 @@ def make_sampler(cfg: Config, imageset: ImageSet, class_ids: list[str], *, side:
                  ) -> EpisodeSampler:
     """Episodes over the `side` ("train", "val" or "test") classes of a split.
 
-    Training samplers add the random-rotation class augmentation. Classes with fewer images
+    Training samplers add the random-rotation class augmentation and, with
+    episodes.class_counts = "random", random class counts. Classes with fewer images
     than the presentations per class stop the run or are left out (data.min_images).
     """
     e = cfg.episodes
@@ -166,10 +167,13 @@ def make_sampler(cfg: Config, imageset: ImageSet, class_ids: list[str], *, side:
         raise DatasetError(f"{e.n_way}-way episodes need at least {e.n_way} {side} classes; "
                            f"the split has {len(class_ids)} usable ones")
     index, rotation = resolve(imageset, class_ids)
+    pool = need
+    if side == "train" and e.class_counts == "random":
+        pool = min(2 * need, int(imageset.counts[index].min()))
     return EpisodeSampler(imageset, index, rotation, e.n_way, need,
                           LabelCode.make(e.labels, e.n_way),
                           rotate_classes=side == "train" and cfg.data.rotate_classes,
-                          device=device, seed=seed)
+                          device=device, seed=seed, pool=pool)
 
 
 def usable_classes(imageset: ImageSet, class_ids: list[str], need: int, policy: str,

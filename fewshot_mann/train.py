@@ -42,7 +42,7 @@ from .cuda_graphs import graph_training_forward
 from .distributed import shutdown
 from .evaluate import evaluate
 from .loop import TrainingLoop
-from .metrics import episode_loss, presentation_accuracy, step_correct
+from .metrics import episode_loss, pooled_presentation_accuracy, step_correct
 from .run import Run, build_run
 from .runtime import device_name
 
@@ -129,8 +129,9 @@ class Trainer(TrainingLoop):
         loss = episode_loss(logits.float(), batch.targets)
         if getattr(self.model, "auxiliary_loss", None) is not None:  # the kv memory's margin loss
             loss = loss + self.model.auxiliary_loss
-        accuracy = presentation_accuracy(step_correct(logits, batch.targets), batch.presentation,
-                                         self.cfg.episodes.presentations).mean(0)
+        accuracy = pooled_presentation_accuracy(step_correct(logits, batch.targets),
+                                                batch.presentation,
+                                                self.cfg.episodes.presentations)
         return loss, accuracy
 
     def autocast(self, cache_enabled: bool = True) -> torch.autocast:

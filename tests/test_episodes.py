@@ -104,3 +104,53 @@ def test_errors_for_impossible_episodes(omniglot, train_classes):
         sampler(omniglot, train_classes, presentations=21)
     with pytest.raises(ValueError, match="at most 3125"):
         LabelCode.make("five-hot", 4000)
+
+
+def test_random_class_counts_draw_the_steps_from_a_larger_pool(omniglot, train_classes):
+    """pool 20 > presentations 10: still 50 steps of 5 classes, each class shown a random
+    number of times (10 on average), every drawing at most once, labels and presentation
+    indices as in equal episodes."""
+    e = sampler(omniglot, train_classes, seed=6, pool=20).sample(256)
+    assert e.images.shape == (256, 50, 400)
+    counts = torch.nn.functional.one_hot(e.classes, 5).sum(1)  # (B, N)
+    assert (counts.sum(1) == 50).all() and counts.max() <= 20
+    assert counts.float().mean() == 10 and len(counts.unique()) > 5  # unequal, 10 on average
+    for b in range(8):
+        for c in range(5):
+            imgs = e.images[b, e.classes[b] == c]
+            assert len({tuple(i.tolist()) for i in imgs}) == len(imgs)
+            assert len(set(e.targets[b, e.classes[b] == c, 0].tolist())) <= 1
+        seen = [0] * 5
+        for t in range(50):
+            assert int(e.presentation[b, t]) == seen[int(e.classes[b, t])]
+            seen[int(e.classes[b, t])] += 1
+    with pytest.raises(ValueError, match="cannot be smaller"):
+        sampler(omniglot, train_classes, pool=5)
+    with pytest.raises(ValueError, match="fewer than 21 images"):
+        sampler(omniglot, train_classes, pool=21)
+
+
+def test_random_class_counts_apply_to_training_episodes_only(omniglot):
+    from fewshot_mann.config import Config, replace
+    from fewshot_mann.run import make_sampler
+
+    cfg = replace(Config(), episodes={"class_counts": "random"})
+    split = omniglot_split("santoro", omniglot)
+    train = make_sampler(cfg, omniglot, split.train, side="train", device="cpu", seed=0)
+    test = make_sampler(cfg, omniglot, split.test, side="test", device="cpu", seed=0)
+    assert (train.pool, test.pool) == (20, 10)  # min(2 x 10, 20 images a class)
+
+
+def test_pooled_presentation_accuracy():
+    from fewshot_mann.metrics import pooled_presentation_accuracy, presentation_accuracy
+
+    # equal counts: the mean over episodes of the per-episode accuracy
+    presentation = torch.tensor([[0, 0, 1, 1], [0, 1, 0, 1]])
+    correct = torch.tensor([[True, False, True, True], [False, True, True, True]])
+    torch.testing.assert_close(pooled_presentation_accuracy(correct, presentation, 2),
+                               presentation_accuracy(correct, presentation, 2).mean(0))
+    # unequal counts: pooled over showings; showings past the K-th left out
+    presentation = torch.tensor([[0, 1, 2, 0], [0, 0, 0, 1]])
+    correct = torch.tensor([[False, True, True, True], [True, False, True, False]])
+    torch.testing.assert_close(pooled_presentation_accuracy(correct, presentation, 2),
+                               torch.tensor([3 / 5, 1 / 2]))
