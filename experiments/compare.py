@@ -145,14 +145,20 @@ QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
     # at step 1,500 and resumed with --resume --time-limit 5400.
     "i": (("mann-ntm-santoro5", 4000), ("mann-dnc-santoro5", 6000), ("mann-kv-santoro5", 2000),
           ("mann-kv-vinyals5", 3000), ("mann-kv-vinyals20", 2500)),
+    # the key-value memory queried by the encoder (--kv-query encoder) on training episodes of
+    # random class counts: on the frozen ProtoNets CNN (Vinyals), and with a CNN learnt from
+    # scratch (Santoro 15-way); straight runs at their full budget, one core each
+    "j": (("mann-kv-frozen-vinyals5", 1500), ("mann-kv-frozen-vinyals20", 1500)),
+    "k": (("mann-kv-santoro15", 2000),),
 }
 # Stage 1 is the first 50 minutes of the CPU budget; stage 2 (about 65 minutes) adds the 20-way
 # MANN and the 20-way 1-shot MAML; stage 3 (one core, about 40 minutes) the 20-way 5-shot MAML.
 # Stage 4 (about 2 hours) needs the ProtoNets run of stage 1: the MANN with the conv encoder,
 # 5-way, and the MANN on the frozen ProtoNets CNN, 5-way then 20-way. Stage 5 is the GPU run.
 # Stage 6 (one core, each run paused by its time limit): the memory variants of issue 12.
+# Stage 7 (two cores, about 25 and 50 minutes): the encoder-queried key-value memory.
 STAGES: dict[int, tuple[str, ...]] = {1: ("a", "b"), 2: ("c", "d"), 3: ("e",), 4: ("f", "g"),
-                                      5: ("h",), 6: ("i",)}
+                                      5: ("h",), 6: ("i",), 7: ("j", "k")}
 CPU_OPTIONS = {"mann-conv-vinyals5": "--time-limit 8400",
                "mann-ntm-santoro5": "--time-limit 1200", "mann-kv-santoro5": "--time-limit 900"}
 NOT_ON_CPU = {
@@ -200,6 +206,29 @@ def _plan() -> tuple[Run, ...]:
             expect=(("model.memory", "kv"), ("model.encoder", "convbase"),
                     ("model.freeze_encoder", False), ("data.split", "vinyals"),
                     ("episodes.n_way", n_way))))
+    # the key-value memory queried by the encoder's features (Kaiser et al.'s query), on
+    # training episodes of random class counts (EpisodeConfig.class_counts): on the frozen
+    # ProtoNets CNN, s/step on one core 5-way 0.27, 20-way 0.65 (6 presentations a class)
+    kv_query = ("--memory kv --kv-query encoder --memory-width 64 --encoder convbase "
+                "--class-counts random --lr 1e-3 --warmup-steps 100")
+    for n_way, presentations in ((5, 10), (20, 6)):
+        runs.append(Run(
+            "mann-kv-frozen", (f"{n_way}w1s", f"{n_way}w5s"), f"mann-kv-frozen-vinyals{n_way}",
+            TRAIN, f"--model mann {kv_query} --encoder-init {{runs}}/protonet-1shot/model.pt "
+            f"--freeze-encoder --split vinyals --image-size 28 --no-rotate --n-way {n_way} "
+            f"--presentations {presentations} --labels one-hot", 1500,
+            expect=(("model.memory", "kv"), ("model.kv_query", "encoder"),
+                    ("model.freeze_encoder", True), ("episodes.class_counts", "random"),
+                    ("data.split", "vinyals"), ("episodes.n_way", n_way))))
+    # ... and with the CNN learnt from scratch, Santoro 15-way five-hot (1.15 s/step)
+    runs.append(Run(
+        "mann-kv-conv", ("santoro15",), "mann-kv-santoro15", TRAIN,
+        f"--model mann {kv_query} --split santoro --n-way 15 --presentations 10 "
+        f"--labels five-hot", 2000,
+        expect=(("model.memory", "kv"), ("model.kv_query", "encoder"),
+                ("model.encoder", "convbase"), ("model.encoder_init", ""),
+                ("episodes.class_counts", "random"), ("data.split", "santoro"),
+                ("episodes.n_way", 15), ("episodes.labels", "five-hot"))))
     # s/step at 28x28: flat pixels 5-way 0.104, 20-way 0.38; conv encoder 1.53 and 6.6;
     # frozen ProtoNets CNN (convbase, fewshot_mann/pretrained.py) 0.2 and, with 6 presentations
     # per class (the 5-shot query is the 6th; 120 writes fit the 128 memory slots), 0.6

@@ -39,6 +39,8 @@ NAMES = {"mann": "MANN", "mann-gpu": "MANN, N-way curriculum (one H200)",
          "mann-ntm": "MANN, NTM memory", "mann-dnc": "MANN, DNC memory",
          "mann-kv": "MANN, key-value memory",
          "mann-kv-convbase": "MANN, key-value memory + ProtoNets encoder (fine-tuned)",
+         "mann-kv-frozen": "MANN, key-value memory queried by the frozen ProtoNets encoder",
+         "mann-kv-conv": "MANN, key-value memory queried by a conv encoder (from scratch)",
          "lstm": "LSTM",
          "feedforward": "feedforward", "protonet": "ProtoNets (learn2learn CNN)",
          "maml": "MAML (learn2learn)", "sklearn-knn": "1-NN on pixels (scikit-learn)",
@@ -120,7 +122,7 @@ def markdown(records: Sequence[Record], data: dict[str, dict[str, dict[str, Any]
     for group in SANTORO:
         columns = [f"{group}-inst{i}" for i in SANTORO_INSTANCES]
         methods = ["mann", "lstm", "feedforward"] + [
-            m for m in ("mann-gpu", "mann-ntm", "mann-dnc", "mann-kv")
+            m for m in ("mann-gpu", "mann-ntm", "mann-dnc", "mann-kv", "mann-kv-conv")
             if any(r.method == m and r.setting == group for r in records)]
         lines += [f"### {SANTORO_TITLES[group]}", "",
                   *_table(data, methods, columns, [_ordinal(i) for i in SANTORO_INSTANCES]), ""]
@@ -136,15 +138,20 @@ def markdown(records: Sequence[Record], data: dict[str, dict[str, dict[str, Any]
         "MAML uses batch statistics of the support / query batch (transductive, as Finn et al. "
         "2017); the published numbers come from the papers' own networks and training "
         "schedules.", "",
-        *_table(data, ["mann", "mann-conv", "mann-pretrained", "mann-kv-convbase", "protonet",
-                       "maml", "sklearn-knn", "sklearn-logreg"], list(STANDARD),
+        *_table(data, ["mann", "mann-conv", "mann-pretrained", "mann-kv-convbase",
+                       "mann-kv-frozen", "protonet", "maml", "sklearn-knn", "sklearn-logreg"],
+                list(STANDARD),
                 [STANDARD_TITLES[s] for s in STANDARD]),
         "", "*MANN + frozen ProtoNets encoder*: the CNN of the ProtoNets 1-shot run "
         "(`--encoder convbase --encoder-init .../protonet-1shot/model.pt --freeze-encoder`, "
         "trained on the Vinyals training classes only), kept fixed while the MANN's controller "
         "and memory learn on top of its 64 features. *key-value memory + ProtoNets encoder*: the "
         "memory of Kaiser et al. 2017 (`--memory kv`) with that CNN as the starting encoder, "
-        "trained end to end (`--encoder-init` without `--freeze-encoder`).", "",
+        "trained end to end (`--encoder-init` without `--freeze-encoder`). *key-value memory "
+        "queried by the frozen ProtoNets encoder*: the same memory, its query the frozen CNN's "
+        "features of the image (`--kv-query encoder --freeze-encoder`; Kaiser et al.'s query) "
+        "rather than the controller's state, trained on episodes of random class counts "
+        "(`--class-counts random`).", "",
         "## 3. Runs", "",
         "| method | setting | checkpoint | committed checkpoint reused | trained steps | "
         "training wall-clock | training machine | evaluation wall-clock |",

@@ -10,10 +10,11 @@
 #   tta    time to 82.8 % at the 2nd presentation, CUDA graphs, batch $TTA_BATCH (64),
 #          lr $TTA_LR (3e-3), precision $TTA_PRECISION (fp32), giving up after
 #          $TTA_MAX_SECONDS (100)                                          -> DIR/time-to-accuracy.json
-#   kv     issue 12, about 5 minutes: the key-value memory on the ProtoNets CNN (fine-tuned),
-#          Vinyals 5-way (10 presentations) then 20-way (3 presentations), batch $KV_BATCH
-#          (64), eager CUDA (no CUDA-graph path for kv), each stopped after $KV_S (120)
-#                                                                         -> DIR/kv-vinyals*.tar
+#   kv     issues 10 and 12, about 8 minutes: the key-value memory queried by the encoder
+#          (--kv-query encoder) on episodes of random class counts: on the frozen ProtoNets
+#          CNN, Vinyals 5-way (10 presentations) and 20-way (6), and with a CNN from scratch,
+#          Santoro 15-way five-hot; batch $KV_BATCH (64), eager CUDA (no CUDA-graph path for
+#          kv), each stopped after $KV_S (120)                  -> DIR/kv-vinyals*.tar, kv-santoro15.tar
 #   profile  issue 14, about 2-3 minutes (prepared on the CPU, never run on a GPU yet): the
 #          graphed training step at batch $PROFILE_BATCHES (4096 16384) in each of
 #          $PROFILE_PRECISIONS (fp32 tf32 bf16): episodes/s of 10 timed steps and
@@ -129,17 +130,24 @@ for part in "$@"; do
     done ;;
   kv)
     $PY -c "import learn2learn" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/.gpu/shim
-    kv="--memory kv --encoder convbase --encoder-init results/compare-runs/protonet-1shot/model.pt"
-    kv="$kv --split vinyals --image-size 28 --no-rotate --labels one-hot"
-    kv="$kv --batch-size ${KV_BATCH:-64} --eval-every 250 --checkpoint-every 250"
-    for run in "5 10 ${KV_STEPS:-3000}" "20 3 ${KV_STEPS:-3000}"; do
-        set -- $run
-        dir=/tmp/runs/kv-vinyals$1
-        phase "kv: vinyals $1-way, $2 presentations, at most ${KV_S:-120} s"
-        timeout $((${KV_S:-120} + 90)) $PY -m fewshot_mann.cli train $kv --n-way "$1" \
-            --presentations "$2" --steps "$3" ${KV_DEVICE:---device cuda} \
-            --time-limit "${KV_S:-120}" --out "$dir" 2>&1 | quiet
-        bring_back "$dir" "kv-vinyals$1"
+    # the commands of experiments/compare.py's runs mann-kv-frozen-vinyals* and mann-kv-santoro15
+    kv="--memory kv --kv-query encoder --memory-width 64 --encoder convbase --class-counts random"
+    kv="$kv --lr 1e-3 --warmup-steps 100 --batch-size ${KV_BATCH:-64} --eval-every 250"
+    kv="$kv --checkpoint-every 250 ${KV_DEVICE:---device cuda} --time-limit ${KV_S:-120}"
+    vinyals="--split vinyals --image-size 28 --no-rotate --labels one-hot --freeze-encoder"
+    vinyals="$vinyals --encoder-init results/compare-runs/protonet-1shot/model.pt --steps 1500"
+    runs=(  # one line each: name|flags
+      "kv-vinyals5|$vinyals --n-way 5 --presentations 10"
+      "kv-vinyals20|$vinyals --n-way 20 --presentations 6"
+      "kv-santoro15|--split santoro --n-way 15 --presentations 10 --labels five-hot --steps 2000"
+    )
+    for spec in "${runs[@]}"; do
+        IFS='|' read -r name flags <<< "$spec"
+        dir=/tmp/runs/$name
+        phase "kv: $name, at most ${KV_S:-120} s"
+        timeout $((${KV_S:-120} + 90)) $PY -m fewshot_mann.cli train $kv $flags --out "$dir" \
+            2>&1 | quiet
+        bring_back "$dir" "$name"
     done ;;
   profile)
     for batch in ${PROFILE_BATCHES:-4096 16384}; do
