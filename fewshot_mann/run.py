@@ -170,6 +170,10 @@ def make_sampler(cfg: Config, imageset: ImageSet, class_ids: list[str], *, side:
     pool = need
     if side == "train" and e.class_counts == "random":
         pool = min(2 * need, int(imageset.counts[index].min()))
+        if pool == need:
+            raise DatasetError(f"random class counts draw the {need} presentations of a class "
+                               f"from more of its images; the smallest {side} class has only "
+                               f"{pool}: lower --presentations or use --class-counts equal")
     return EpisodeSampler(imageset, index, rotation, e.n_way, need,
                           LabelCode.make(e.labels, e.n_way),
                           rotate_classes=side == "train" and cfg.data.rotate_classes,

@@ -139,6 +139,9 @@ def test_random_class_counts_apply_to_training_episodes_only(omniglot):
     train = make_sampler(cfg, omniglot, split.train, side="train", device="cpu", seed=0)
     test = make_sampler(cfg, omniglot, split.test, side="test", device="cpu", seed=0)
     assert (train.pool, test.pool) == (20, 10)  # min(2 x 10, 20 images a class)
+    with pytest.raises(ValueError, match="only 20: lower --presentations"):
+        make_sampler(replace(cfg, episodes={"presentations": 20}), omniglot, split.train,
+                     side="train", device="cpu", seed=0)
 
 
 def test_pooled_presentation_accuracy():

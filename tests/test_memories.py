@@ -260,8 +260,9 @@ def test_kv_query_from_the_encoder():
     controls = model.head_params(h, torch.zeros(3, code.input_size), features)
     torch.testing.assert_close(controls.query, torch.nn.functional.normalize(features, dim=-1))
     assert model.head_params.out_features == 1  # the controller sets the strength only
-    narrow = MANN(dataclasses.replace(cfg, memory_width=40), (1, 8, 8), code).head_params.query_projection
-    torch.testing.assert_close(narrow.weight @ narrow.weight.T, torch.eye(40))
+    narrow = MANN(dataclasses.replace(cfg, memory_width=40), (1, 8, 8), code).head_params
+    w = narrow.query_projection.weight  # (40, 64)
+    torch.testing.assert_close(w @ w.T, torch.eye(40))
 
 
 def test_checkpoints_from_before_the_memory_choice_load_as_lrua():
