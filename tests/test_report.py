@@ -109,3 +109,23 @@ def test_nearest_neighbour_script_scores_both_kinds_of_checkpoint(capsys, tmp_pa
     torch.save({"format": "something else"}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a ProtoNets or MANN checkpoint"):
         module.embedding(str(tmp_path / "other.pt"))
+
+
+def test_shared_episodes_script_scores_like_the_report(capsys, data_root, cache_dir):
+    """scripts/shared_episodes.py gives a checkpoint the score the report recorded for it on
+    the same 1,000 shared 5-way 1-shot test episodes (both kinds of checkpoint)."""
+    spec = importlib.util.spec_from_file_location("shared_episodes",
+                                                  SCRIPT.parent / "shared_episodes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = SCRIPT.parents[1] / "results"
+    for method, run in (("protonet", "protonet-1shot"),
+                        ("mann-kv-frozen", "mann-kv-frozen-vinyals5")):
+        module.main([str(results / "compare-runs" / run / "model.pt"), "--settings", "5w1s",
+                     "--data-root", str(data_root), "--cache-dir", str(cache_dir)])
+        printed = capsys.readouterr().out.split("5w1s: ")[1].split()[0]
+        recorded = json.loads((results / "compare" / method / "5w1s.json").read_text())
+        assert printed == f"{100 * recorded['mean']:.2f}", (run, printed)
+    with pytest.raises(SystemExit):
+        module.main([str(results / "compare-runs" / "protonet-1shot" / "model.pt"),
+                     "--settings", "5w2s"])
