@@ -25,8 +25,10 @@ SETTING_KEYS = {"mean", "ci95", "episodes", "status", "checkpoint", "checkpoint_
                 "eval_command"}
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("report_script", SCRIPT)
+def load_script(name: str = SCRIPT.name):
+    """A script of scripts/ as a module (report.py by default)."""
+    spec = importlib.util.spec_from_file_location(f"{Path(name).stem}_script",
+                                                  SCRIPT.parent / name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -91,33 +93,28 @@ def test_report_from_tiny_checkpoints(tmp_path, data_root, cache_dir, omniglot, 
         report["protonet"]["5w1s"]
 
 
-def test_nearest_neighbour_script_scores_both_kinds_of_checkpoint(capsys, tmp_path, data_root,
-                                                                   cache_dir):
-    """scripts/nearest_neighbour.py on the committed ProtoNets CNN and on the encoder and query
-    projection of the committed encoder-queried key-value MANN: far above chance (20 %) on the
-    shared 5-way 1-shot test episodes; a file of neither kind is refused."""
-    spec = importlib.util.spec_from_file_location("nearest_neighbour",
-                                                  SCRIPT.parent / "nearest_neighbour.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_nearest_neighbour_scores_both_kinds_of_checkpoint(capsys, tmp_path, data_root,
+                                                           cache_dir):
+    """scripts/shared_episodes.py --nearest-neighbour on the committed ProtoNets CNN and on the
+    encoder and query projection of the committed encoder-queried key-value MANN: far above
+    chance (20 %) on the shared 5-way 1-shot test episodes; a file of neither kind is refused."""
+    module = load_script("shared_episodes.py")
     runs = SCRIPT.parents[1] / "results" / "compare-runs"
     for run in ("protonet-1shot", "mann-kv-frozen-vinyals5"):
         module.main([str(runs / run / "model.pt"), "--settings", "5w1s", "--episodes", "20",
-                     "--data-root", str(data_root), "--cache-dir", str(cache_dir)])
+                     "--nearest-neighbour", "--data-root", str(data_root),
+                     "--cache-dir", str(cache_dir)])
         accuracy = float(capsys.readouterr().out.split("5w1s: ")[1].split()[0])
         assert accuracy > 85, (run, accuracy)
     torch.save({"format": "something else"}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a ProtoNets or MANN checkpoint"):
-        module.embedding(str(tmp_path / "other.pt"))
+        module.main([str(tmp_path / "other.pt"), "--nearest-neighbour"])
 
 
 def test_shared_episodes_script_scores_like_the_report(capsys, data_root, cache_dir):
     """scripts/shared_episodes.py gives a checkpoint the score the report recorded for it on
     the same 1,000 shared 5-way 1-shot test episodes (both kinds of checkpoint)."""
-    spec = importlib.util.spec_from_file_location("shared_episodes",
-                                                  SCRIPT.parent / "shared_episodes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("shared_episodes.py")
     results = SCRIPT.parents[1] / "results"
     for method, run in (("protonet", "protonet-1shot"),
                         ("mann-kv-frozen", "mann-kv-frozen-vinyals5")):
