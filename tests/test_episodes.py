@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fewshot_mann.config import Config, replace
 from fewshot_mann.data.splits import omniglot_split, resolve
 from fewshot_mann.episodes import EpisodeSampler, LabelCode
+from fewshot_mann.metrics import pooled_presentation_accuracy, presentation_accuracy
+from fewshot_mann.run import make_sampler
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +134,6 @@ def test_random_class_counts_draw_the_steps_from_a_larger_pool(omniglot, train_c
 
 
 def test_random_class_counts_apply_to_training_episodes_only(omniglot):
-    from fewshot_mann.config import Config, replace
-    from fewshot_mann.run import make_sampler
-
     cfg = replace(Config(), episodes={"class_counts": "random"})
     split = omniglot_split("santoro", omniglot)
     train = make_sampler(cfg, omniglot, split.train, side="train", device="cpu", seed=0)
@@ -145,8 +145,6 @@ def test_random_class_counts_apply_to_training_episodes_only(omniglot):
 
 
 def test_pooled_presentation_accuracy():
-    from fewshot_mann.metrics import pooled_presentation_accuracy, presentation_accuracy
-
     # equal counts: the mean over episodes of the per-episode accuracy
     presentation = torch.tensor([[0, 0, 1, 1], [0, 1, 0, 1]])
     correct = torch.tensor([[True, False, True, True], [False, True, True, True]])
