@@ -150,6 +150,10 @@ QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
     # scratch (Santoro 15-way); straight runs at their full budget, one core each
     "j": (("mann-kv-frozen-vinyals5", 1500), ("mann-kv-frozen-vinyals20", 1500)),
     "k": (("mann-kv-santoro15", 2000),),
+    # the ProtoNets 1-shot run at its full budget, then the key-value memory reading in its
+    # frozen metric (--freeze-query): one core, in this order
+    "l": (("protonet-1shot-full", 20000), ("mann-kv-fixed-vinyals5", 1500),
+          ("mann-kv-fixed-vinyals20", 1500)),
 }
 # Stage 1 is the first 50 minutes of the CPU budget; stage 2 (about 65 minutes) adds the 20-way
 # MANN and the 20-way 1-shot MAML; stage 3 (one core, about 40 minutes) the 20-way 5-shot MAML.
@@ -157,8 +161,9 @@ QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
 # 5-way, and the MANN on the frozen ProtoNets CNN, 5-way then 20-way. Stage 5 is the GPU run.
 # Stage 6 (one core, each run paused by its time limit): the memory variants of issue 12.
 # Stage 7 (two cores, about 25 and 50 minutes): the encoder-queried key-value memory.
+# Stage 8 (one core, about 75 minutes): the same memory in the full-budget ProtoNets metric.
 STAGES: dict[int, tuple[str, ...]] = {1: ("a", "b"), 2: ("c", "d"), 3: ("e",), 4: ("f", "g"),
-                                      5: ("h",), 6: ("i",), 7: ("j", "k")}
+                                      5: ("h",), 6: ("i",), 7: ("j", "k"), 8: ("l",)}
 CPU_OPTIONS = {"mann-conv-vinyals5": "--time-limit 8400",
                "mann-ntm-santoro5": "--time-limit 1200", "mann-kv-santoro5": "--time-limit 900"}
 NOT_ON_CPU = {
@@ -220,6 +225,20 @@ def _plan() -> tuple[Run, ...]:
             expect=(("model.memory", "kv"), ("model.kv_query", "encoder"),
                     ("model.freeze_encoder", True), ("episodes.class_counts", "random"),
                     ("data.split", "vinyals"), ("episodes.n_way", n_way))))
+    # ... and with the query projection frozen too (--freeze-query, W_q = I): the memory reads
+    # in the CNN's own metric (trained, W_q drifts from it: results/memories/README.md), on
+    # the ProtoNets CNN of the full 20,000-step budget
+    for n_way, presentations in ((5, 10), (20, 6)):
+        runs.append(Run(
+            "mann-kv-fixed", (f"{n_way}w1s", f"{n_way}w5s"), f"mann-kv-fixed-vinyals{n_way}",
+            TRAIN, f"--model mann {kv_query} --freeze-query "
+            f"--encoder-init {{runs}}/protonet-1shot-full/model.pt --freeze-encoder "
+            f"--split vinyals --image-size 28 --no-rotate --n-way {n_way} "
+            f"--presentations {presentations} --labels one-hot", 1500,
+            expect=(("model.memory", "kv"), ("model.kv_query", "encoder"),
+                    ("model.freeze_query", True), ("model.freeze_encoder", True),
+                    ("episodes.class_counts", "random"), ("data.split", "vinyals"),
+                    ("episodes.n_way", n_way))))
     # ... and with the CNN learnt from scratch, Santoro 15-way five-hot (1.15 s/step)
     runs.append(Run(
         "mann-kv-conv", ("santoro15",), "mann-kv-santoro15", TRAIN,
@@ -253,6 +272,9 @@ def _plan() -> tuple[Run, ...]:
             "protonet", (f"5w{shots}s", f"20w{shots}s"), f"protonet-{shots}shot", BASELINE_TRAIN,
             f"--method protonet --shots {shots}", 20000,
             expect=(("method", "protonet"), ("shots", shots))))
+    runs.append(Run(  # the 1-shot run at its full budget (the CNN of mann-kv-fixed)
+        "protonet-full", ("5w1s", "20w1s"), "protonet-1shot-full", BASELINE_TRAIN,
+        "--method protonet --shots 1", 20000, expect=(("method", "protonet"), ("shots", 1))))
     # s/step: 5w1s 0.39, 5w5s 1.07 (second order); 20-way first order (second order costs
     # about 3x): 20w1s 0.54, 20w5s 2.2
     inner = {5: "--batch 32 --fast-lr 0.4 --adapt-steps 1 --test-adapt-steps 3",
@@ -434,6 +456,7 @@ def _train_command(cfg: Config, out: Path) -> str:
     args += ["--no-rotate"] * (not cfg.data.rotate_classes)
     args += ["--no-key-strength"] * (not cfg.model.key_strength)
     args += ["--freeze-encoder"] * cfg.model.freeze_encoder
+    args += ["--freeze-query"] * cfg.model.freeze_query
     return shlex.join([*args, "--out", str(out)])
 
 

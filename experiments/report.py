@@ -41,8 +41,10 @@ NAMES = {"mann": "MANN", "mann-gpu": "MANN, N-way curriculum (one H200)",
          "mann-kv-convbase": "MANN, key-value memory + ProtoNets encoder (fine-tuned)",
          "mann-kv-frozen": "MANN, key-value memory queried by the frozen ProtoNets encoder",
          "mann-kv-conv": "MANN, key-value memory queried by a conv encoder (from scratch)",
+         "mann-kv-fixed": "MANN, key-value memory in the frozen full-budget ProtoNets metric",
          "lstm": "LSTM",
          "feedforward": "feedforward", "protonet": "ProtoNets (learn2learn CNN)",
+         "protonet-full": "ProtoNets (learn2learn CNN), full 20,000-step budget",
          "maml": "MAML (learn2learn)", "sklearn-knn": "1-NN on pixels (scikit-learn)",
          "sklearn-logreg": "logistic regression on pixels (scikit-learn)"}
 PROVENANCE = ("status", "reason", "checkpoint", "checkpoint_committed", "trained_steps",
@@ -139,7 +141,8 @@ def markdown(records: Sequence[Record], data: dict[str, dict[str, dict[str, Any]
         "2017); the published numbers come from the papers' own networks and training "
         "schedules.", "",
         *_table(data, ["mann", "mann-conv", "mann-pretrained", "mann-kv-convbase",
-                       "mann-kv-frozen", "protonet", "maml", "sklearn-knn", "sklearn-logreg"],
+                       "mann-kv-frozen", "mann-kv-fixed", "protonet", "protonet-full", "maml",
+                       "sklearn-knn", "sklearn-logreg"],
                 list(STANDARD),
                 [STANDARD_TITLES[s] for s in STANDARD]),
         "", "*MANN + frozen ProtoNets encoder*: the CNN of the ProtoNets 1-shot run "
@@ -151,7 +154,12 @@ def markdown(records: Sequence[Record], data: dict[str, dict[str, dict[str, Any]
         "queried by the frozen ProtoNets encoder*: the same memory, its query the frozen CNN's "
         "features of the image (`--kv-query encoder --freeze-encoder`; Kaiser et al.'s query) "
         "rather than the controller's state, trained on episodes of random class counts "
-        "(`--class-counts random`).", "",
+        "(`--class-counts random`). *key-value memory in the frozen full-budget ProtoNets "
+        "metric*: that memory with its query projection frozen at the identity too "
+        "(`--freeze-query`), so that it reads the stored images nearest in the CNN's own "
+        "cosine metric, on the CNN of the ProtoNets 1-shot run trained to its full budget "
+        "(*ProtoNets, full 20,000-step budget*; the *ProtoNets* row is the same run stopped "
+        "at 5,000 steps, the CNN of the rows above).", "",
         "## 3. Runs", "",
         "| method | setting | checkpoint | committed checkpoint reused | trained steps | "
         "training wall-clock | training machine | evaluation wall-clock |",

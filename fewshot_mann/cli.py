@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="layer-normalise each read vector (bounds what memory feeds back)")
     train.add_argument("--freeze-encoder", action="store_true", default=None,
                        help="keep the --encoder-init weights fixed (no gradient, BN frozen)")
+    train.add_argument("--freeze-query", action="store_true", default=None,
+                       help="kv, --kv-query encoder: keep W_q at its initialisation (the "
+                            "identity where the widths agree): queries are the encoder's metric")
     train.add_argument("--compile", action="store_true", default=None,
                        help="torch.compile each MANN time step (tens of seconds to compile)")
     train.add_argument("--out", type=Path, required=True, help="run folder")
@@ -269,6 +272,8 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         sections.setdefault("data", {})["download"] = True
     if args.freeze_encoder:
         sections.setdefault("model", {})["freeze_encoder"] = True
+    if args.freeze_query:
+        sections.setdefault("model", {})["freeze_query"] = True
     if args.read_norm:
         sections.setdefault("model", {})["read_norm"] = True
     if args.compile:

@@ -81,6 +81,7 @@ class ModelConfig:
     kv_neighbours: int = 4  # kv: nearest keys read, and searched for the margin loss
     kv_margin: float = 0.1  # kv: alpha of the margin loss (Kaiser et al. 2017)
     kv_query: str = "controller"  # kv: query from the controller's h_t, or the "encoder" e_t
+    freeze_query: bool = False  # kv with kv_query = "encoder": keep W_q at its initialisation
     encoder: str = "none"  # "none" | "conv" | "convbase" (models/encoder.py)
     encoder_init: str = ""  # a ProtoNets checkpoint whose CNN starts a "convbase" encoder
     freeze_encoder: bool = False  # keep the initialised encoder fixed while the rest trains
@@ -215,6 +216,9 @@ class Config:
         if m.freeze_encoder and not m.encoder_init:
             raise ConfigError("model.freeze_encoder keeps a pretrained encoder fixed: set "
                               "model.encoder_init (a ProtoNets checkpoint) too")
+        if m.freeze_query and not (m.memory == "kv" and m.kv_query == "encoder"):
+            raise ConfigError("model.freeze_query fixes the key-value memory's query projection "
+                              "W_q: it needs model.memory = 'kv' and model.kv_query = 'encoder'")
         if m.key_strength_init <= 1.0:
             raise ConfigError(f"model.key_strength_init must be > 1, got {m.key_strength_init}")
         if not 0.0 <= m.gamma <= 1.0:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
-from fewshot_mann.config import Config, ModelConfig, replace
+from fewshot_mann.config import Config, ConfigError, ModelConfig, replace
 from fewshot_mann.episodes import LabelCode
 from fewshot_mann.memory import BACKENDS, make_memory
 from fewshot_mann.memory.addressing import allocation, link_update, precedence_update, shift
@@ -263,6 +263,27 @@ def test_kv_query_from_the_encoder():
     narrow = MANN(dataclasses.replace(cfg, memory_width=40), (1, 8, 8), code).head_params
     w = narrow.query_projection.weight  # (40, 64)
     torch.testing.assert_close(w @ w.T, torch.eye(40))
+
+
+def test_a_frozen_query_keeps_the_encoders_metric(tmp_path, data_root, cache_dir):
+    """freeze_query: real training steps leave W_q where it started (the controller, output
+    layer and key strength still learn), and the reloaded model has the same W_q."""
+    cfg = replace(Config(), data={"data_root": str(data_root), "cache_dir": str(cache_dir)},
+                  model={"memory": "kv", "kv_query": "encoder", "freeze_query": True,
+                         "controller_size": 32, "memory_slots": 16, "memory_width": 8},
+                  train={"steps": 3, "batch_size": 4, "eval_every": 3, "eval_episodes": 8,
+                         "checkpoint_every": 3, "device": "cpu", "threads": 1})
+    trainer = Trainer.build(cfg, tmp_path, progress=False)
+    projection = trainer.model.head_params.query_projection.weight
+    start, output = projection.detach().clone(), trainer.model.output.weight.detach().clone()
+    trainer.run()
+    assert torch.equal(projection, start) and not projection.requires_grad
+    assert not torch.equal(trainer.model.output.weight, output)
+    model, saved, _ = model_from_checkpoint(load_checkpoint(tmp_path / "model.pt"))
+    assert saved.model.freeze_query
+    assert torch.equal(model.head_params.query_projection.weight, start)
+    with pytest.raises(ConfigError, match="kv_query = 'encoder'"):
+        replace(Config(), model={"memory": "kv", "freeze_query": True}).validate()
 
 
 def test_checkpoints_from_before_the_memory_choice_load_as_lrua():

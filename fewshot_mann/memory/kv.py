@@ -5,7 +5,8 @@ y in {0, 1}^(G*S)) and an age A[i]. Per step t, with the query q_t = normalize(W
 the controller (`kv_query = "controller"`), or q_t = normalize(W_q e_t) from the encoder's
 features e_t of the image x_t (`kv_query = "encoder"`: the paper's query, the network's
 last-layer activations; W_q starts as the identity when the memory width equals the feature
-width, as a random orthogonal projection otherwise):
+width, as a random orthogonal projection otherwise; `freeze_query` keeps it there, so that
+the queries are compared in the encoder's own metric, e.g. a frozen ProtoNets CNN's):
     update   the previous query q_{t-1} meets its label y_{t-1} (which the episode reveals
              now, as the previous label). n_1..n_k are its k nearest keys (by q.K[i]) in the
              memory it was read against. If V[n_1] = y:  K[n_1] <- normalize(q + K[n_1]),
@@ -61,6 +62,7 @@ class KVInterface(Interface):
                 torch.nn.init.eye_(self.query_projection.weight)
             else:
                 torch.nn.init.orthogonal_(self.query_projection.weight)
+            self.query_projection.requires_grad_(not cfg.freeze_query)
 
     def forward(self, h: torch.Tensor, prev_labels: torch.Tensor, features: torch.Tensor
                 ) -> KVControls:
