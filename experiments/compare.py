@@ -142,8 +142,9 @@ QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
     # checkpoints began as --steps 5000 / 4000 schedules, were stopped at step 2,000 and
     # resumed with --resume --steps 3000 / 2500 (the cosine schedule shortened from there); the
     # straight runs listed here are the nearest single commands. The DNC: --steps 6000, paused
-    # at step 1,500 and resumed with --resume --time-limit 5400.
-    "i": (("mann-ntm-santoro5", 4000), ("mann-dnc-santoro5", 6000), ("mann-kv-santoro5", 2000),
+    # at step 1,500 and resumed with --resume --time-limit 5400, then extended twice (each a
+    # warm restart of the cosine schedule): --resume --steps 14000, --resume --steps 20000.
+    "i": (("mann-ntm-santoro5", 12000), ("mann-dnc-santoro5", 20000), ("mann-kv-santoro5", 2000),
           ("mann-kv-vinyals5", 3000), ("mann-kv-vinyals20", 2500)),
     # the key-value memory queried by the encoder (--kv-query encoder) on training episodes of
     # random class counts: on the frozen ProtoNets CNN (Vinyals), and with a CNN learnt from
@@ -154,6 +155,10 @@ QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
     # frozen metric (--freeze-query): one core, in this order
     "l": (("protonet-1shot-full", 20000), ("mann-kv-fixed-vinyals5", 1500),
           ("mann-kv-fixed-vinyals20", 1500)),
+    # the NTM and the DNC on the Vinyals episodes, flat pixels as mann-vinyals5/20, one core
+    # each; the 20-way runs (about 3x a 5-way step) do not fit a session's CPU
+    "m": (("mann-ntm-vinyals5", 6000), ("mann-ntm-vinyals20", None)),
+    "n": (("mann-dnc-vinyals5", 4000), ("mann-dnc-vinyals20", None)),
 }
 # Stage 1 is the first 50 minutes of the CPU budget; stage 2 (about 65 minutes) adds the 20-way
 # MANN and the 20-way 1-shot MAML; stage 3 (one core, about 40 minutes) the 20-way 5-shot MAML.
@@ -162,14 +167,18 @@ QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
 # Stage 6 (one core, each run paused by its time limit): the memory variants of issue 12.
 # Stage 7 (two cores, about 25 and 50 minutes): the encoder-queried key-value memory.
 # Stage 8 (one core, about 75 minutes): the same memory in the full-budget ProtoNets metric.
+# Stage 9 (two cores): the NTM and the DNC on the Vinyals episodes.
 STAGES: dict[int, tuple[str, ...]] = {1: ("a", "b"), 2: ("c", "d"), 3: ("e",), 4: ("f", "g"),
-                                      5: ("h",), 6: ("i",), 7: ("j", "k"), 8: ("l",)}
+                                      5: ("h",), 6: ("i",), 7: ("j", "k"), 8: ("l",),
+                                      9: ("m", "n")}
 CPU_OPTIONS = {"mann-conv-vinyals5": "--time-limit 8400",
-               "mann-ntm-santoro5": "--time-limit 1200", "mann-kv-santoro5": "--time-limit 900"}
+               "mann-ntm-santoro5": "--time-limit 5400", "mann-kv-santoro5": "--time-limit 900"}
 NOT_ON_CPU = {
     "mann-santoro5": "its folder links to results/santoro-5way, trained at the full budget",
     "mann-conv-vinyals20": "6.6 s a step on one core: not even 1,500 steps fit",
     "mann-gpu-santoro15": "a GPU run, the N-way curriculum recipe of results/scaling",
+    "mann-ntm-vinyals20": "20-way episodes of 200 steps: a useful budget does not fit a session",
+    "mann-dnc-vinyals20": "20-way episodes of 200 steps: a useful budget does not fit a session",
 }
 
 
@@ -266,6 +275,15 @@ def _plan() -> tuple[Run, ...]:
                 expect=(("model.kind", "mann"), ("model.encoder", encoder),
                         ("model.freeze_encoder", bool(flags)), ("data.split", "vinyals"),
                         ("episodes.n_way", n_way), ("episodes.labels", "one-hot"))))
+    # the NTM and the DNC in place of LRUA in the flat-pixel runs above (issue 12)
+    for memory in ("ntm", "dnc"):
+        for n_way in (5, 20):
+            runs.append(Run(
+                f"mann-{memory}", (f"{n_way}w1s", f"{n_way}w5s"), f"mann-{memory}-vinyals{n_way}",
+                TRAIN, f"--model mann --memory {memory} --split vinyals --image-size 28 "
+                f"--no-rotate --n-way {n_way} --labels one-hot", budget["none", n_way],
+                expect=(("model.memory", memory), ("model.encoder", "none"),
+                        ("data.split", "vinyals"), ("episodes.n_way", n_way))))
     # s/step, 60-way episodes with 5 queries: 1-shot 0.097, 5-shot 0.15
     for shots in (1, 5):
         runs.append(Run(

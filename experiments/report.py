@@ -140,7 +140,8 @@ def markdown(records: Sequence[Record], data: dict[str, dict[str, dict[str, Any]
         "MAML uses batch statistics of the support / query batch (transductive, as Finn et al. "
         "2017); the published numbers come from the papers' own networks and training "
         "schedules.", "",
-        *_table(data, ["mann", "mann-conv", "mann-pretrained", "mann-kv-convbase",
+        *_table(data, ["mann", "mann-ntm", "mann-dnc", "mann-conv", "mann-pretrained",
+                       "mann-kv-convbase",
                        "mann-kv-frozen", "mann-kv-fixed", "protonet", "protonet-full", "maml",
                        "sklearn-knn", "sklearn-logreg"],
                 list(STANDARD),
