@@ -167,7 +167,7 @@ QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
 # Stage 6 (one core, each run paused by its time limit): the memory variants of issue 12.
 # Stage 7 (two cores, about 25 and 50 minutes): the encoder-queried key-value memory.
 # Stage 8 (one core, about 75 minutes): the same memory in the full-budget ProtoNets metric.
-# Stage 9 (two cores): the NTM and the DNC on the Vinyals episodes.
+# Stage 9 (two cores, about 25 minutes): the NTM and the DNC on the Vinyals episodes.
 STAGES: dict[int, tuple[str, ...]] = {1: ("a", "b"), 2: ("c", "d"), 3: ("e",), 4: ("f", "g"),
                                       5: ("h",), 6: ("i",), 7: ("j", "k"), 8: ("l",),
                                       9: ("m", "n")}
