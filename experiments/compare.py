@@ -44,7 +44,7 @@ from fewshot_mann.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
 )
-from fewshot_mann.cli import TRAIN_FLAGS
+from fewshot_mann.cli import TRAIN_FLAGS, TRAIN_SWITCHES
 from fewshot_mann.config import Config
 from fewshot_mann.data.imageset import ImageSet
 from fewshot_mann.data.omniglot import load_omniglot
@@ -225,29 +225,22 @@ def _plan() -> tuple[Run, ...]:
     # ProtoNets CNN, s/step on one core 5-way 0.27, 20-way 0.65 (6 presentations a class)
     kv_query = ("--memory kv --kv-query encoder --memory-width 64 --encoder convbase "
                 "--class-counts random --lr 1e-3 --warmup-steps 100")
-    for n_way, presentations in ((5, 10), (20, 6)):
-        runs.append(Run(
-            "mann-kv-frozen", (f"{n_way}w1s", f"{n_way}w5s"), f"mann-kv-frozen-vinyals{n_way}",
-            TRAIN, f"--model mann {kv_query} --encoder-init {{runs}}/protonet-1shot/model.pt "
-            f"--freeze-encoder --split vinyals --image-size 28 --no-rotate --n-way {n_way} "
-            f"--presentations {presentations} --labels one-hot", 1500,
-            expect=(("model.memory", "kv"), ("model.kv_query", "encoder"),
-                    ("model.freeze_encoder", True), ("episodes.class_counts", "random"),
-                    ("data.split", "vinyals"), ("episodes.n_way", n_way))))
-    # ... and with the query projection frozen too (--freeze-query, W_q = I): the memory reads
-    # in the CNN's own metric (trained, W_q drifts from it: results/memories/README.md), on
-    # the ProtoNets CNN of the full 20,000-step budget
-    for n_way, presentations in ((5, 10), (20, 6)):
-        runs.append(Run(
-            "mann-kv-fixed", (f"{n_way}w1s", f"{n_way}w5s"), f"mann-kv-fixed-vinyals{n_way}",
-            TRAIN, f"--model mann {kv_query} --freeze-query "
-            f"--encoder-init {{runs}}/protonet-1shot-full/model.pt --freeze-encoder "
-            f"--split vinyals --image-size 28 --no-rotate --n-way {n_way} "
-            f"--presentations {presentations} --labels one-hot", 1500,
-            expect=(("model.memory", "kv"), ("model.kv_query", "encoder"),
-                    ("model.freeze_query", True), ("model.freeze_encoder", True),
-                    ("episodes.class_counts", "random"), ("data.split", "vinyals"),
-                    ("episodes.n_way", n_way))))
+    # mann-kv-fixed: the same with the query projection frozen too (--freeze-query, W_q = I),
+    # so that the memory reads in the CNN's own metric (trained, W_q drifts from it:
+    # results/memories/README.md), on the ProtoNets CNN of the full 20,000-step budget
+    for method, protonet, frozen_query in (("mann-kv-frozen", "protonet-1shot", False),
+                                           ("mann-kv-fixed", "protonet-1shot-full", True)):
+        for n_way, presentations in ((5, 10), (20, 6)):
+            runs.append(Run(
+                method, (f"{n_way}w1s", f"{n_way}w5s"), f"{method}-vinyals{n_way}", TRAIN,
+                f"--model mann {kv_query}{' --freeze-query' * frozen_query} "
+                f"--encoder-init {{runs}}/{protonet}/model.pt --freeze-encoder --split vinyals "
+                f"--image-size 28 --no-rotate --n-way {n_way} --presentations {presentations} "
+                f"--labels one-hot", 1500,
+                expect=(("model.memory", "kv"), ("model.kv_query", "encoder"),
+                        ("model.freeze_query", frozen_query), ("model.freeze_encoder", True),
+                        ("episodes.class_counts", "random"), ("data.split", "vinyals"),
+                        ("episodes.n_way", n_way))))
     # ... and with the CNN learnt from scratch, Santoro 15-way five-hot (1.15 s/step)
     runs.append(Run(
         "mann-kv-conv", ("santoro15",), "mann-kv-santoro15", TRAIN,
@@ -471,10 +464,9 @@ def _train_command(cfg: Config, out: Path) -> str:
     for flag, (section, key, _, _) in TRAIN_FLAGS.items():
         if key not in ("data_root", "cache_dir") and have[section][key] != default[section][key]:
             args += [flag, str(have[section][key])]
-    args += ["--no-rotate"] * (not cfg.data.rotate_classes)
-    args += ["--no-key-strength"] * (not cfg.model.key_strength)
-    args += ["--freeze-encoder"] * cfg.model.freeze_encoder
-    args += ["--freeze-query"] * cfg.model.freeze_query
+    for flag, (section, key, value, _) in TRAIN_SWITCHES.items():
+        if key != "download" and have[section][key] == value != default[section][key]:
+            args.append(flag)
     return shlex.join([*args, "--out", str(out)])
 
 

@@ -141,9 +141,8 @@ def markdown(records: Sequence[Record], data: dict[str, dict[str, dict[str, Any]
         "2017); the published numbers come from the papers' own networks and training "
         "schedules.", "",
         *_table(data, ["mann", "mann-ntm", "mann-dnc", "mann-conv", "mann-pretrained",
-                       "mann-kv-convbase",
-                       "mann-kv-frozen", "mann-kv-fixed", "protonet", "protonet-full", "maml",
-                       "sklearn-knn", "sklearn-logreg"],
+                       "mann-kv-convbase", "mann-kv-frozen", "mann-kv-fixed", "protonet",
+                       "protonet-full", "maml", "sklearn-knn", "sklearn-logreg"],
                 list(STANDARD),
                 [STANDARD_TITLES[s] for s in STANDARD]),
         "", "*MANN + frozen ProtoNets encoder*: the CNN of the ProtoNets 1-shot run "

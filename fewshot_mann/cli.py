@@ -76,6 +76,26 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--on-divergence": ("train", "on_divergence", str,
                         "rollback (to the last good state, lower lr; default) | stop"),
 }
+# switch -> (config section, field, the value it sets, help): flags that take no value
+TRAIN_SWITCHES: dict[str, tuple[str, str, bool, str]] = {
+    "--download": ("data", "download", True,
+                   "download Omniglot with torchvision if it is absent"),
+    "--no-rotate": ("data", "rotate_classes", False,
+                    "no random 90-degree class rotation during training"),
+    "--no-key-strength": ("model", "key_strength", False,
+                          "plain softmax of the cosine (eq. 18 as printed, no sharpening)"),
+    "--read-norm": ("model", "read_norm", True,
+                    "layer-normalise each read vector (bounds what memory feeds back)"),
+    "--freeze-encoder": ("model", "freeze_encoder", True,
+                         "keep the --encoder-init weights fixed (no gradient, BN frozen)"),
+    "--freeze-query": ("model", "freeze_query", True,
+                       "kv, --kv-query encoder: keep W_q at its initialisation (the identity "
+                       "where the widths agree): queries are the encoder's metric"),
+    "--compile": ("train", "compile", True,
+                  "torch.compile each MANN time step (tens of seconds to compile)"),
+    "--cuda-graph": ("train", "cuda_graph", True,
+                     "capture the unrolled episode as a CUDA graph (CUDA only)"),
+}
 
 
 INVERT = ("turn custom images light on dark as Omniglot is decoded: auto (when the model was "
@@ -99,21 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="TOML config (flags override it)")
     for flag, (_, _, kind, text) in TRAIN_FLAGS.items():
         train.add_argument(flag, type=kind, help=text)
-    train.add_argument("--download", action="store_true", default=None,
-                       help="download Omniglot with torchvision if it is absent")
-    train.add_argument("--no-rotate", action="store_true",
-                       help="no random 90-degree class rotation during training")
-    train.add_argument("--no-key-strength", action="store_true",
-                       help="plain softmax of the cosine (eq. 18 as printed, no sharpening)")
-    train.add_argument("--read-norm", action="store_true", default=None,
-                       help="layer-normalise each read vector (bounds what memory feeds back)")
-    train.add_argument("--freeze-encoder", action="store_true", default=None,
-                       help="keep the --encoder-init weights fixed (no gradient, BN frozen)")
-    train.add_argument("--freeze-query", action="store_true", default=None,
-                       help="kv, --kv-query encoder: keep W_q at its initialisation (the "
-                            "identity where the widths agree): queries are the encoder's metric")
-    train.add_argument("--compile", action="store_true", default=None,
-                       help="torch.compile each MANN time step (tens of seconds to compile)")
+    for flag, (_, _, _, text) in TRAIN_SWITCHES.items():
+        train.add_argument(flag, action="store_true", help=text)
     train.add_argument("--out", type=Path, required=True, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--stop-accuracy", type=float, default=0.0,
@@ -121,8 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
                        help="pause (checkpointed, resumable) at the first held-out evaluation "
                             "after this many seconds")
-    train.add_argument("--cuda-graph", action="store_true", default=None,
-                       help="capture the unrolled episode as a CUDA graph (CUDA only)")
     train.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint on held-out classes",
@@ -268,22 +273,9 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             sections.setdefault(section, {})[name] = value
-    if args.download:
-        sections.setdefault("data", {})["download"] = True
-    if args.freeze_encoder:
-        sections.setdefault("model", {})["freeze_encoder"] = True
-    if args.freeze_query:
-        sections.setdefault("model", {})["freeze_query"] = True
-    if args.read_norm:
-        sections.setdefault("model", {})["read_norm"] = True
-    if args.compile:
-        sections.setdefault("train", {})["compile"] = True
-    if args.cuda_graph:
-        sections.setdefault("train", {})["cuda_graph"] = True
-    if args.no_rotate:
-        sections.setdefault("data", {})["rotate_classes"] = False
-    if args.no_key_strength:
-        sections.setdefault("model", {})["key_strength"] = False
+    for flag, (section, name, value, _) in TRAIN_SWITCHES.items():
+        if getattr(args, flag.lstrip("-").replace("-", "_")):
+            sections.setdefault(section, {})[name] = value
     return sections
 
 
