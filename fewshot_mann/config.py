@@ -229,9 +229,6 @@ class Config:
         if not (t.lr > 0 and 0 < t.lr_min <= t.lr):
             raise ConfigError(f"need 0 < train.lr_min <= train.lr, got lr={t.lr}, "
                               f"lr_min={t.lr_min}")
-        if t.compile and t.cuda_graph:
-            raise ConfigError("train.compile and train.cuda_graph are two ways to cut per-kernel "
-                              "overhead: choose one")
         if t.warmup_steps < 0 or t.grad_clip < 0 or t.threads < 0:
             raise ConfigError("train.warmup_steps, train.grad_clip and train.threads must be >= 0")
         return self

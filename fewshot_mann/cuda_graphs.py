@@ -9,7 +9,12 @@ model must not synchronise with the host inside a step: the batched memory backe
 Training: `torch.cuda.make_graphed_callables` captures the model's forward and its backward as
 one autograd function; the loss, gradient clipping and the optimiser step stay eager (a handful
 of kernels), so the learning-rate schedule and the NaN check work unchanged. Inference: the
-forward under `torch.inference_mode` is captured with `torch.cuda.graph`.
+forward under `torch.inference_mode` is captured with `torch.cuda.graph`; `GraphedInference`
+captures one such graph per input shape, for the trainer's held-out evaluations.
+
+With `MANN.compile_step()` (train.compile) the graphs hold the compiled time step's fused
+kernels: the warm-up runs before each capture compile it (torch.compile must never compile
+during a capture).
 """
 
 from __future__ import annotations
@@ -76,3 +81,21 @@ def graph_inference(model: nn.Module, images: torch.Tensor, prev_labels: torch.T
         return static_out
 
     return replay
+
+
+class GraphedInference(nn.Module):
+    """`model` for inference, replayed from one CUDA graph per input shape (captured at the
+    first batch of that shape; parameters are read in place, so training updates are seen).
+    Returns a copy of the captured output."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self._graphs: dict[tuple[torch.Size, torch.Size],
+                           Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
+
+    def forward(self, images: torch.Tensor, prev_labels: torch.Tensor) -> torch.Tensor:
+        shape = (images.shape, prev_labels.shape)
+        if shape not in self._graphs:
+            self._graphs[shape] = graph_inference(self.model, images, prev_labels)
+        return self._graphs[shape](images, prev_labels).clone()

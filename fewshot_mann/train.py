@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
 from .config import Config, TrainConfig, curriculum_widths
-from .cuda_graphs import graph_training_forward
+from .cuda_graphs import GraphedInference, graph_training_forward
 from .distributed import shutdown
 from .evaluate import evaluate
 from .loop import TrainingLoop
@@ -73,6 +73,9 @@ class Trainer(TrainingLoop):
         self.forward_model = run.forward_model
         # one captured graph per episode shape (a curriculum changes the episode length)
         self._graphed: dict[torch.Size, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
+        # the held-out evaluations replayed from CUDA graphs too (eager, they cost a training
+        # step's launches for every batch)
+        self.eval_model = GraphedInference(self.model) if cfg.train.cuda_graph else self.model
         # absent from checkpoints written before the curriculum
         self._set_stage(int((run.payload or {}).get("curriculum_stage", 0)))
 
@@ -158,8 +161,10 @@ class Trainer(TrainingLoop):
         t = self.cfg.train
         self.heldout.generator.manual_seed(t.seed + 1)
         with self.autocast():
-            result = evaluate(self.model, self.heldout, t.eval_episodes,
-                              batch_size=min(t.eval_episodes, 256))
+            # graphed: one batch, one captured shape (one compilation with train.compile)
+            result = evaluate(self.eval_model, self.heldout, t.eval_episodes,
+                              batch_size=t.eval_episodes if t.cuda_graph
+                              else min(t.eval_episodes, 256))
         return {"heldout_instance_accuracy": result.instance_accuracy,
                 "heldout_loss": result.loss}
 

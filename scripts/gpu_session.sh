@@ -15,11 +15,18 @@
 #          CNN, Vinyals 5-way (10 presentations) and 20-way (6), and with a CNN from scratch,
 #          Santoro 15-way five-hot; batch $KV_BATCH (64), eager CUDA (no CUDA-graph path for
 #          kv), each stopped after $KV_S (120)                  -> DIR/kv-vinyals*.tar, kv-santoro15.tar
-#   profile  issue 14, about 2-3 minutes (prepared on the CPU, never run on a GPU yet): the
-#          graphed training step at batch $PROFILE_BATCHES (4096 16384) in each of
-#          $PROFILE_PRECISIONS (fp32 tf32 bf16): episodes/s of 10 timed steps and
-#          torch.profiler's top kernels of 2 more      -> DIR/profile-b*-*.txt, DIR/profile.json
-#          (PROFILE_FLAGS="--device cpu" PROFILE_BATCHES=16 serves a CPU smoke test)
+#   profile  issue 14, about 3-4 minutes: the graphed training step in each of
+#          $PROFILE_SETTINGS (batch:precision[:compile], default "16384:fp32 16384:fp32:compile
+#          16384:tf32:compile 4096:fp32:compile"; compile = the time step torch.compiled under
+#          the graph): episodes/s of 10 timed steps and torch.profiler's top kernels of 2 more
+#                                                   -> DIR/profile-b*-*.txt, DIR/profile.json
+#          (PROFILE_FLAGS="--device cpu" PROFILE_SETTINGS=16:fp32 serves a CPU smoke test)
+#   collapse issue 10, about 1.5 minutes a seed: the issue's large-batch 15-way five-hot run
+#          (batch 256, lr 3e-3, CUDA graphs) for each seed of $COLLAPSE_SEEDS (1 2) and lr of
+#          $COLLAPSE_LRS (3e-3), at most $COLLAPSE_S (90) s each, stopping at the first
+#          divergence (--on-divergence stop), so that checkpoint.pt is the last good state,
+#          resumable on the CPU to replay the steps that diverged  -> DIR/collapse-*.tar
+#          (COLLAPSE_FLAGS, last, replace "--device cuda --cuda-graph": a CPU smoke test)
 #   conv   MANN + conv encoder on the Vinyals split, 5-way then 20-way (the comparison's runs),
 #          each stopped after $CONV_MAX_SECONDS (150)                      -> DIR/conv-vinyals*.tar
 #   scale  issue 10, about 8 minutes: the large-batch 15-way collapse reproduced under the
@@ -33,7 +40,7 @@
 # Each part has its own time limit, so one failure does not cost the others.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
-[ $# -gt 0 ] || { echo "name the parts to run: tests bench tta conv scale kv profile" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "name the parts to run: tests bench tta conv scale kv profile collapse" >&2; exit 2; }
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -76,12 +83,13 @@ for part in "$@"; do
         --out "$OUT/bench-cuda-graph.json" ;;
   tta)
     max=${TTA_MAX_SECONDS:-100}
-    phase "time to 82.8 %"
+    # TTA_FLAGS: more flags (--compile); TTA_NAME: the JSON's name
+    phase "time to 82.8 % ${TTA_FLAGS:-}"
     timeout $((max + 150)) $PY scripts/time_to_accuracy.py --device cuda --cuda-graph \
         --batch-size "${TTA_BATCH:-64}" --lr "${TTA_LR:-3e-3}" --eval-every 100 \
-        --precision "${TTA_PRECISION:-fp32}" \
+        --precision "${TTA_PRECISION:-fp32}" ${TTA_FLAGS:-} \
         --max-seconds "$max" --run-dir /tmp/gpu-session-tta --overwrite \
-        --out "$OUT/time-to-accuracy.json" 2>&1 | quiet ;;
+        --out "$OUT/${TTA_NAME:-time-to-accuracy}.json" 2>&1 | quiet ;;
   conv)
     max=${CONV_MAX_SECONDS:-150}
     # the comparison's step budgets (experiments/compare.py); --time-limit is the safety net
@@ -150,16 +158,31 @@ for part in "$@"; do
         bring_back "$dir" "$name"
     done ;;
   profile)
-    for batch in ${PROFILE_BATCHES:-4096 16384}; do
-        for precision in ${PROFILE_PRECISIONS:-fp32 tf32 bf16}; do
-            phase "profile: batch $batch, $precision"
-            timeout 150 $PY scripts/profile_step.py ${PROFILE_FLAGS:---device cuda --cuda-graph} \
-                --batch-size "$batch" --precision "$precision" --timed-steps 10 --steps 2 \
-                --rows 25 --json "$OUT/profile.json" 2>&1 | grep -v "^USDT:" \
-                | tee "$OUT/profile-b$batch-$precision.txt"
+    for setting in ${PROFILE_SETTINGS:-16384:fp32 16384:fp32:compile 16384:tf32:compile \
+                                        4096:fp32:compile}; do
+        IFS=: read -r batch precision compile <<< "$setting"
+        name=profile-b$batch-$precision${compile:+-compiled}
+        phase "profile: batch $batch, $precision ${compile:+, compiled step}"
+        timeout 240 $PY scripts/profile_step.py ${PROFILE_FLAGS:---device cuda --cuda-graph} \
+            --batch-size "$batch" --precision "$precision" ${compile:+--compile} \
+            --timed-steps 10 --steps 2 --rows 25 --json "$OUT/profile.json" 2>&1 \
+            | grep -v "^USDT:" | tee "$OUT/$name.txt"
+    done ;;
+  collapse)
+    for lr in ${COLLAPSE_LRS:-3e-3}; do
+        for seed in ${COLLAPSE_SEEDS:-1 2}; do
+            dir=/tmp/runs/collapse-lr$lr-seed$seed
+            phase "collapse: santoro 15-way five-hot, batch 256, lr $lr, seed $seed"
+            timeout $((${COLLAPSE_S:-90} + 90)) $PY -m fewshot_mann.cli train --split santoro \
+                --n-way 15 --labels five-hot --batch-size 256 --lr "$lr" --seed "$seed" \
+                --steps 3500 --on-divergence stop --eval-every 100 --checkpoint-every 100 \
+                --log-every 25 --time-limit "${COLLAPSE_S:-90}" \
+                ${COLLAPSE_FLAGS:---device cuda --cuda-graph} --out "$dir" 2>&1 | quiet
+            (cd "$dir" && tar cf "$OUT/collapse-lr$lr-seed$seed.tar" checkpoint.pt \
+                train_log.jsonl config.toml split.json)
         done
     done ;;
-  *) echo "unknown part $part: tests bench tta conv scale kv profile" >&2 ;;
+  *) echo "unknown part $part: tests bench tta conv scale kv profile collapse" >&2 ;;
   esac
 done
 phase done

@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
     parser.add_argument("--cuda-graph", action="store_true", help="graphed forward + backward")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the time step (MANN.compile_step), under the graph "
+                             "with --cuda-graph")
     parser.add_argument("--steps", type=int, default=3, help="profiled steps")
     parser.add_argument("--timed-steps", type=int, default=0,
                         help="steps timed before profiling")
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     B, T = args.batch_size, 50
     code = LabelCode.make("one-hot", 5)
     model = MANN(ModelConfig(), (1, 20, 20), code).to(device)
+    if args.compile:
+        model.compile_step()
     optimizer = torch.optim.Adam(model.parameters())
     images, prev, targets = random_episodes(code, B, T, device=device)  # (B, T, 400), (B, T, 5)
 
@@ -88,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             step()
         sync()
     setting = (f"batch {B}, T = {T}, paper sizes, {args.precision}"
-               f"{', CUDA graph' if args.cuda_graph else ''}; {device_name(device)}, "
+               f"{', CUDA graph' if args.cuda_graph else ''}"
+               f"{', compiled step' if args.compile else ''}; {device_name(device)}, "
                f"torch {torch.__version__}")
     if rate is not None:
         print(f"# {args.timed_steps} timed training steps: {rate:,.0f} episodes/s; {setting}")
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "a") as f:
             f.write(json.dumps({
                 "batch_size": B, "precision": args.precision, "cuda_graph": args.cuda_graph,
+                "compile": args.compile,
                 "device": device_name(device), "torch": str(torch.__version__),
                 "episodes_per_s": rate, "timed_steps": args.timed_steps,
                 "profiled_steps": args.steps,

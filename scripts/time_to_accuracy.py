@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32", help="fp32 | tf32 | bf16")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="capture each training step's episode as a CUDA graph (CUDA only)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile each time step (under the graphs with --cuda-graph); "
+                             "compilation counts in the wall-clock")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/time-to-accuracy"),
                         help="training run folder; must not exist unless --overwrite")
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     train = {"steps": args.max_steps, "lr_min": 1e-4, "seed": args.seed, "device": args.device,
              "threads": args.threads, "eval_every": args.eval_every, "eval_episodes": 500,
              "precision": args.precision, "cuda_graph": args.cuda_graph,
+             "compile": args.compile,
              "checkpoint_every": args.eval_every, "log_every": args.eval_every}
     if args.batch_size:
         train["batch_size"] = args.batch_size

@@ -12,7 +12,7 @@ import torch
 
 from fewshot_mann.bench import random_episodes
 from fewshot_mann.config import CACHE_DIR_ENV, Config, ModelConfig, replace
-from fewshot_mann.cuda_graphs import graph_inference, graph_training_forward
+from fewshot_mann.cuda_graphs import GraphedInference, graph_inference, graph_training_forward
 from fewshot_mann.episodes import LabelCode
 from fewshot_mann.metrics import episode_loss
 from fewshot_mann.models import MANN
@@ -68,6 +68,26 @@ def test_graphed_training_makes_the_eager_updates():
     assert graph_losses == pytest.approx(eager_losses, rel=1e-4)
     for (name, p), q in zip(model.named_parameters(), graphed_model.parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_compiled_step_under_the_graph_makes_the_eager_updates():
+    """train.compile with train.cuda_graph: the warm-up before the capture compiles the time
+    step, and the graph replays its fused kernels. Fused float32 arithmetic rounds differently,
+    so a moderate key strength (see test_backends_agree_on_cuda) and a looser tolerance."""
+    model, data = paper_model_and_batches(6, key_strength_init=2.0)
+    compiled = copy.deepcopy(model)
+    compiled.compile_step()
+    eager_losses = train_steps(model, model, data)
+    forward = graph_training_forward(compiled, data[0][0], data[0][1])
+    assert train_steps(compiled, forward, data) == pytest.approx(eager_losses, rel=1e-3)
+    for (name, p), q in zip(model.named_parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+    model.eval()
+    replay = GraphedInference(compiled).eval()  # the trainer's held-out evaluations
+    for images, prev, _ in data[:2]:
+        with torch.inference_mode():
+            torch.testing.assert_close(replay(images, prev), model(images, prev), rtol=1e-3,
+                                       atol=1e-4)
 
 
 def test_graphed_inference_matches_eager():

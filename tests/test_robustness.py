@@ -236,7 +236,7 @@ def test_images_of_any_mode_and_bit_depth_are_converted(tmp_path):
     ("[train]\nlr = nan\n", "train.lr must be a finite number, got nan"),
     ("[model]\nkey_strength_init = inf\n", "model.key_strength_init must be a finite number"),
     ("[model]\nmemory_slots = 1\n", "model.read_heads (4) cannot exceed model.memory_slots (1)"),
-    ("[train]\ncompile = true\ncuda_graph = true\n", "train.compile and train.cuda_graph"),
+    ("[train]\nwarmup_steps = -1\n", "train.warmup_steps, train.grad_clip and train.threads"),
     ("[train\nlr = 1\n", "not valid TOML"),
     (None, "config file not found"),
 ])
