@@ -27,6 +27,11 @@
 #          divergence (--on-divergence stop), so that checkpoint.pt is the last good state,
 #          resumable on the CPU to replay the steps that diverged  -> DIR/collapse-*.tar
 #          (COLLAPSE_FLAGS, last, replace "--device cuda --cuda-graph": a CPU smoke test)
+#   spikes issue 10, about 2 minutes: where the gradient-norm spikes of the GPU's 15-way runs
+#          come from (900 - 12,900 in their first 25 steps; the CPU's at most 13): the issue's
+#          run for 25 steps, every step logged, eager and with CUDA graphs, same seed
+#          (SPIKES_MODES=eager SPIKES_FLAGS="--device cpu --batch-size 4": a CPU smoke test)
+#                                                        -> DIR/spikes-eager.tar, spikes-graph.tar
 #   conv   MANN + conv encoder on the Vinyals split, 5-way then 20-way (the comparison's runs),
 #          each stopped after $CONV_MAX_SECONDS (150)                      -> DIR/conv-vinyals*.tar
 #   scale  issue 10, about 8 minutes: the large-batch 15-way collapse reproduced under the
@@ -40,7 +45,7 @@
 # Each part has its own time limit, so one failure does not cost the others.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
-[ $# -gt 0 ] || { echo "name the parts to run: tests bench tta conv scale kv profile collapse" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "name the parts to run: tests bench tta conv scale kv profile collapse spikes" >&2; exit 2; }
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -182,7 +187,17 @@ for part in "$@"; do
                 train_log.jsonl config.toml split.json)
         done
     done ;;
-  *) echo "unknown part $part: tests bench tta conv scale kv profile collapse" >&2 ;;
+  spikes)
+    for mode in ${SPIKES_MODES:-eager graph}; do
+        dir=/tmp/runs/spikes-$mode
+        flags="--device cuda"; [ $mode = graph ] && flags="$flags --cuda-graph"
+        phase "spikes: santoro 15-way five-hot, batch 256, 25 steps, $mode"
+        timeout 240 $PY -m fewshot_mann.cli train --split santoro --n-way 15 --labels five-hot \
+            --batch-size 256 --seed 1 --steps 25 --log-every 1 --eval-every 25 \
+            --eval-episodes 64 $flags ${SPIKES_FLAGS:-} --out "$dir" 2>&1 | quiet
+        (cd "$dir" && tar cf "$OUT/spikes-$mode.tar" model.pt train_log.jsonl config.toml)
+    done ;;
+  *) echo "unknown part $part: tests bench tta conv scale kv profile collapse spikes" >&2 ;;
   esac
 done
 phase done
