@@ -54,6 +54,8 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--memory-slots": ("model", "memory_slots", int, "memory rows"),
     "--memory-width": ("model", "memory_width", int, "memory row size"),
     "--read-heads": ("model", "read_heads", int, "read heads"),
+    "--cosine-eps": ("model", "cosine_eps", float,
+                     "added to |k||M(i)| in the memory's cosines (>= 1e-3: less float32 noise)"),
     "--steps": ("train", "steps", int, "optimiser updates"),
     "--batch-size": ("train", "batch_size", int, "episodes per update"),
     "--optimizer": ("train", "optimizer", str, "adam | rmsprop"),

@@ -73,6 +73,9 @@ class ModelConfig:
     gamma: float = 0.95  # usage decay, eq. 20
     key_strength: bool = True  # learned sharpening beta_t of the cosine (models/mann.py)
     key_strength_init: float = 11.0  # beta at initialisation
+    # added to |k||M(i)| in every cosine of a content lookup; 1e-3 - 1e-2 remove the float32
+    # gradient noise of nearly empty rows, but may slow 5-way learning (memory/addressing.py)
+    cosine_eps: float = 1e-8
     read_norm: bool = False  # layer-normalise each read vector (no parameters; models/mann.py)
     backend: str = "batched"  # "reference" | "batched"
     memory: str = "lrua"  # "lrua" | "ntm" | "dnc" | "kv" (fewshot_mann/memory/)
@@ -219,6 +222,8 @@ class Config:
         if m.freeze_query and not (m.memory == "kv" and m.kv_query == "encoder"):
             raise ConfigError("model.freeze_query fixes the key-value memory's query projection "
                               "W_q: it needs model.memory = 'kv' and model.kv_query = 'encoder'")
+        if not m.cosine_eps > 0:
+            raise ConfigError(f"model.cosine_eps must be > 0, got {m.cosine_eps}")
         if m.key_strength_init <= 1.0:
             raise ConfigError(f"model.key_strength_init must be > 1, got {m.key_strength_init}")
         if not 0.0 <= m.gamma <= 1.0:

@@ -237,6 +237,7 @@ def test_images_of_any_mode_and_bit_depth_are_converted(tmp_path):
     ("[model]\nkey_strength_init = inf\n", "model.key_strength_init must be a finite number"),
     ("[model]\nmemory_slots = 1\n", "model.read_heads (4) cannot exceed model.memory_slots (1)"),
     ("[train]\nwarmup_steps = -1\n", "train.warmup_steps, train.grad_clip and train.threads"),
+    ("[model]\ncosine_eps = 0.0\n", "model.cosine_eps must be > 0, got 0.0"),
     ("[train\nlr = 1\n", "not valid TOML"),
     (None, "config file not found"),
 ])

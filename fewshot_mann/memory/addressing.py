@@ -11,33 +11,42 @@ and tests/test_memories.py checks that both agree and pins each function on hand
     allocation               DNC allocation weighting a_t (usage sorted ascending)
     link_update, precedence_update
                              DNC temporal link matrix L_t and precedence weighting p_t
+
+The cosine is k.M(i) / (|k||M(i)| + eps), eps = model.cosine_eps (1e-8), so that empty slots
+read as 0. Its size matters in float32: the gradient with respect to an empty or nearly empty
+row is about k / eps, and early in an episode an LRUA memory is mostly such rows (at
+initialisation, rows of norm 6e-4 - 8e-3 over the first steps, written with read weights of
+about 1/N). At 1e-8 the intermediate gradients of a 150-step episode grow to 1e18, and the
+parameter gradient left where they cancel can be rounding noise (float32 29,983 where float64
+gives 10.2). eps = 1e-3 removes nearly all of it and 1e-2 all (scripts/gradient_noise.py), but
+they also shrink those rows' cosines, and on the 5-way protocol 1e-3 learned more slowly in 2
+of 4 seeds (results/scaling/README.md, "Gradient spikes").
 """
 
 from __future__ import annotations
 
 import torch
 
-EPS = 1e-8  # added to the norm product of the cosine, so that empty slots read as 0
 TINY = 1e-30  # floor of a weighting raised to the power gamma (NTM eq. 9): 0 ** gamma has
 # no finite gradient with respect to gamma
 
 
-def cosine_rows(memory: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+def cosine_rows(memory: torch.Tensor, key: torch.Tensor, eps: float) -> torch.Tensor:
     """One episode, one head: cosine of key (W,) with every row of memory (N, W) -> (N,)."""
-    return (memory @ key) / (memory.norm(dim=1) * key.norm() + EPS)
+    return (memory @ key) / (memory.norm(dim=1) * key.norm() + eps)
 
 
-def cosine(memory: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+def cosine(memory: torch.Tensor, keys: torch.Tensor, eps: float) -> torch.Tensor:
     """memory (B, N, W), keys (B, H, W) -> cosine similarities (B, H, N)."""
     norms = memory.norm(dim=-1).unsqueeze(1) * keys.norm(dim=-1, keepdim=True)  # (B, H, N)
-    return torch.bmm(keys, memory.transpose(1, 2)) / (norms + EPS)
+    return torch.bmm(keys, memory.transpose(1, 2)) / (norms + eps)
 
 
-def content_weights(memory: torch.Tensor, keys: torch.Tensor, strengths: torch.Tensor
-                    ) -> torch.Tensor:
+def content_weights(memory: torch.Tensor, keys: torch.Tensor, strengths: torch.Tensor,
+                    eps: float) -> torch.Tensor:
     """softmax over slots of strength x cosine: memory (B, N, W), keys (B, H, W), strengths
     (B, H) -> weights (B, H, N)."""
-    return torch.softmax(strengths.unsqueeze(-1) * cosine(memory, keys), dim=-1)
+    return torch.softmax(strengths.unsqueeze(-1) * cosine(memory, keys, eps), dim=-1)
 
 
 def least_used(usage: torch.Tensor, n: int) -> torch.Tensor:

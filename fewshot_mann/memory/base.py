@@ -68,6 +68,7 @@ class Memory:
 
     def __init__(self, cfg: ModelConfig, label_size: int) -> None:
         self.slots, self.width, self.heads = cfg.memory_slots, cfg.memory_width, cfg.read_heads
+        self.cosine_eps = cfg.cosine_eps  # of every content lookup (memory/addressing.py)
         self.read_width = self.width
 
     @property

@@ -132,8 +132,9 @@ class ReferenceDNC(ReferenceMemory, DNCMemory):
                 product = product * claimed[j]
             alloc = torch.zeros_like(claimed).index_put((order,), torch.stack(free))
             # write weighting: w^w_t = g^w [g^a a_t + (1 - g^a) C(M_{t-1}, k^w, beta^w)]
-            content = torch.softmax(c.write_strengths[h] * cosine_rows(s.memory, c.write_keys[h]),
-                                    dim=0)
+            content = torch.softmax(
+                c.write_strengths[h] * cosine_rows(s.memory, c.write_keys[h], self.cosine_eps),
+                dim=0)
             write_weights.append(c.write_gates[h] * (c.allocation_gates[h] * alloc
                                                      + (1 - c.allocation_gates[h]) * content))
             claimed = claimed + (1 - claimed) * c.write_gates[h] * alloc
@@ -154,8 +155,8 @@ class ReferenceDNC(ReferenceMemory, DNCMemory):
         read_weights, reads = [], []
         for i in R:
             previous, modes = s.read_weights[i], c.read_modes[i]
-            content = torch.softmax(c.read_strengths[i] * cosine_rows(memory, c.read_keys[i]),
-                                    dim=0)
+            content = torch.softmax(
+                c.read_strengths[i] * cosine_rows(memory, c.read_keys[i], self.cosine_eps), dim=0)
             weights = modes[self.write_heads] * content
             for h in Hw:  # b^i_t = L_t^T w^{r,i}_{t-1}, f^i_t = L_t w^{r,i}_{t-1}
                 weights = (weights + modes[h] * (links[h].T @ previous)
@@ -179,7 +180,8 @@ class BatchedDNC(DNCMemory):
             if h + 1 < Hw:
                 claimed = claimed + (1 - claimed) * c.write_gates[:, h, None] * allocs[-1]
         alloc = torch.stack(allocs, dim=1)  # (B, Hw, N)
-        content = content_weights(s.memory, c.write_keys, c.write_strengths)  # (B, Hw, N)
+        content = content_weights(s.memory, c.write_keys, c.write_strengths,
+                                  self.cosine_eps)  # (B, Hw, N)
         g_a = c.allocation_gates.unsqueeze(-1)
         write_weights = c.write_gates.unsqueeze(-1) * (g_a * alloc + (1 - g_a) * content)
         # M_t = M_{t-1} o prod_h (E - w^h e_h^T) + sum_h w^h v_h^T    (B, N, W)
@@ -192,7 +194,8 @@ class BatchedDNC(DNCMemory):
         forward = previous @ links.transpose(-1, -2)  # (B, Hw, R, N): row i = (L w^{r,i})^T
         modes = c.read_modes  # (B, R, 2 Hw + 1)
         read_weights = (modes[..., Hw, None] * content_weights(memory, c.read_keys,
-                                                               c.read_strengths)
+                                                               c.read_strengths,
+                                                               self.cosine_eps)
                         + torch.einsum("brh,bhrn->brn", modes[..., :Hw], backward)
                         + torch.einsum("brh,bhrn->brn", modes[..., Hw + 1:], forward))
         reads = torch.bmm(read_weights, memory)  # (B, R, W)

@@ -101,7 +101,7 @@ class ReferenceLRUA(ReferenceMemory, LRUAMemory):
 
         read_weights, reads = [], []
         for h in heads:
-            cos = cosine_rows(memory, c.keys[h])  # eq. 17, with every slot of M_t
+            cos = cosine_rows(memory, c.keys[h], self.cosine_eps)  # eq. 17, with every slot of M_t
             # eq. 18: read weights, softmax over slots (strength 1 = the equation as printed)
             read_weights.append(torch.softmax(c.strengths[h] * cos, dim=0))
             # eq. 19: r_t = sum_i w^r_t(i) M_t(i)
@@ -135,7 +135,7 @@ class BatchedLRUA(LRUAMemory):
         else:  # inference: overwrite the (B, N, W) memory in place, no new tensor per step
             memory = state.memory.mul_(keep.unsqueeze(-1)).baddbmm_(
                 write_weights.transpose(1, 2), c.keys)
-        read_weights = content_weights(memory, c.keys, c.strengths)  # eqs. 17-18, (B, H, N)
+        read_weights = content_weights(memory, c.keys, c.strengths, self.cosine_eps)  # eqs. 17-18
         reads = torch.bmm(read_weights, memory)  # eq. 19, (B, H, W)
         usage = self.gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)  # eq. 20
         order = least_used(usage, self.heads)  # eq. 21, (B, H)

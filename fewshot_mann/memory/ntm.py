@@ -81,7 +81,8 @@ class ReferenceNTM(ReferenceMemory, NTMMemory):
                 previous: torch.Tensor) -> torch.Tensor:
         """Head h's weighting (N,) on memory (N, W), from its previous weighting (N,)."""
         # eqs. 5-6: w^c_t(i) = exp(beta K[k, M(i)]) / sum_j exp(beta K[k, M(j)])
-        content = torch.softmax(c.strengths[h] * cosine_rows(memory, c.keys[h]), dim=0)
+        content = torch.softmax(c.strengths[h] * cosine_rows(memory, c.keys[h], self.cosine_eps),
+                                    dim=0)
         # eq. 7: w^g_t = g_t w^c_t + (1 - g_t) w_{t-1}
         gated = c.gates[h] * content + (1 - c.gates[h]) * previous
         # eq. 8: w~_t(i) = sum_j w^g_t(j) s_t(i - j), indices modulo N; s_t(o) for |o| <= S
@@ -110,11 +111,12 @@ class ReferenceNTM(ReferenceMemory, NTMMemory):
 
 def address(memory: torch.Tensor, keys: torch.Tensor, strengths: torch.Tensor,
             gates: torch.Tensor, shifts: torch.Tensor, sharpening: torch.Tensor,
-            previous: torch.Tensor) -> torch.Tensor:
+            previous: torch.Tensor, cosine_eps: float) -> torch.Tensor:
     """Eqs. 5-9 for a group of heads: memory (B, N, W), keys (B, H, W), previous (B, H, N),
     the rest (B, H) or (B, H, 2S+1) -> weights (B, H, N)."""
     gate = gates.unsqueeze(-1)
-    gated = gate * content_weights(memory, keys, strengths) + (1 - gate) * previous  # eqs. 5-7
+    content = content_weights(memory, keys, strengths, cosine_eps)  # eqs. 5-6
+    gated = gate * content + (1 - gate) * previous  # eq. 7
     return sharpen(shift(gated, shifts), sharpening)  # eqs. 8-9
 
 
@@ -126,7 +128,7 @@ class BatchedNTM(NTMMemory):
         def weights_of(group: slice, memory: torch.Tensor) -> torch.Tensor:
             return address(memory, c.keys[:, group], c.strengths[:, group], c.gates[:, group],
                            c.shifts[:, group], c.sharpening[:, group],
-                           state.weights[:, group])
+                           state.weights[:, group], self.cosine_eps)
 
         write = weights_of(heads[0], state.memory)  # (B, Hw, N), on M_{t-1}
         # eq. 3 for all write heads: prod_h (1 - w_h e_h^T)     (B, Hw, N, W) -> (B, N, W)

@@ -1,0 +1,116 @@
+"""How much of a float32 MANN gradient is rounding noise, for each value of the cosine's eps.
+
+For a freshly initialised paper-size MANN (LRUA) and N real Omniglot training episodes, the
+gradient norm of each episode's loss in float32; then the episodes with the largest norms again
+in float64. Where float32 is far above float64, the float32 gradient is rounding noise, not
+signal (results/scaling/README.md, "Gradient spikes"; tests/test_stability.py):
+
+    python scripts/gradient_noise.py --data-root ../shared/data/omniglot --episodes 512 \\
+        --cosine-eps 1e-8,1e-4,1e-3,1e-2
+
+--trace T: for the worst episode of each eps, the first T time steps in float32: the norm of the
+loss gradient with respect to the memory M_t, the smallest non-zero row norm of M_t and the
+median key norm (where the rows' 1 / |M(i)| factors come from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from fewshot_mann.config import Config, ModelConfig, replace
+from fewshot_mann.data import load_dataset
+from fewshot_mann.data.splits import omniglot_split
+from fewshot_mann.episodes import Episodes
+from fewshot_mann.metrics import episode_loss
+from fewshot_mann.models import MANN
+from fewshot_mann.run import make_sampler
+
+
+def gradient_norm(model: MANN, batch: Episodes, i: int, dtype: torch.dtype) -> float:
+    """The norm of episode i's loss gradient with the model (and episode) in dtype."""
+    model.to(dtype).zero_grad(set_to_none=True)
+    logits = model(batch.images[i:i + 1].to(dtype), batch.prev_labels[i:i + 1].to(dtype))
+    episode_loss(logits, batch.targets[i:i + 1]).backward()
+    norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
+    model.float()
+    return float(norm)
+
+
+def trace(model: MANN, batch: Episodes, i: int, steps: int) -> list[dict[str, float]]:
+    """Per time step of episode i (float32): |dL/dM_t|, the smallest non-zero |M_t(i)|, the
+    median |k_t|."""
+    states, keys = [], []
+    step = model.memory.step
+
+    def recording(state, controls):  # the memory's step, keeping M_t's gradient
+        reads, new = step(state, controls)
+        new.memory.retain_grad()
+        states.append(new.memory)
+        keys.append(controls.keys.detach())
+        return reads, new
+
+    model.memory.step = recording  # an instance attribute over the method, removed below
+    try:
+        model.zero_grad(set_to_none=True)
+        logits = model(batch.images[i:i + 1], batch.prev_labels[i:i + 1])
+        episode_loss(logits, batch.targets[i:i + 1]).backward()
+    finally:
+        del model.memory.step
+    rows = [m.detach()[0].norm(dim=-1) for m in states[:steps]]
+    return [{"t": t + 1, "memory_gradient": float(m.grad.norm()),
+             "smallest_row": float(r[r > 0].min()), "key_norm": float(k.norm(dim=-1).median())}
+            for t, (m, r, k) in enumerate(zip(states, rows, keys, strict=False))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--episodes", type=int, default=512)
+    parser.add_argument("--n-way", type=int, default=15)
+    parser.add_argument("--labels", default="five-hot")
+    parser.add_argument("--cosine-eps", default="1e-8,1e-3", help="comma-separated values")
+    parser.add_argument("--worst", type=int, default=3, help="episodes recomputed in float64")
+    parser.add_argument("--seed", type=int, default=0, help="of the model's initialisation")
+    parser.add_argument("--sampler-seed", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--trace", type=int, default=0, help="time steps traced (worst episode)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = {k: v for k, v in {"data_root": args.data_root, "cache_dir": args.cache_dir}.items()
+            if v}
+    cfg = replace(Config(), data=data, episodes={"n_way": args.n_way, "labels": args.labels})
+    imageset = load_dataset(cfg.data)
+    split = omniglot_split("santoro", imageset)
+    sampler = make_sampler(cfg, imageset, split.train, side="train", device="cpu",
+                           seed=args.sampler_seed)
+    batch = sampler.sample(args.episodes)
+    print(f"{args.episodes} santoro {args.n_way}-way {args.labels} training episodes, a fresh "
+          f"paper-size MANN (seed {args.seed}), float32 gradient norm per episode; the "
+          f"{args.worst} largest again in float64")
+    for eps in (float(e) for e in args.cosine_eps.split(",")):
+        started = time.perf_counter()
+        torch.manual_seed(args.seed)
+        model = MANN(ModelConfig(cosine_eps=eps), imageset.image_shape, sampler.code)
+        norms = torch.tensor([gradient_norm(model, batch, i, torch.float32)
+                              for i in range(args.episodes)])
+        worst = norms.topk(args.worst).indices.tolist()
+        record = {
+            "cosine_eps": eps, "median": float(norms.median()), "max": float(norms.max()),
+            "over_100": int((norms > 100).sum()), "over_1000": int((norms > 1000).sum()),
+            "worst_episodes": worst, "worst_float32": [float(norms[i]) for i in worst],
+            "worst_float64": [gradient_norm(model, batch, i, torch.float64) for i in worst],
+            "seconds": round(time.perf_counter() - started, 1)}
+        print(json.dumps(record), flush=True)
+        for row in trace(model, batch, worst[0], args.trace) if args.trace else []:
+            print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
