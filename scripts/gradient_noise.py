@@ -8,6 +8,8 @@ signal (results/scaling/README.md, "Gradient spikes"; tests/test_stability.py):
     python scripts/gradient_noise.py --data-root ../shared/data/omniglot --episodes 512 \\
         --cosine-eps 1e-8,1e-4,1e-3,1e-2
 
+--batch B (64): also the gradient of the first B episodes' mean loss, as one training step
+computes it, in float32 and float64.
 --trace T: for the worst episode of each eps, the first T time steps in float32: the norm of the
 loss gradient with respect to the memory M_t, the smallest non-zero row norm of M_t and the
 median key norm (where the rows' 1 / |M(i)| factors come from).
@@ -31,11 +33,13 @@ from fewshot_mann.models import MANN
 from fewshot_mann.run import make_sampler
 
 
-def gradient_norm(model: MANN, batch: Episodes, i: int, dtype: torch.dtype) -> float:
-    """The norm of episode i's loss gradient with the model (and episode) in dtype."""
+def gradient_norm(model: MANN, batch: Episodes, i: int, dtype: torch.dtype, n: int = 1
+                  ) -> float:
+    """The norm of the loss gradient of episodes i..i+n-1 (their mean loss, as in training),
+    with the model and the episodes in dtype."""
     model.to(dtype).zero_grad(set_to_none=True)
-    logits = model(batch.images[i:i + 1].to(dtype), batch.prev_labels[i:i + 1].to(dtype))
-    episode_loss(logits, batch.targets[i:i + 1]).backward()
+    logits = model(batch.images[i:i + n].to(dtype), batch.prev_labels[i:i + n].to(dtype))
+    episode_loss(logits, batch.targets[i:i + n]).backward()
     norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
     model.float()
     return float(norm)
@@ -80,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampler-seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--trace", type=int, default=0, help="time steps traced (worst episode)")
+    parser.add_argument("--batch", type=int, default=64,
+                        help="also the gradient of the first BATCH episodes' mean loss, as a "
+                             "training step has it, in float32 and float64 (0: not)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = {k: v for k, v in {"data_root": args.data_root, "cache_dir": args.cache_dir}.items()
@@ -105,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
             "over_100": int((norms > 100).sum()), "over_1000": int((norms > 1000).sum()),
             "worst_episodes": worst, "worst_float32": [float(norms[i]) for i in worst],
             "worst_float64": [gradient_norm(model, batch, i, torch.float64) for i in worst],
+            **({f"batch_{args.batch}_float32": gradient_norm(model, batch, 0, torch.float32,
+                                                             args.batch),
+                f"batch_{args.batch}_float64": gradient_norm(model, batch, 0, torch.float64,
+                                                             args.batch)}
+               if args.batch else {}),
             "seconds": round(time.perf_counter() - started, 1)}
         print(json.dumps(record), flush=True)
         for row in trace(model, batch, worst[0], args.trace) if args.trace else []:

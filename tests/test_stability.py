@@ -1,5 +1,5 @@
-"""Where the gradient spikes of large-batch LRUA training come from (issue 10): float32
-rounding in the cosine of nearly empty memory rows, at the cosine's default eps (1e-8).
+"""A source of gradient spikes in LRUA training (issue 10): float32 rounding in the cosine
+of nearly empty memory rows, at the cosine's default eps (1e-8).
 
 The gradient of k.m / (|k||m| + eps) with respect to a row m is about k / eps when m is empty
 or nearly so; early in an episode an LRUA memory is mostly such rows, and over a 150-step
