@@ -198,7 +198,7 @@ for part in "$@"; do
         timeout 240 $PY -m fewshot_mann.cli train --split santoro --n-way 15 --labels five-hot \
             --batch-size 256 --seed 1 --steps 25 --log-every 1 --eval-every 25 \
             --eval-episodes 64 $flags ${SPIKES_FLAGS:-} --out "$dir" 2>&1 | quiet
-        (cd "$dir" && tar cf "$OUT/spikes-$mode.tar" model.pt train_log.jsonl config.toml)
+        bring_back "$dir" "spikes-$mode"
     done ;;
   *) echo "unknown part $part: tests bench tta conv scale kv profile collapse spikes" >&2 ;;
   esac

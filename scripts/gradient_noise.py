@@ -65,10 +65,13 @@ def trace(model: MANN, batch: Episodes, i: int, steps: int) -> list[dict[str, fl
         episode_loss(logits, batch.targets[i:i + 1]).backward()
     finally:
         del model.memory.step
-    rows = [m.detach()[0].norm(dim=-1) for m in states[:steps]]
-    return [{"t": t + 1, "memory_gradient": float(m.grad.norm()),
-             "smallest_row": float(r[r > 0].min()), "key_norm": float(k.norm(dim=-1).median())}
-            for t, (m, r, k) in enumerate(zip(states, rows, keys, strict=False))]
+    rows = []
+    for t, (memory, key) in enumerate(zip(states[:steps], keys[:steps], strict=True)):
+        norms = memory.detach()[0].norm(dim=-1)  # (N,) the rows of M_t
+        rows.append({"t": t + 1, "memory_gradient": float(memory.grad.norm()),
+                     "smallest_row": float(norms[norms > 0].min()),
+                     "key_norm": float(key.norm(dim=-1).median())})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
