@@ -29,10 +29,10 @@
 #          (COLLAPSE_FLAGS, last, replace "--device cuda --cuda-graph": a CPU smoke test)
 #   spikes issue 10, about 2 minutes: the gradient-norm spikes of the GPU's 15-way runs (900 -
 #          12,900 in their first 25 steps) against the cause found on the CPU (float32 rounding
-#          in the cosine of nearly empty rows, model.cosine_eps 1e-8 before 2026-11-26): the
-#          issue's run for 25 steps, every step logged, with the legacy eps eager and graphed,
-#          and with today's eps graphed; same seed        -> DIR/spikes-{legacy-eager,legacy-graph,graph}.tar
-#          (SPIKES_MODES=legacy-eager SPIKES_FLAGS="--device cpu --batch-size 4": a CPU smoke test)
+#          in the cosine of nearly empty rows at model.cosine_eps 1e-8, the default): the
+#          issue's run for 25 steps, every step logged, with eps 1e-8 eager and graphed, and
+#          with eps 1e-3 graphed; same seed     -> DIR/spikes-{eps1e-8-eager,eps1e-8-graph,eps1e-3-graph}.tar
+#          (SPIKES_MODES=eps1e-8-eager SPIKES_FLAGS="--device cpu --batch-size 4": a CPU smoke test)
 #   conv   MANN + conv encoder on the Vinyals split, 5-way then 20-way (the comparison's runs),
 #          each stopped after $CONV_MAX_SECONDS (150)                      -> DIR/conv-vinyals*.tar
 #   scale  issue 10, about 8 minutes: the large-batch 15-way collapse reproduced under the
@@ -189,11 +189,12 @@ for part in "$@"; do
         done
     done ;;
   spikes)
-    for mode in ${SPIKES_MODES:-legacy-eager legacy-graph graph}; do
+    for mode in ${SPIKES_MODES:-eps1e-8-eager eps1e-8-graph eps1e-3-graph}; do
         dir=/tmp/runs/spikes-$mode
-        flags="--device cuda"
-        case $mode in *graph) flags="$flags --cuda-graph" ;; esac
-        case $mode in legacy-*) flags="$flags --cosine-eps 1e-8" ;; esac
+        # mode = eps<value>-<eager|graph>
+        eps=${mode%-*}; eps=${eps#eps}
+        flags="--device cuda --cosine-eps $eps"
+        case $mode in *-graph) flags="$flags --cuda-graph" ;; esac
         phase "spikes: santoro 15-way five-hot, batch 256, 25 steps, $mode"
         timeout 240 $PY -m fewshot_mann.cli train --split santoro --n-way 15 --labels five-hot \
             --batch-size 256 --seed 1 --steps 25 --log-every 1 --eval-every 25 \
