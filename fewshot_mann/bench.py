@@ -27,7 +27,7 @@ import torch
 from .episodes import LabelCode
 from .errors import ConfigError
 from .metrics import episode_loss
-from .runtime import device_name, pick_device
+from .runtime import adam, device_name, pick_device
 
 BATCH_SIZES = (16, 64, 256, 1024)
 MEMORY_SLOTS = (128, 512, 2048)
@@ -86,7 +86,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                              backend=spec["backend"]), (1, 20, 20), code).to(device)
     if spec.get("compile"):
         model.compile_step()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = adam(model.parameters(), lr=1e-4)
     images, prev, targets = random_episodes(code, B, T, device=device)
     train = spec["mode"] == "train"
     model.train(train)

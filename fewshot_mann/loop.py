@@ -356,8 +356,13 @@ def restore_training_state(payload: dict[str, Any], path: Path,
                            rng: tuple[Any, Any]) -> None:
     """The optimiser of a resumable checkpoint, and the RNG states `rng` (the sampler's
     generator's, torch's) it holds for this process; CheckpointError when unusable."""
+    # the fused kernel follows this run's device (see run.make_optimizer), not the checkpoint's
+    fused = [group.get("fused") for group in optimizer.param_groups]
     try:
         optimizer.load_state_dict(payload["optimizer"])
+        for group, choice in zip(optimizer.param_groups, fused, strict=True):
+            if "fused" in group:
+                group["fused"] = choice
         generator.set_state(rng[0])
         torch.set_rng_state(rng[1])
     except (KeyError, ValueError, RuntimeError, TypeError) as err:

@@ -29,7 +29,7 @@ from .episodes import EpisodeSampler, LabelCode
 from .errors import RunExistsError
 from .loop import CHECKPOINT, restore_training_state
 from .models import build_model
-from .runtime import pick_device
+from .runtime import adam, pick_device
 
 # what a resumed run may change: where it runs and finds its data, its schedule and cadence
 RESUMABLE = {("data", key) for key in ("data_root", "cache_dir", "download")} | {
@@ -125,10 +125,11 @@ def adopt_checkpoint_config(saved: Config, requested: dict[str, dict[str, Any]],
 
 
 def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam (fused on CUDA: runtime.adam) or RMSprop over the trainable parameters."""
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]  # not a frozen encoder
     if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr)
+        return adam(params, lr=t.lr)
     return torch.optim.RMSprop(params, lr=t.lr, momentum=0.9, eps=1e-5)
 
 

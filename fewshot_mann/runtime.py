@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -75,3 +76,15 @@ def set_process_flags(threads: int, precision: str) -> None:
     tf32 = precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
+
+
+def adam(params: Iterable[torch.nn.Parameter], lr: float, fused: bool | None = None,
+         ) -> torch.optim.Adam:
+    """Adam; `fused` None: one fused kernel on CUDA (the eager multi-tensor step took 2.0 of a
+    graphed step's 8.6 ms at batch 64 on an H100), torch's default multi-tensor step on the
+    CPU (the one every committed CPU run used)."""
+    params = list(params)
+    if fused is None:
+        fused = params[0].is_cuda
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
+

@@ -16,9 +16,10 @@
 #          Santoro 15-way five-hot; batch $KV_BATCH (64), eager CUDA (no CUDA-graph path for
 #          kv), each stopped after $KV_S (120)                  -> DIR/kv-vinyals*.tar, kv-santoro15.tar
 #   profile  issue 14, about 3-4 minutes: the graphed training step in each of
-#          $PROFILE_SETTINGS (batch:precision[:compile], default "16384:fp32 16384:fp32:compile
-#          16384:tf32:compile 4096:fp32:compile"; compile = the time step torch.compiled under
-#          the graph): episodes/s of 10 timed steps and torch.profiler's top kernels of 2 more
+#          $PROFILE_SETTINGS (batch:precision[:compile[:multi]], default "16384:fp32
+#          16384:fp32:compile 16384:tf32:compile 4096:fp32:compile"; compile = the time step
+#          torch.compiled under the graph; multi = torch's multi-tensor Adam instead of the fused
+#          one): episodes/s of 10 timed steps and torch.profiler's top kernels of 2 more
 #                                                   -> DIR/profile-b*-*.txt, DIR/profile.json
 #          (PROFILE_FLAGS="--device cpu" PROFILE_SETTINGS=16:fp32 serves a CPU smoke test)
 #   collapse issue 10, about 1.5 minutes a seed: the issue's large-batch 15-way five-hot run
@@ -166,11 +167,12 @@ for part in "$@"; do
   profile)
     for setting in ${PROFILE_SETTINGS:-16384:fp32 16384:fp32:compile 16384:tf32:compile \
                                         4096:fp32:compile}; do
-        IFS=: read -r batch precision compile <<< "$setting"
-        name=profile-b$batch-$precision${compile:+-compiled}
-        phase "profile: batch $batch, $precision ${compile:+, compiled step}"
+        IFS=: read -r batch precision compile adam <<< "$setting"
+        name=profile-b$batch-$precision${compile:+-compiled}${adam:+-multi-tensor-adam}
+        phase "profile: batch $batch, $precision ${compile:+, compiled step}${adam:+, multi-tensor Adam}"
         timeout 240 $PY scripts/profile_step.py ${PROFILE_FLAGS:---device cuda --cuda-graph} \
             --batch-size "$batch" --precision "$precision" ${compile:+--compile} \
+            ${adam:+--multi-tensor-adam} \
             --timed-steps 10 --steps 2 --rows 25 --json "$OUT/profile.json" 2>&1 \
             | grep -v "^USDT:" | tee "$OUT/$name.txt"
     done ;;

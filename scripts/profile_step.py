@@ -9,7 +9,7 @@ shapes, after a timed run that gives episodes/s.
 The step is `fewshot_mann.bench.training_step`, the benchmark's, with the gradient clipping
 of `train` (norm 10). With --cuda-graph it is the one `train --cuda-graph` runs: forward and
 backward replayed from a CUDA graph (fewshot_mann/cuda_graphs.py), loss, clipping and Adam
-eager.
+eager (Adam as the trainer steps it: one fused kernel on CUDA, unless --multi-tensor-adam).
 --precision tf32 turns on TF32 matmuls, bf16 runs the forward under bf16 autocast, as
 `train --precision` does.
 """
@@ -30,7 +30,7 @@ from fewshot_mann.config import ModelConfig
 from fewshot_mann.cuda_graphs import graph_training_forward
 from fewshot_mann.episodes import LabelCode
 from fewshot_mann.models import MANN
-from fewshot_mann.runtime import device_name, set_process_flags
+from fewshot_mann.runtime import adam, device_name, set_process_flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the time step (MANN.compile_step), under the graph "
                              "with --cuda-graph")
+    parser.add_argument("--multi-tensor-adam", action="store_true",
+                        help="torch's multi-tensor Adam, not the fused kernel the trainer steps "
+                             "on CUDA (runtime.adam)")
     parser.add_argument("--steps", type=int, default=3, help="profiled steps")
     parser.add_argument("--timed-steps", type=int, default=0,
                         help="steps timed before profiling")
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     model = MANN(ModelConfig(), (1, 20, 20), code).to(device)
     if args.compile:
         model.compile_step()
-    optimizer = torch.optim.Adam(model.parameters())
+    optimizer = adam(model.parameters(), lr=1e-3, fused=False if args.multi_tensor_adam else None)
     images, prev, targets = random_episodes(code, B, T, device=device)  # (B, T, 400), (B, T, 5)
 
     def autocast() -> torch.autocast:
@@ -94,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         sync()
     setting = (f"batch {B}, T = {T}, paper sizes, {args.precision}"
                f"{', CUDA graph' if args.cuda_graph else ''}"
-               f"{', compiled step' if args.compile else ''}; {device_name(device)}, "
+               f"{', compiled step' if args.compile else ''}"
+               f"{', multi-tensor Adam' if args.multi_tensor_adam else ''}; "
+               f"{device_name(device)}, "
                f"torch {torch.__version__}")
     if rate is not None:
         print(f"# {args.timed_steps} timed training steps: {rate:,.0f} episodes/s; {setting}")
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             f.write(json.dumps({
                 "batch_size": B, "precision": args.precision, "cuda_graph": args.cuda_graph,
                 "compile": args.compile,
+                "adam": "multi-tensor" if args.multi_tensor_adam or not cuda else "fused",
                 "device": device_name(device), "torch": str(torch.__version__),
                 "episodes_per_s": rate, "timed_steps": args.timed_steps,
                 "profiled_steps": args.steps,

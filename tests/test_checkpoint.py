@@ -53,6 +53,27 @@ def test_resume_continues_exactly(tmp_path, data_root, cache_dir):
     assert len(logged) == 6  # one record per step, none lost or doubled
 
 
+def test_a_checkpoint_written_on_cuda_resumes_with_this_devices_adam(tmp_path, data_root,
+                                                                     cache_dir):
+    """A CUDA run steps Adam fused (run.make_optimizer) and its checkpoint says so; resumed on
+    the CPU, the run steps as a CPU run does, and continues it exactly."""
+    cfg = tiny_config(data_root, cache_dir, steps=6)
+    straight = Trainer.build(cfg, tmp_path / "a", progress=False)
+    straight.run()
+    Trainer.build(cfg, tmp_path / "b", progress=False).run(stop_at=3)
+    path = tmp_path / "b" / "checkpoint.pt"
+    payload = load_checkpoint(path)
+    for group in payload["optimizer"]["param_groups"]:
+        group["fused"] = True  # as a CUDA run writes it
+    torch.save(payload, path)
+    resumed = Trainer.build(cfg, tmp_path / "b", resume=True, progress=False)
+    assert [g["fused"] for g in resumed.optimizer.param_groups] == [None]
+    resumed.run()
+    for (n, a), (_, b) in zip(straight.model.state_dict().items(),
+                              resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+
+
 def test_time_limit_pauses_at_an_evaluation_and_resume_finishes(tmp_path, data_root, cache_dir):
     cfg = tiny_config(data_root, cache_dir, steps=9)
     paused = Trainer.build(cfg, tmp_path / "t", time_limit_s=1e-9, progress=False)

@@ -5,6 +5,7 @@ CUDA-graph-captured episode is the eager one: same outputs, same updates."""
 from __future__ import annotations
 
 import copy
+import math
 import os
 
 import pytest
@@ -30,8 +31,8 @@ def paper_model_and_batches(batches: int, B: int = 16, T: int = 50, seed: int = 
     return model, [random_episodes(code, B, T, device=CUDA) for _ in range(batches)]
 
 
-def train_steps(model, forward, data) -> list[float]:
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+def train_steps(model, forward, data, fused: bool | None = None) -> list[float]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, fused=fused)
     losses = []
     for images, prev, targets in data:
         loss = episode_loss(forward(images, prev), targets)
@@ -90,6 +91,41 @@ def test_compiled_step_under_the_graph_makes_the_eager_updates():
                                        atol=1e-4)
 
 
+def test_fused_adam_makes_the_multi_tensor_updates():
+    """The trainer steps Adam fused on CUDA (run.make_optimizer): the same updates as torch's
+    default multi-tensor Adam, to float32 rounding (a moderate key strength, which does not
+    amplify it; see test_backends_agree_on_cuda)."""
+    model, data = paper_model_and_batches(6, key_strength_init=2.0)
+    fused = copy.deepcopy(model)
+    expected = train_steps(model, model, data)
+    assert train_steps(fused, fused, data, fused=True) == pytest.approx(expected, rel=1e-4)
+    for (name, p), q in zip(model.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_compiled_step_under_the_graph_trains_in_bf16():
+    """bf16 autocast + compiled step + CUDA graph (train.precision "bf16" with train.compile):
+    torch.compile refused the memory write as a baddbmm of a float32 memory and bf16 matmul
+    inputs; the write is a float32 sum of a bf16 matmul now, and the graphed steps train as
+    the eager bf16 ones do (bf16 rounding: a loose tolerance)."""
+    model, data = paper_model_and_batches(6, key_strength_init=2.0)
+    compiled = copy.deepcopy(model)
+    compiled.compile_step()
+
+    def bf16(forward):
+        def run(images, prev):
+            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+                return forward(images, prev).float()
+        return run
+
+    eager_losses = train_steps(model, bf16(model), data)
+    with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+        forward = graph_training_forward(compiled, data[0][0], data[0][1])
+    graph_losses = train_steps(compiled, bf16(forward), data)
+    assert all(map(math.isfinite, graph_losses))
+    assert graph_losses == pytest.approx(eager_losses, rel=2e-2)
+
+
 def test_graphed_inference_matches_eager():
     model, data = paper_model_and_batches(2)
     model.eval()
@@ -110,6 +146,7 @@ def test_trainer_with_cuda_graph_resumes_exactly(tmp_path, data_root, cache_dir)
     paused = Trainer.build(cfg, tmp_path / "paused", progress=False)
     paused.run(stop_at=20)
     resumed = Trainer.build(cfg, tmp_path / "paused", resume=True, progress=False)
+    assert [g["fused"] for g in resumed.optimizer.param_groups] == [True]  # one Adam kernel
     resumed.run()
     for (name, p), q in zip(whole.model.named_parameters(), resumed.model.parameters(),
                             strict=True):

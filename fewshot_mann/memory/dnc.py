@@ -186,7 +186,7 @@ class BatchedDNC(DNCMemory):
         write_weights = c.write_gates.unsqueeze(-1) * (g_a * alloc + (1 - g_a) * content)
         # M_t = M_{t-1} o prod_h (E - w^h e_h^T) + sum_h w^h v_h^T    (B, N, W)
         kept = torch.prod(1 - write_weights.unsqueeze(-1) * c.erase.unsqueeze(-2), dim=1)
-        memory = torch.baddbmm(s.memory * kept, write_weights.transpose(1, 2), c.write_vectors)
+        memory = s.memory * kept + torch.bmm(write_weights.transpose(1, 2), c.write_vectors)
         links = link_update(s.links, s.precedence, write_weights)  # (B, Hw, N, N)
         precedence = precedence_update(s.precedence, write_weights)
         previous = s.read_weights.unsqueeze(1)  # (B, 1, R, N)

@@ -128,13 +128,14 @@ class BatchedLRUA(LRUAMemory):
         write_weights = gate * state.read_weights + (1 - gate) * least_used_weights
         # zero the least-used slot, then eq. 23 for all heads as one batched matmul:
         # M_t = M_{t-1} * keep + (w^w)^T k    (B, N, H) @ (B, H, W) -> (B, N, W)
+        # (a sum, not baddbmm: under bf16 autocast the matmul runs in bf16 while the memory
+        # stays float32, which torch.compile's baddbmm refuses; in float32 the two are equal)
         keep = torch.ones_like(state.usage).scatter_(1, state.least_used.unsqueeze(1), 0.0)
+        written = torch.bmm(write_weights.transpose(1, 2), c.keys)
         if torch.is_grad_enabled():
-            memory = torch.baddbmm(state.memory * keep.unsqueeze(-1),
-                                   write_weights.transpose(1, 2), c.keys)
-        else:  # inference: overwrite the (B, N, W) memory in place, no new tensor per step
-            memory = state.memory.mul_(keep.unsqueeze(-1)).baddbmm_(
-                write_weights.transpose(1, 2), c.keys)
+            memory = state.memory * keep.unsqueeze(-1) + written
+        else:  # inference: overwrite the (B, N, W) memory in place
+            memory = state.memory.mul_(keep.unsqueeze(-1)).add_(written)
         read_weights = content_weights(memory, c.keys, c.strengths, self.cosine_eps)  # eqs. 17-18
         reads = torch.bmm(read_weights, memory)  # eq. 19, (B, H, W)
         usage = self.gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)  # eq. 20

@@ -133,7 +133,7 @@ class BatchedNTM(NTMMemory):
         write = weights_of(heads[0], state.memory)  # (B, Hw, N), on M_{t-1}
         # eq. 3 for all write heads: prod_h (1 - w_h e_h^T)     (B, Hw, N, W) -> (B, N, W)
         kept = torch.prod(1 - write.unsqueeze(-1) * c.erase.unsqueeze(-2), dim=1)
-        memory = torch.baddbmm(state.memory * kept, write.transpose(1, 2), c.add)  # eq. 4
+        memory = state.memory * kept + torch.bmm(write.transpose(1, 2), c.add)  # eq. 4
         read = weights_of(heads[1], memory)  # (B, R, N), on M_t
         reads = torch.bmm(read, memory)  # eq. 2, (B, R, W)
         return reads, NTMState(memory, torch.cat([write, read], dim=1))
