@@ -41,6 +41,18 @@
 #          pixels, 20-way on the frozen ProtoNets CNN), batch 256, CUDA graphs
 #                                                                         -> DIR/scale-*.tar
 #
+# The next lent GPU (15 minutes in all; `bash scripts/gpu_tree.sh slim` first, the device call
+# carrying .gpu, `restore` after), in two calls of about 5 minutes each:
+#   1. PROFILE_SETTINGS="64:fp32:compile:multi 64:fp32:compile 16384:tf32:compile
+#      16384:bf16:compile" bash scripts/gpu_session.sh tests profile
+#      issue 14: the CUDA tests (fused Adam, bf16 under compile + graph); at batch 64 the fused
+#      Adam against the multi-tensor one (was 2.0 of 8.6 ms a step); batch 16384 TF32 and bf16
+#      (bf16 + compile failed before the memory write stopped using baddbmm) against 100,000
+#   2. TTA_FLAGS=--compile bash scripts/gpu_session.sh tta tta spikes
+#      time to 82.8 % with the fused Adam, inductor cache cold then warm (the second run's JSON
+#      gets -2), then issue 10's spikes (eps 1e-8 vs 1e-3); with time left, TTA_BATCH=128
+#      TTA_LR=4e-3 tta tta (1,300 steps instead of 2,000 before)
+#
 # Omniglot comes from $FEWSHOT_MANN_DATA, or is unpacked from .gpu/omniglot.tgz (made with
 # `tar --format=posix -czf .gpu/omniglot.tgz omniglot-py`, which keeps the files' mtimes, so
 # the decoded caches .gpu/omniglot-<size>px.pt.gz made here from the same files stay valid).
@@ -90,13 +102,15 @@ for part in "$@"; do
         --out "$OUT/bench-cuda-graph.json" ;;
   tta)
     max=${TTA_MAX_SECONDS:-100}
-    # TTA_FLAGS: more flags (--compile); TTA_NAME: the JSON's name
+    # TTA_FLAGS: more flags (--compile); TTA_NAME: the JSON's name (-2, -3 ... on later runs)
+    name=${TTA_NAME:-time-to-accuracy} n=1
+    while [ -e "$OUT/$name.json" ]; do n=$((n + 1)) name=${TTA_NAME:-time-to-accuracy}-$n; done
     phase "time to 82.8 % ${TTA_FLAGS:-}"
     timeout $((max + 150)) $PY scripts/time_to_accuracy.py --device cuda --cuda-graph \
         --batch-size "${TTA_BATCH:-64}" --lr "${TTA_LR:-3e-3}" --eval-every 100 \
         --precision "${TTA_PRECISION:-fp32}" ${TTA_FLAGS:-} \
         --max-seconds "$max" --run-dir /tmp/gpu-session-tta --overwrite \
-        --out "$OUT/${TTA_NAME:-time-to-accuracy}.json" 2>&1 | quiet ;;
+        --out "$OUT/$name.json" 2>&1 | quiet ;;
   conv)
     max=${CONV_MAX_SECONDS:-150}
     # the comparison's step budgets (experiments/compare.py); --time-limit is the safety net
