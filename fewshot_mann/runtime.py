@@ -85,6 +85,6 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float, fused: bool | None = N
     CPU (the one every committed CPU run used)."""
     params = list(params)
     if fused is None:
-        fused = params[0].is_cuda
+        fused = bool(params) and params[0].is_cuda
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
 
