@@ -8,6 +8,9 @@ signal (results/scaling/README.md, "Gradient spikes"; tests/test_stability.py):
     python scripts/gradient_noise.py --data-root ../shared/data/omniglot --episodes 512 \\
         --cosine-eps 1e-8,1e-4,1e-3,1e-2
 
+--checkpoint PATH: the trained MANN of a checkpoint (its weights, model and episode settings
+and its split's training classes) instead of a fresh one: the noise along training, e.g. at the
+last good state before a divergence (scripts/gpu_session.sh collapse brings that back).
 --batch B (64): also the gradient of the first B episodes' mean loss, as one training step
 computes it, in float32 and float64.
 --trace T: for the worst episode of each eps, the first T time steps in float32: the norm of the
@@ -24,7 +27,8 @@ import time
 
 import torch
 
-from fewshot_mann.config import Config, ModelConfig, replace
+from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
+from fewshot_mann.config import Config, replace
 from fewshot_mann.data import load_dataset
 from fewshot_mann.data.splits import omniglot_split
 from fewshot_mann.episodes import Episodes
@@ -79,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--episodes", type=int, default=512)
-    parser.add_argument("--n-way", type=int, default=15)
-    parser.add_argument("--labels", default="five-hot")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a trained MANN's checkpoint or model.pt (default: a fresh MANN)")
+    parser.add_argument("--n-way", type=int, default=15, help="(fresh MANN)")
+    parser.add_argument("--labels", default="five-hot", help="(fresh MANN)")
     parser.add_argument("--cosine-eps", default="1e-8,1e-3", help="comma-separated values")
     parser.add_argument("--worst", type=int, default=3, help="episodes recomputed in float64")
     parser.add_argument("--seed", type=int, default=0, help="of the model's initialisation")
@@ -94,19 +100,32 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     data = {k: v for k, v in {"data_root": args.data_root, "cache_dir": args.cache_dir}.items()
             if v}
-    cfg = replace(Config(), data=data, episodes={"n_way": args.n_way, "labels": args.labels})
+    if args.checkpoint:
+        trained, saved, split = model_from_checkpoint(load_checkpoint(args.checkpoint),
+                                                      args.checkpoint)
+        if not isinstance(trained, MANN) or saved.model.memory != "lrua":
+            parser.error(f"{args.checkpoint} holds no LRUA MANN")
+        cfg = replace(saved, data=data)  # this machine's data paths
+        weights, which = trained.state_dict(), f"the MANN of {args.checkpoint}"
+    else:
+        cfg = replace(Config(), data=data, episodes={"n_way": args.n_way, "labels": args.labels})
+        weights, which = None, f"a fresh paper-size MANN (seed {args.seed})"
     imageset = load_dataset(cfg.data)
-    split = omniglot_split("santoro", imageset)
+    if not args.checkpoint:
+        split = omniglot_split("santoro", imageset)
     sampler = make_sampler(cfg, imageset, split.train, side="train", device="cpu",
                            seed=args.sampler_seed)
     batch = sampler.sample(args.episodes)
-    print(f"{args.episodes} santoro {args.n_way}-way {args.labels} training episodes, a fresh "
-          f"paper-size MANN (seed {args.seed}), float32 gradient norm per episode; the "
-          f"{args.worst} largest again in float64")
+    print(f"{args.episodes} {cfg.episodes.n_way}-way {cfg.episodes.labels} training episodes, "
+          f"{which}, float32 gradient norm per episode; the {args.worst} largest again in "
+          f"float64")
     for eps in (float(e) for e in args.cosine_eps.split(",")):
         started = time.perf_counter()
         torch.manual_seed(args.seed)
-        model = MANN(ModelConfig(cosine_eps=eps), imageset.image_shape, sampler.code)
+        model = MANN(replace(cfg, model={"cosine_eps": eps}).model, imageset.image_shape,
+                     sampler.code)
+        if weights is not None:
+            model.load_state_dict(weights)
         norms = torch.tensor([gradient_norm(model, batch, i, torch.float32)
                               for i in range(args.episodes)])
         worst = norms.topk(args.worst).indices.tolist()
