@@ -26,8 +26,9 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--cache-dir": ("data", "cache_dir", str,
                     "where decoded image tensors are cached (default $FEWSHOT_MANN_CACHE or "
                     "data/cache)"),
-    "--split": ("data", "split", str, "omniglot: santoro (default) | vinyals | lake; custom "
-                "data: ratio:0.8 (default, seeded by --split-seed) or lists:DIR"),
+    "--split": ("data", "split", str, "omniglot: santoro (default) | vinyals | "
+                "vinyals-trainval (its val classes trained on) | lake; custom data: ratio:0.8 "
+                "(default, seeded by --split-seed) or lists:DIR"),
     "--split-seed": ("data", "split_seed", int, "seed of a ratio split (custom data)"),
     "--image-size": ("data", "image_size", int, "images are resized to this square size"),
     "--channels": ("data", "channels", int, "1 (grayscale) or 3 (RGB), custom data"),

@@ -41,8 +41,9 @@ class DataConfig:
     data_root: str = field(default_factory=default_data_root)
     cache_dir: str = field(default_factory=default_cache_dir)
     download: bool = False  # fetch Omniglot with torchvision's downloader when it is absent
-    split: str = ""  # omniglot: santoro | vinyals | lake; custom data: ratio:0.7 | lists:DIR;
+    # omniglot: santoro | vinyals | vinyals-trainval | lake; custom data: ratio:0.7 | lists:DIR;
     # "" = the default: santoro for Omniglot, ratio:0.8 (seeded by split_seed) for custom data
+    split: str = ""
     split_seed: int = 0  # custom data only: seed of a ratio split
     image_size: int = 20  # images are resized to image_size x image_size
     channels: int = 1  # 1 = grayscale, 3 = RGB (custom data)

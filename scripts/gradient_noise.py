@@ -13,9 +13,9 @@ and its split's training classes) instead of a fresh one: the noise along traini
 last good state before a divergence (scripts/gpu_session.sh collapse brings that back).
 --batch B (64): also the gradient of the first B episodes' mean loss, as one training step
 computes it, in float32 and float64.
---trace T: for the worst episode of each eps, the first T time steps in float32: the norm of the
-loss gradient with respect to the memory M_t, the smallest non-zero row norm of M_t and the
-median key norm (where the rows' 1 / |M(i)| factors come from).
+--trace T: for the worst episode of each eps, the first T time steps in float32, then in float64:
+the norm of the loss gradient with respect to the memory M_t, the smallest non-zero row norm of
+M_t and the median key norm (where the rows' 1 / |M(i)| factors come from).
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def gradient_norm(model: MANN, batch: Episodes, i: int, dtype: torch.dtype, n: i
     return float(norm)
 
 
-def trace(model: MANN, batch: Episodes, i: int, steps: int) -> list[dict[str, float]]:
-    """Per time step of episode i (float32): |dL/dM_t|, the smallest non-zero |M_t(i)|, the
+def trace(model: MANN, batch: Episodes, i: int, steps: int, dtype: torch.dtype = torch.float32
+          ) -> list[dict[str, float]]:
+    """Per time step of episode i, in dtype: |dL/dM_t|, the smallest non-zero |M_t(i)|, the
     median |k_t|."""
     states, keys = [], []
     step = model.memory.step
@@ -64,15 +65,17 @@ def trace(model: MANN, batch: Episodes, i: int, steps: int) -> list[dict[str, fl
 
     model.memory.step = recording  # an instance attribute over the method, removed below
     try:
-        model.zero_grad(set_to_none=True)
-        logits = model(batch.images[i:i + 1], batch.prev_labels[i:i + 1])
+        model.to(dtype).zero_grad(set_to_none=True)
+        logits = model(batch.images[i:i + 1].to(dtype), batch.prev_labels[i:i + 1].to(dtype))
         episode_loss(logits, batch.targets[i:i + 1]).backward()
     finally:
         del model.memory.step
+        model.float()
     rows = []
     for t, (memory, key) in enumerate(zip(states[:steps], keys[:steps], strict=True)):
         norms = memory.detach()[0].norm(dim=-1)  # (N,) the rows of M_t
-        rows.append({"t": t + 1, "memory_gradient": float(memory.grad.norm()),
+        rows.append({"t": t + 1, "dtype": str(dtype).removeprefix("torch."),
+                     "memory_gradient": float(memory.grad.norm()),
                      "smallest_row": float(norms[norms > 0].min()),
                      "key_norm": float(key.norm(dim=-1).median())})
     return rows
@@ -141,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                if args.batch else {}),
             "seconds": round(time.perf_counter() - started, 1)}
         print(json.dumps(record), flush=True)
-        for row in trace(model, batch, worst[0], args.trace) if args.trace else []:
-            print(json.dumps(row), flush=True)
+        for dtype in (torch.float32, torch.float64) if args.trace else ():
+            for row in trace(model, batch, worst[0], args.trace, dtype):
+                print(json.dumps(row), flush=True)
     return 0
 
 

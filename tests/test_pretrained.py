@@ -74,6 +74,31 @@ def test_resumed_run_keeps_its_frozen_encoder(tmp_path, data_root, cache_dir, pr
     assert all(torch.equal(encoder_state(model)[k], v) for k, v in source.items())
 
 
+def test_an_encoder_trained_on_the_validation_classes_starts_a_trainval_run(
+        tmp_path_factory, tmp_path, data_root, cache_dir, capsys):
+    """--classes trainval (Snell et al.'s final training) saw the vinyals validation classes:
+    refused where a run validates on them (vinyals), taken where it trains on them too
+    (vinyals-trainval, whose classes are the vinyals train + val, tested on the same test)."""
+    from fewshot_mann.data.splits import shipped_split
+
+    split, vinyals = shipped_split("vinyals-trainval"), shipped_split("vinyals")
+    assert sorted(split.train) == sorted(vinyals.train + vinyals.val)
+    assert split.test == vinyals.test and not split.val
+    out = tmp_path_factory.mktemp("protonet-trainval")
+    assert train_baseline(["--method", "protonet", "--classes", "trainval", "--data-root",
+                           str(data_root), "--cache-dir", str(cache_dir), "--device", "cpu",
+                           "--steps", "2", "--ways", "5", "--eval-every", "2",
+                           "--val-episodes", "10", "--quiet", "--out", str(out)]) == 0
+    init = ("--encoder-init", str(out / "model.pt"), "--freeze-encoder", "--steps", "1")
+    capsys.readouterr()
+    assert train_mann(data_root, cache_dir, tmp_path / "refused", *init) == 2
+    assert "holds out for validation or test" in capsys.readouterr().err
+    assert train_mann(data_root, cache_dir, tmp_path / "taken", *init,
+                      "--split", "vinyals-trainval") == 0
+    assert model_from_checkpoint(load_checkpoint(tmp_path / "taken" / "model.pt"))[1] \
+        .data.split == "vinyals-trainval"
+
+
 def test_leaky_or_mismatched_init_is_refused(tmp_path, data_root, cache_dir, protonet, capsys):
     init = ("--encoder-init", str(protonet), "--steps", "1")
     refused = {  # run name: (extra flags, what the one-line error says)

@@ -7,6 +7,8 @@ A class id is a class name of the `ImageSet`, optionally with a fixed rotation s
              drawn once with random.Random(0) by scripts/make_santoro_split.py and shipped.
     vinyals  the Vinyals et al. 2016 split (train 4,112 / val 688 / test 1,692 rotated classes),
              the files used by Prototypical Networks, shipped with this package.
+    vinyals-trainval  the same with the validation classes trained on (4,800 / 1,692, no val),
+             as Snell et al. 2017 trained their final models; held-out monitoring uses test.
     lake     background alphabets for training, evaluation alphabets for testing.
 
 Custom data uses `ratio:<train fraction>` with a seed, or explicit lists (`lists:DIR` holding
@@ -29,7 +31,7 @@ from ..errors import SplitError
 from .imageset import ImageSet
 
 ROTATION_SUFFIXES = {"rot000": 0, "rot090": 1, "rot180": 2, "rot270": 3}
-OMNIGLOT_SPLITS = ("santoro", "vinyals", "lake")
+OMNIGLOT_SPLITS = ("santoro", "vinyals", "vinyals-trainval", "lake")
 DEFAULT_SPLITS = {"omniglot": "santoro", "custom": "ratio:0.8"}  # when no split is given
 
 
@@ -110,17 +112,21 @@ def _shipped(name: str, part: str) -> list[str]:
 
 
 def shipped_split(name: str) -> ClassSplit:
-    """The santoro or vinyals split as shipped, without checking it against any data."""
+    """The santoro, vinyals or vinyals-trainval split as shipped, without checking it against
+    any data."""
     if name == "santoro":
         return ClassSplit("santoro", _shipped("santoro", "train"), _shipped("santoro", "test"))
     if name == "vinyals":
         return ClassSplit("vinyals", _shipped("vinyals", "train"), _shipped("vinyals", "test"),
                           _shipped("vinyals", "val"))
-    raise SplitError(f"no shipped split {name!r}; choose 'santoro' or 'vinyals'")
+    if name == "vinyals-trainval":
+        return ClassSplit(name, _shipped("vinyals", "trainval"), _shipped("vinyals", "test"))
+    raise SplitError(f"no shipped split {name!r}; choose 'santoro', 'vinyals' or "
+                     f"'vinyals-trainval'")
 
 
 def omniglot_split(name: str, imageset: ImageSet) -> ClassSplit:
-    if name in ("santoro", "vinyals"):
+    if name in ("santoro", "vinyals", "vinyals-trainval"):
         split = shipped_split(name)
     elif name == "lake":
         train = [n for n, g in zip(imageset.class_names, imageset.groups, strict=True)
