@@ -159,6 +159,11 @@ QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
     # each; the 20-way runs (about 3x a 5-way step) do not fit a session's CPU
     "m": (("mann-ntm-vinyals5", 6000), ("mann-ntm-vinyals20", None)),
     "n": (("mann-dnc-vinyals5", 4000), ("mann-dnc-vinyals20", None)),
+    # ProtoNets 1-shot on the training + validation classes (Snell et al.'s final training),
+    # then the key-value memory in its frozen metric, trained on the same classes
+    # (--split vinyals-trainval): one core, in this order
+    "o": (("protonet-1shot-trainval", 20000), ("mann-kv-trainval-vinyals5", 1500),
+          ("mann-kv-trainval-vinyals20", 1500)),
 }
 # Stage 1 is the first 50 minutes of the CPU budget; stage 2 (about 65 minutes) adds the 20-way
 # MANN and the 20-way 1-shot MAML; stage 3 (one core, about 40 minutes) the 20-way 5-shot MAML.
@@ -168,9 +173,10 @@ QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
 # Stage 7 (two cores, about 25 and 50 minutes): the encoder-queried key-value memory.
 # Stage 8 (one core, about 75 minutes): the same memory in the full-budget ProtoNets metric.
 # Stage 9 (two cores, about 25 minutes): the NTM and the DNC on the Vinyals episodes.
+# Stage 10 (one core, about 75 minutes): stage 8 on the training + validation classes.
 STAGES: dict[int, tuple[str, ...]] = {1: ("a", "b"), 2: ("c", "d"), 3: ("e",), 4: ("f", "g"),
                                       5: ("h",), 6: ("i",), 7: ("j", "k"), 8: ("l",),
-                                      9: ("m", "n")}
+                                      9: ("m", "n"), 10: ("o",)}
 CPU_OPTIONS = {"mann-conv-vinyals5": "--time-limit 8400",
                "mann-ntm-santoro5": "--time-limit 5400", "mann-kv-santoro5": "--time-limit 900"}
 NOT_ON_CPU = {
@@ -228,18 +234,21 @@ def _plan() -> tuple[Run, ...]:
     # mann-kv-fixed: the same with the query projection frozen too (--freeze-query, W_q = I),
     # so that the memory reads in the CNN's own metric (trained, W_q drifts from it:
     # results/memories/README.md), on the ProtoNets CNN of the full 20,000-step budget
-    for method, protonet, frozen_query in (("mann-kv-frozen", "protonet-1shot", False),
-                                           ("mann-kv-fixed", "protonet-1shot-full", True)):
+    # mann-kv-trainval: that on the CNN of the training + validation classes, trained on them
+    for method, protonet, frozen_query, split in (
+            ("mann-kv-frozen", "protonet-1shot", False, "vinyals"),
+            ("mann-kv-fixed", "protonet-1shot-full", True, "vinyals"),
+            ("mann-kv-trainval", "protonet-1shot-trainval", True, "vinyals-trainval")):
         for n_way, presentations in ((5, 10), (20, 6)):
             runs.append(Run(
                 method, (f"{n_way}w1s", f"{n_way}w5s"), f"{method}-vinyals{n_way}", TRAIN,
                 f"--model mann {kv_query}{' --freeze-query' * frozen_query} "
-                f"--encoder-init {{runs}}/{protonet}/model.pt --freeze-encoder --split vinyals "
+                f"--encoder-init {{runs}}/{protonet}/model.pt --freeze-encoder --split {split} "
                 f"--image-size 28 --no-rotate --n-way {n_way} --presentations {presentations} "
                 f"--labels one-hot", 1500,
                 expect=(("model.memory", "kv"), ("model.kv_query", "encoder"),
                         ("model.freeze_query", frozen_query), ("model.freeze_encoder", True),
-                        ("episodes.class_counts", "random"), ("data.split", "vinyals"),
+                        ("episodes.class_counts", "random"), ("data.split", split),
                         ("episodes.n_way", n_way))))
     # ... and with the CNN learnt from scratch, Santoro 15-way five-hot (1.15 s/step)
     runs.append(Run(
@@ -282,10 +291,15 @@ def _plan() -> tuple[Run, ...]:
         runs.append(Run(
             "protonet", (f"5w{shots}s", f"20w{shots}s"), f"protonet-{shots}shot", BASELINE_TRAIN,
             f"--method protonet --shots {shots}", 20000,
-            expect=(("method", "protonet"), ("shots", shots))))
+            expect=(("method", "protonet"), ("shots", shots), ("classes", "train"))))
     runs.append(Run(  # the 1-shot run at its full budget (the CNN of mann-kv-fixed)
         "protonet-full", ("5w1s", "20w1s"), "protonet-1shot-full", BASELINE_TRAIN,
-        "--method protonet --shots 1", 20000, expect=(("method", "protonet"), ("shots", 1))))
+        "--method protonet --shots 1", 20000,
+        expect=(("method", "protonet"), ("shots", 1), ("classes", "train"))))
+    runs.append(Run(  # ... and on the training + validation classes (the CNN of mann-kv-trainval)
+        "protonet-trainval", ("5w1s", "20w1s"), "protonet-1shot-trainval", BASELINE_TRAIN,
+        "--method protonet --shots 1 --classes trainval", 20000,
+        expect=(("method", "protonet"), ("shots", 1), ("classes", "trainval"))))
     # s/step: 5w1s 0.39, 5w5s 1.07 (second order); 20-way first order (second order costs
     # about 3x): 20w1s 0.54, 20w5s 2.2
     inner = {5: "--batch 32 --fast-lr 0.4 --adapt-steps 1 --test-adapt-steps 3",

@@ -42,9 +42,13 @@ NAMES = {"mann": "MANN", "mann-gpu": "MANN, N-way curriculum (one H200)",
          "mann-kv-frozen": "MANN, key-value memory queried by the frozen ProtoNets encoder",
          "mann-kv-conv": "MANN, key-value memory queried by a conv encoder (from scratch)",
          "mann-kv-fixed": "MANN, key-value memory in the frozen full-budget ProtoNets metric",
+         "mann-kv-trainval": "MANN, key-value memory in the frozen ProtoNets metric, "
+                             "training + validation classes",
          "lstm": "LSTM",
          "feedforward": "feedforward", "protonet": "ProtoNets (learn2learn CNN)",
          "protonet-full": "ProtoNets (learn2learn CNN), full 20,000-step budget",
+         "protonet-trainval": "ProtoNets (learn2learn CNN), full budget, training + validation "
+                              "classes",
          "maml": "MAML (learn2learn)", "sklearn-knn": "1-NN on pixels (scikit-learn)",
          "sklearn-logreg": "logistic regression on pixels (scikit-learn)"}
 PROVENANCE = ("status", "reason", "checkpoint", "checkpoint_committed", "trained_steps",
@@ -141,8 +145,9 @@ def markdown(records: Sequence[Record], data: dict[str, dict[str, dict[str, Any]
         "2017); the published numbers come from the papers' own networks and training "
         "schedules.", "",
         *_table(data, ["mann", "mann-ntm", "mann-dnc", "mann-conv", "mann-pretrained",
-                       "mann-kv-convbase", "mann-kv-frozen", "mann-kv-fixed", "protonet",
-                       "protonet-full", "maml", "sklearn-knn", "sklearn-logreg"],
+                       "mann-kv-convbase", "mann-kv-frozen", "mann-kv-fixed",
+                       "mann-kv-trainval", "protonet", "protonet-full", "protonet-trainval",
+                       "maml", "sklearn-knn", "sklearn-logreg"],
                 list(STANDARD),
                 [STANDARD_TITLES[s] for s in STANDARD]),
         "", "*MANN + frozen ProtoNets encoder*: the CNN of the ProtoNets 1-shot run "
