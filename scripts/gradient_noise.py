@@ -11,6 +11,10 @@ signal (results/scaling/README.md, "Gradient spikes"; tests/test_stability.py):
 --checkpoint PATH: the trained MANN of a checkpoint (its weights, model and episode settings
 and its split's training classes) instead of a fresh one: the noise along training, e.g. at the
 last good state before a divergence (scripts/gpu_session.sh collapse brings that back).
+--first-step SEED: the first training step of `fewshot-mann train --seed SEED --batch-size B`
+(santoro, --n-way, --labels): its initial MANN and its first batch of B episodes, so that
+batch_B_float32 is the gradient norm that run logs at step 1 and batch_B_float64 its float64
+value.
 --batch B (64): also the gradient of the first B episodes' mean loss, as one training step
 computes it, in float32 and float64.
 --trace T: for the worst episode of each eps, the first T time steps in float32, then in float64:
@@ -23,7 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -34,7 +40,7 @@ from fewshot_mann.data.splits import omniglot_split
 from fewshot_mann.episodes import Episodes
 from fewshot_mann.metrics import episode_loss
 from fewshot_mann.models import MANN
-from fewshot_mann.run import make_sampler
+from fewshot_mann.run import build_run, make_sampler
 
 
 def gradient_norm(model: MANN, batch: Episodes, i: int, dtype: torch.dtype, n: int = 1
@@ -88,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=512)
     parser.add_argument("--checkpoint", default=None,
                         help="a trained MANN's checkpoint or model.pt (default: a fresh MANN)")
-    parser.add_argument("--n-way", type=int, default=15, help="(fresh MANN)")
-    parser.add_argument("--labels", default="five-hot", help="(fresh MANN)")
+    parser.add_argument("--first-step", type=int, default=None, metavar="SEED",
+                        help="the initial MANN and first --batch episodes of `fewshot-mann "
+                             "train --seed SEED` (santoro split) instead of a fresh MANN of "
+                             "--seed on --sampler-seed's episodes")
+    parser.add_argument("--n-way", type=int, default=15, help="(not with --checkpoint)")
+    parser.add_argument("--labels", default="five-hot", help="(not with --checkpoint)")
     parser.add_argument("--cosine-eps", default="1e-8,1e-3", help="comma-separated values")
     parser.add_argument("--worst", type=int, default=3, help="episodes recomputed in float64")
     parser.add_argument("--seed", type=int, default=0, help="of the model's initialisation")
@@ -103,34 +113,51 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     data = {k: v for k, v in {"data_root": args.data_root, "cache_dir": args.cache_dir}.items()
             if v}
-    if args.checkpoint:
-        trained, saved, split = model_from_checkpoint(load_checkpoint(args.checkpoint),
-                                                      args.checkpoint)
-        if not isinstance(trained, MANN) or saved.model.memory != "lrua":
-            parser.error(f"{args.checkpoint} holds no LRUA MANN")
-        cfg = replace(saved, data=data)  # this machine's data paths
-        weights, which = trained.state_dict(), f"the MANN of {args.checkpoint}"
+    if args.checkpoint and args.first_step is not None:
+        parser.error("--checkpoint or --first-step, not both")
+    if args.first_step is not None and args.batch < 1:
+        parser.error("--first-step needs the step's --batch (>= 1)")
+    if args.first_step is not None:  # what `fewshot-mann train` builds (run.py), on the CPU
+        cfg = replace(Config(), data=data,
+                      episodes={"n_way": args.n_way, "labels": args.labels},
+                      train={"seed": args.first_step, "batch_size": args.batch,
+                             "device": "cpu", "threads": args.threads})
+        run = build_run(cfg, Path(tempfile.mkdtemp()))  # builds, writes nothing
+        sampler, weights, image_shape = run.train_sampler, run.model.state_dict(), \
+            run.imageset.image_shape
+        batch = sampler.sample(args.batch)
+        which = (f"the initial MANN of `fewshot-mann train --seed {args.first_step} "
+                 f"--batch-size {args.batch}` and its first batch")
     else:
-        cfg = replace(Config(), data=data, episodes={"n_way": args.n_way, "labels": args.labels})
-        weights, which = None, f"a fresh paper-size MANN (seed {args.seed})"
-    imageset = load_dataset(cfg.data)
-    if not args.checkpoint:
-        split = omniglot_split("santoro", imageset)
-    sampler = make_sampler(cfg, imageset, split.train, side="train", device="cpu",
-                           seed=args.sampler_seed)
-    batch = sampler.sample(args.episodes)
-    print(f"{args.episodes} {cfg.episodes.n_way}-way {cfg.episodes.labels} training episodes, "
+        if args.checkpoint:
+            trained, saved, split = model_from_checkpoint(load_checkpoint(args.checkpoint),
+                                                          args.checkpoint)
+            if not isinstance(trained, MANN) or saved.model.memory != "lrua":
+                parser.error(f"{args.checkpoint} holds no LRUA MANN")
+            cfg = replace(saved, data=data)  # this machine's data paths
+            weights, which = trained.state_dict(), f"the MANN of {args.checkpoint}"
+        else:
+            cfg = replace(Config(), data=data,
+                          episodes={"n_way": args.n_way, "labels": args.labels})
+            weights, which = None, f"a fresh paper-size MANN (seed {args.seed})"
+        imageset = load_dataset(cfg.data)
+        if not args.checkpoint:
+            split = omniglot_split("santoro", imageset)
+        sampler = make_sampler(cfg, imageset, split.train, side="train", device="cpu",
+                               seed=args.sampler_seed)
+        batch, image_shape = sampler.sample(args.episodes), imageset.image_shape
+    episodes = batch.images.shape[0]
+    print(f"{episodes} {cfg.episodes.n_way}-way {cfg.episodes.labels} training episodes, "
           f"{which}, float32 gradient norm per episode; the {args.worst} largest again in "
           f"float64")
     for eps in (float(e) for e in args.cosine_eps.split(",")):
         started = time.perf_counter()
         torch.manual_seed(args.seed)
-        model = MANN(replace(cfg, model={"cosine_eps": eps}).model, imageset.image_shape,
-                     sampler.code)
+        model = MANN(replace(cfg, model={"cosine_eps": eps}).model, image_shape, sampler.code)
         if weights is not None:
             model.load_state_dict(weights)
         norms = torch.tensor([gradient_norm(model, batch, i, torch.float32)
-                              for i in range(args.episodes)])
+                              for i in range(episodes)])
         worst = norms.topk(args.worst).indices.tolist()
         record = {
             "cosine_eps": eps, "median": float(norms.median()), "max": float(norms.max()),
