@@ -89,7 +89,7 @@ for part in "$@"; do
   case $part in
   tests)
     phase "CUDA tests"
-    timeout 180 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 \
+    timeout 240 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 \
         | tee "$OUT/test_cuda.log" ;;
   bench)
     phase "bench, eager"
