@@ -32,7 +32,8 @@
 #          12,900 in their first 25 steps) against the cause found on the CPU (float32 rounding
 #          in the cosine of nearly empty rows at model.cosine_eps 1e-8, the default): the
 #          issue's run for 25 steps, every step logged, with eps 1e-8 eager and graphed, and
-#          with eps 1e-3 graphed; same seed     -> DIR/spikes-{eps1e-8-eager,eps1e-8-graph,eps1e-3-graph}.tar
+#          with eps 1e-2 graphed (on the CPU 1e-3 left seed 3's noise, 1e-2 removed it for
+#          every seed measured); same seed  -> DIR/spikes-{eps1e-8-eager,eps1e-8-graph,eps1e-2-graph}.tar
 #          (SPIKES_MODES=eps1e-8-eager SPIKES_FLAGS="--device cpu --batch-size 4": a CPU smoke test)
 #   conv   MANN + conv encoder on the Vinyals split, 5-way then 20-way (the comparison's runs),
 #          each stopped after $CONV_MAX_SECONDS (150)                      -> DIR/conv-vinyals*.tar
@@ -50,7 +51,7 @@
 #      (bf16 + compile failed before the memory write stopped using baddbmm) against 100,000
 #   2. TTA_FLAGS=--compile bash scripts/gpu_session.sh tta tta spikes
 #      time to 82.8 % with the fused Adam, inductor cache cold then warm (the second run's JSON
-#      gets -2), then issue 10's spikes (eps 1e-8 vs 1e-3); with time left, TTA_BATCH=128
+#      gets -2), then issue 10's spikes (eps 1e-8 vs 1e-2); with time left, TTA_BATCH=128
 #      TTA_LR=4e-3 tta tta (1,300 steps instead of 2,000 before)
 #
 # Omniglot comes from $FEWSHOT_MANN_DATA, or is unpacked from .gpu/omniglot.tgz (made with
@@ -205,7 +206,7 @@ for part in "$@"; do
         done
     done ;;
   spikes)
-    for mode in ${SPIKES_MODES:-eps1e-8-eager eps1e-8-graph eps1e-3-graph}; do
+    for mode in ${SPIKES_MODES:-eps1e-8-eager eps1e-8-graph eps1e-2-graph}; do
         dir=/tmp/runs/spikes-$mode
         # mode = eps<value>-<eager|graph>
         eps=${mode%-*}; eps=${eps#eps}
