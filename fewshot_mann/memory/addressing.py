@@ -13,14 +13,15 @@ and tests/test_memories.py checks that both agree and pins each function on hand
                              DNC temporal link matrix L_t and precedence weighting p_t
 
 The cosine is k.M(i) / (|k||M(i)| + eps), eps = model.cosine_eps (1e-8), so that empty slots
-read as 0. Its size matters in float32: the gradient with respect to an empty or nearly empty
-row is about k / eps, and early in an episode an LRUA memory is mostly such rows (at
-initialisation, rows of norm 6e-4 - 8e-3 over the first steps, written with read weights of
-about 1/N). At 1e-8 the intermediate gradients of a 150-step episode grow to 1e18, and the
-parameter gradient left where they cancel can be rounding noise (float32 29,983 where float64
-gives 10.2). eps = 1e-3 removes nearly all of it and 1e-2 all (scripts/gradient_noise.py), but
-they also shrink those rows' cosines: on the 5-way protocol 1e-3 was ahead in 6 of 8 seeds and
-20 points behind in 2 (results/scaling/README.md, "Gradient spikes").
+read as 0. Its size matters in float32: the gradient with respect to a row M(i) is about
+k / (|k||M(i)| + eps), large for nearly empty rows, and early in an episode an LRUA memory is
+mostly such rows (at initialisation, rows of norm 6e-4 - 8e-3 over the first steps, written with
+read weights of about 1/N). Chained over the episode the intermediate gradients grow to 1e18 -
+1e20 (in float64 too), and the parameter gradient left where they cancel can be rounding noise
+(float32 29,983 where float64 gives 10.2), how much depending on the initial weights.
+eps = 1e-3 removes most of it and 1e-2 all of it for every initialisation measured
+(scripts/gradient_noise.py), but a larger eps also shrinks those rows' cosines; on the 5-way
+protocol neither changed learning clearly (results/scaling/README.md, "Gradient spikes").
 """
 
 from __future__ import annotations
