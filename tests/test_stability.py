@@ -4,11 +4,10 @@ of nearly empty memory rows, at the cosine's default eps (1e-8).
 The gradient of k.m / (|k||m| + eps) with respect to a row m is about k / (|k||m| + eps), large
 when m is empty or nearly so; early in an episode an LRUA memory is mostly such rows, and over
 a 150-step episode the intermediate gradients grow to 1e18. The parameter gradient is what is
-left when
-they cancel, which float32 cannot represent: on the pinned episode below it comes out 100x its
-float64 value. `--cosine-eps 1e-3` keeps the intermediates small, and on this episode float32
-then agrees with float64 (it stays an option: memory/addressing.py tells why it is not the
-default; scripts/gradient_noise.py measures 512 episodes).
+left when they cancel, which float32 cannot represent: on the pinned episode below it comes out
+100x its float64 value. `--cosine-eps 1e-3` keeps the intermediates small, and on this episode
+float32 then agrees with float64 (it stays an option: memory/addressing.py tells why it is not
+the default; scripts/gradient_noise.py measures 512 episodes).
 """
 
 from __future__ import annotations
