@@ -29,7 +29,6 @@ import json
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -37,7 +36,7 @@ from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
 from fewshot_mann.config import Config, replace
 from fewshot_mann.data import load_dataset
 from fewshot_mann.data.splits import omniglot_split
-from fewshot_mann.episodes import Episodes
+from fewshot_mann.episodes import Episodes, LabelCode
 from fewshot_mann.metrics import episode_loss
 from fewshot_mann.models import MANN
 from fewshot_mann.run import build_run, make_sampler
@@ -87,6 +86,41 @@ def trace(model: MANN, batch: Episodes, i: int, steps: int, dtype: torch.dtype =
     return rows
 
 
+def source(args: argparse.Namespace, parser: argparse.ArgumentParser, data: dict[str, str]
+           ) -> tuple[Config, LabelCode, Episodes, dict[str, torch.Tensor] | None,
+                      tuple[int, ...], str]:
+    """The settings, label code, episodes and starting weights (None: fresh, seeded by --seed)
+    of --first-step, --checkpoint or a fresh MANN, the image shape, and a line saying which."""
+    episodes = {"n_way": args.n_way, "labels": args.labels}
+    if args.first_step is not None:  # what `fewshot-mann train` builds (run.py), on the CPU
+        cfg = replace(Config(), data=data, episodes=episodes,
+                      train={"seed": args.first_step, "batch_size": args.batch,
+                             "device": "cpu", "threads": args.threads})
+        with tempfile.TemporaryDirectory() as out:
+            run = build_run(cfg, out)  # builds the run, writes nothing
+        return (cfg, run.train_sampler.code, run.train_sampler.sample(args.batch),
+                run.model.state_dict(), run.imageset.image_shape,
+                f"the initial MANN of `fewshot-mann train --seed {args.first_step} "
+                f"--batch-size {args.batch}` and its first batch")
+    split = None
+    if args.checkpoint:
+        trained, saved, split = model_from_checkpoint(load_checkpoint(args.checkpoint),
+                                                      args.checkpoint)
+        if not isinstance(trained, MANN) or saved.model.memory != "lrua":
+            parser.error(f"{args.checkpoint} holds no LRUA MANN")
+        cfg = replace(saved, data=data)  # this machine's data paths
+        weights, which = trained.state_dict(), f"the MANN of {args.checkpoint}"
+    else:
+        cfg = replace(Config(), data=data, episodes=episodes)
+        weights, which = None, f"a fresh paper-size MANN (seed {args.seed})"
+    imageset = load_dataset(cfg.data)
+    split = split or omniglot_split("santoro", imageset)
+    sampler = make_sampler(cfg, imageset, split.train, side="train", device="cpu",
+                           seed=args.sampler_seed)
+    return (cfg, sampler.code, sampler.sample(args.episodes), weights, imageset.image_shape,
+            which)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None)
@@ -117,35 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--checkpoint or --first-step, not both")
     if args.first_step is not None and args.batch < 1:
         parser.error("--first-step needs the step's --batch (>= 1)")
-    if args.first_step is not None:  # what `fewshot-mann train` builds (run.py), on the CPU
-        cfg = replace(Config(), data=data,
-                      episodes={"n_way": args.n_way, "labels": args.labels},
-                      train={"seed": args.first_step, "batch_size": args.batch,
-                             "device": "cpu", "threads": args.threads})
-        run = build_run(cfg, Path(tempfile.mkdtemp()))  # builds, writes nothing
-        sampler, weights, image_shape = run.train_sampler, run.model.state_dict(), \
-            run.imageset.image_shape
-        batch = sampler.sample(args.batch)
-        which = (f"the initial MANN of `fewshot-mann train --seed {args.first_step} "
-                 f"--batch-size {args.batch}` and its first batch")
-    else:
-        if args.checkpoint:
-            trained, saved, split = model_from_checkpoint(load_checkpoint(args.checkpoint),
-                                                          args.checkpoint)
-            if not isinstance(trained, MANN) or saved.model.memory != "lrua":
-                parser.error(f"{args.checkpoint} holds no LRUA MANN")
-            cfg = replace(saved, data=data)  # this machine's data paths
-            weights, which = trained.state_dict(), f"the MANN of {args.checkpoint}"
-        else:
-            cfg = replace(Config(), data=data,
-                          episodes={"n_way": args.n_way, "labels": args.labels})
-            weights, which = None, f"a fresh paper-size MANN (seed {args.seed})"
-        imageset = load_dataset(cfg.data)
-        if not args.checkpoint:
-            split = omniglot_split("santoro", imageset)
-        sampler = make_sampler(cfg, imageset, split.train, side="train", device="cpu",
-                               seed=args.sampler_seed)
-        batch, image_shape = sampler.sample(args.episodes), imageset.image_shape
+    cfg, code, batch, weights, image_shape, which = source(args, parser, data)
     episodes = batch.images.shape[0]
     print(f"{episodes} {cfg.episodes.n_way}-way {cfg.episodes.labels} training episodes, "
           f"{which}, float32 gradient norm per episode; the {args.worst} largest again in "
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     for eps in (float(e) for e in args.cosine_eps.split(",")):
         started = time.perf_counter()
         torch.manual_seed(args.seed)
-        model = MANN(replace(cfg, model={"cosine_eps": eps}).model, image_shape, sampler.code)
+        model = MANN(replace(cfg, model={"cosine_eps": eps}).model, image_shape, code)
         if weights is not None:
             model.load_state_dict(weights)
         norms = torch.tensor([gradient_norm(model, batch, i, torch.float32)
