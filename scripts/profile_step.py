@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             f.write(json.dumps({
                 "batch_size": B, "precision": args.precision, "cuda_graph": args.cuda_graph,
                 "compile": args.compile,
-                "adam": "multi-tensor" if args.multi_tensor_adam or not cuda else "fused",
+                "adam": "fused" if optimizer.param_groups[0]["fused"] else "multi-tensor",
                 "device": device_name(device), "torch": str(torch.__version__),
                 "episodes_per_s": rate, "timed_steps": args.timed_steps,
                 "profiled_steps": args.steps,
