@@ -109,11 +109,31 @@ def _invert(choice: str) -> bool | None:
     return {"auto": None, "yes": True, "no": False}[choice]
 
 
+class _Version(argparse.Action):
+    """--version: the package's version and the versions a bug report needs beside it (torch is
+    imported only when asked, so that --help stays fast)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        import platform
+
+        import torch
+
+        from . import __version__
+        cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
+        print(f"fewshot-mann {__version__} (torch {torch.__version__}{cuda}, "
+              f"Python {platform.python_version()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fewshot-mann",
         description="Few-shot classification with Memory-Augmented Neural Networks "
                     "(Santoro et al. 2016) on Omniglot or your own images.")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model on episodes",

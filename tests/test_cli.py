@@ -22,6 +22,18 @@ def test_help_lists_the_commands():
         assert command in out
 
 
+def test_version_names_the_package_torch_and_python():
+    import platform
+
+    import torch
+
+    import fewshot_mann
+    out = subprocess.run([sys.executable, "-m", "fewshot_mann.cli", "--version"], check=True,
+                         capture_output=True, text=True).stdout
+    assert out.startswith(f"fewshot-mann {fewshot_mann.__version__} (torch {torch.__version__}")
+    assert f"Python {platform.python_version()}" in out
+
+
 def test_train_resume_evaluate(tmp_path, data_root, cache_dir, capsys):
     run = tmp_path / "run"
     common = ["--data-root", str(data_root), "--cache-dir", str(cache_dir), *TINY]
