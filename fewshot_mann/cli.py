@@ -70,6 +70,9 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--precision": ("train", "precision", str, "fp32 | tf32 (CUDA matmuls) | bf16 (autocast)"),
     "--eval-every": ("train", "eval_every", int, "steps between held-out evaluations"),
     "--eval-episodes": ("train", "eval_episodes", int, "episodes per held-out evaluation"),
+    "--health-episodes": ("train", "health_episodes", int,
+                          "held-out episodes whose memory and controller signs (slot norms, "
+                          "key strengths, gates, ...) each evaluation logs; 0: none"),
     "--checkpoint-every": ("train", "checkpoint_every", int, "steps between checkpoints"),
     "--log-every": ("train", "log_every", int, "steps between log lines"),
     "--curriculum": ("train", "curriculum", str,

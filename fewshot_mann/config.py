@@ -110,6 +110,10 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32" | "tf32" (CUDA matmuls in TF32) | "bf16" (autocast)
     eval_every: int = 500
     eval_episodes: int = 256
+    # with each held-out evaluation of a MANN, its "health" on this many held-out episodes
+    # drawn from the evaluation's seed (slot and read norms, key strengths, gates, saturated
+    # LSTM gates, largest logit: fewshot_mann/health.py); 0: none
+    health_episodes: int = 16
     checkpoint_every: int = 500
     log_every: int = 50
     # N-way curriculum: comma-separated widths below episodes.n_way ("5,10"), trained in turn;
@@ -195,6 +199,10 @@ class Config:
         _choice("train.optimizer", t.optimizer, ("adam", "rmsprop"))
         _choice("train.precision", t.precision, ("fp32", "tf32", "bf16"))
         _choice("train.on_divergence", t.on_divergence, ("rollback", "stop"))
+        if not isinstance(t.health_episodes, int) or isinstance(t.health_episodes, bool) \
+                or t.health_episodes < 0:
+            raise ConfigError(f"train.health_episodes must be an integer >= 0, got "
+                              f"{t.health_episodes!r}")
         curriculum_widths(self)  # raises on a malformed train.curriculum
         if not 0.0 < t.rollback_lr_factor < 1.0:
             raise ConfigError(f"train.rollback_lr_factor must lie in (0, 1), got "

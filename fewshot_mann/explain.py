@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .errors import PredictError
-from .memory import LRUAState
+from .memory.lrua import LRUAControls, LRUAState
 
 
 class MemoryRecorder:
@@ -47,17 +47,15 @@ class MemoryRecorder:
     def __getattr__(self, name: str) -> Any:  # slots, width, heads, gamma, initial_state...
         return getattr(self.__dict__["memory"], name)
 
-    def step(self, state: LRUAState, *controls: Any) -> tuple[torch.Tensor, LRUAState]:
-        """The memory's own step, recorded. controls: (keys (B, H, W), write gates (B, H),
-        strengths (B, H)), or one tuple with fields `keys` and `write_gates`."""
-        keys, write_gates = (controls[:2] if len(controls) > 1
-                             else (controls[0].keys, controls[0].write_gates))
+    def step(self, state: LRUAState, controls: LRUAControls) -> tuple[torch.Tensor, LRUAState]:
+        """The memory's own step, recorded."""
+        keys, write_gates = controls.keys, controls.write_gates
         # the batched backend updates the memory tensor in place when no gradient is
         # recorded: keep the small fields only (cloned), and the memory after the last step
         self.before.append(state._replace(memory=torch.empty(0)))
         self.gates.append(write_gates.detach().clone())
         self.keys.append(keys.detach().clone())
-        reads, new = self.memory.step(state, *controls)
+        reads, new = self.memory.step(state, controls)
         self.after.append(LRUAState(torch.empty(0), *(t.detach().clone() for t in new[1:])))
         self.final_memory = new.memory
         return reads, new

@@ -35,7 +35,7 @@ from .runtime import adam, pick_device
 RESUMABLE = {("data", key) for key in ("data_root", "cache_dir", "download")} | {
     ("train", key) for key in ("steps", "lr", "lr_min", "warmup_steps", "grad_clip", "device",
                                "threads", "compile", "cuda_graph", "precision", "eval_every",
-                               "eval_episodes", "checkpoint_every", "log_every",
+                               "eval_episodes", "health_episodes", "checkpoint_every", "log_every",
                                "curriculum_accuracy", "on_divergence", "spike_factor",
                                "collapse_drop", "rollback_lr_factor", "max_rollbacks")}
 

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from . import health
 from .checkpoint import save_checkpoint
 from .config import Config, TrainConfig, curriculum_widths
 from .cuda_graphs import GraphedInference, graph_training_forward
@@ -165,8 +166,15 @@ class Trainer(TrainingLoop):
             result = evaluate(self.eval_model, self.heldout, t.eval_episodes,
                               batch_size=t.eval_episodes if t.cuda_graph
                               else min(t.eval_episodes, 256))
-        return {"heldout_instance_accuracy": result.instance_accuracy,
-                "heldout_loss": result.loss}
+        record = {"heldout_instance_accuracy": result.instance_accuracy,
+                  "heldout_loss": result.loss}
+        if t.health_episodes and self.cfg.model.kind == "mann":
+            self.heldout.generator.manual_seed(t.seed + 1)
+            probe = self.heldout.sample(t.health_episodes)
+            record["health"] = {name: round(value, 4) for name, value in
+                                health.trace(self.model, probe.images, probe.prev_labels)[1]
+                                .items()}
+        return record
 
     def heldout_accuracy(self, record: dict[str, Any]) -> float | None:
         """At the 2nd presentation: the first that memory can answer."""

@@ -2,9 +2,10 @@
 
 For each checkpoint (model.pt, checkpoint.pt or a trainer's diverged-stepN.pt), runs a batch of
 training episodes of its own configuration and prints, at some steps t, the mean over episodes
-of: the largest slot norm of M_t, the read-vector norm, the key strength beta_t and the write
-gate sigma(alpha_t) (models/mann.py), plus the fraction of saturated LSTM gates (|pre-activation|
-> 5). Compare a diverged checkpoint with the last good one to see which of them ran away.
+of each number of fewshot_mann/health.py (largest slot norm of M_t, read-vector norm, the key
+strengths and gates of the memory's controls, the share of saturated LSTM gates), then the
+summary that training logs at each held-out evaluation. Compare a diverged checkpoint with the
+last good one to see which of them ran away.
 
     python scripts/diagnose_memory.py results/santoro-5way/model.pt RUN/diverged-step1075.pt
 """
@@ -16,42 +17,29 @@ from pathlib import Path
 
 import torch
 
+from fewshot_mann import health
 from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
 from fewshot_mann.config import replace
 from fewshot_mann.data import load_dataset
 from fewshot_mann.run import make_sampler
 
+SHOWN_STEPS = (0, 4, 9, 24, 49, 99, 149)  # and the last
 
-@torch.no_grad()
-def memory_trace(path: Path, data_root: str | None, episodes: int) -> list[dict[str, float]]:
-    """Per time step: slot norm, read norm, key strength, write gate, saturated LSTM gates."""
+
+def diagnose(path: Path, data_root: str | None, episodes: int, seed: int
+             ) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """health.trace of the checkpoint's model over `episodes` training episodes of its own
+    configuration (the classes it was trained on: a diverged model is diagnosed where it ran
+    away)."""
     model, cfg, split = model_from_checkpoint(load_checkpoint(path), path)
+    if cfg.model.kind != "mann":
+        raise SystemExit(f"{path} holds a {cfg.model.kind} model, which has no memory")
     if data_root:
         cfg = replace(cfg, data={"data_root": data_root})
     sampler = make_sampler(cfg, load_dataset(cfg.data), split.train, side="train",
-                           device=torch.device("cpu"), seed=0)
+                           device=torch.device("cpu"), seed=seed)
     batch = sampler.sample(episodes)
-    trace: list[dict[str, float]] = []
-    memory_step, controller_step = model.memory.step, model.controller.step
-
-    def record_memory(state, keys, write_gates, strengths):
-        reads, new = memory_step(state, keys, write_gates, strengths)
-        trace[-1].update(slot_norm=new.memory.norm(dim=-1).amax(-1).mean().item(),
-                         read_norm=reads.norm(dim=-1).mean().item(),
-                         key_strength=strengths.mean().item(),
-                         write_gate=write_gates.mean().item())
-        return reads, new
-
-    def record_controller(projected, feedback, state):
-        gates = projected + model.controller.recurrent(
-            state[0] if feedback is None else torch.cat([feedback, state[0]], dim=-1))
-        trace.append({"saturated_gates": (gates.abs() > 5).float().mean().item()})
-        return controller_step(projected, feedback, state)
-
-    model.memory.step, model.controller.step = record_memory, record_controller
-    model.eval()
-    model(batch.images, batch.prev_labels)
-    return trace
+    return health.trace(model, batch.images, batch.prev_labels)
 
 
 def main() -> None:
@@ -59,17 +47,18 @@ def main() -> None:
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--episodes", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the episodes")
     args = parser.parse_args()
     for path in args.checkpoints:
-        trace = memory_trace(path, args.data_root, args.episodes)
-        print(f"{path}: {len(trace)} steps, means over {args.episodes} training episodes")
-        print("   t  slot norm  read norm  key strength  write gate  saturated LSTM gates")
-        for t in sorted({0, 4, 9, 24, 49, 99, 149, len(trace) - 1}):
-            if t < len(trace):
-                s = trace[t]
-                print(f"{t + 1:4d}  {s['slot_norm']:9.2f}  {s['read_norm']:9.2f}  "
-                      f"{s['key_strength']:12.1f}  {s['write_gate']:10.2f}  "
-                      f"{s['saturated_gates']:20.3f}")
+        per_step, summary = diagnose(path, args.data_root, args.episodes, args.seed)
+        names = list(per_step[0])
+        print(f"{path}: {len(per_step)} steps, means over {args.episodes} training episodes")
+        print("     t " + " ".join(f"{name:>15s}" for name in names))
+        for t in sorted({*SHOWN_STEPS, len(per_step) - 1}):
+            if t < len(per_step):
+                print(f"{t + 1:6d} " + " ".join(f"{per_step[t][name]:15.3f}" for name in names))
+        print("summary (as train_log.jsonl's \"health\"): "
+              + ", ".join(f"{name} {value:.3f}" for name, value in summary.items()))
 
 
 if __name__ == "__main__":

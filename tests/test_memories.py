@@ -4,6 +4,7 @@ float64), hand-computed cases pin each equation, and every variant trains, saves
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -219,6 +220,11 @@ def test_kv_update_and_margin_loss(backend):
 
 
 # ---- every variant trains, checkpoints and reloads -----------------------------------------
+HEALTH_CONTROLS = {"ntm": ("strengths", "gates"), "kv": ("strength",),
+                   "dnc": ("read_strengths", "write_strengths", "free_gates",
+                           "allocation_gates", "write_gates")}
+
+
 @pytest.mark.parametrize("memory, options", [("ntm", {}), ("dnc", {}), ("kv", {}),
                                              ("kv", {"kv_query": "encoder"})])
 def test_trains_and_reloads(tmp_path, data_root, cache_dir, memory, options):
@@ -232,6 +238,12 @@ def test_trains_and_reloads(tmp_path, data_root, cache_dir, memory, options):
     trainer.run()
     assert all(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters()
                if n.startswith(("head_params", "controller")))
+    # the held-out evaluation logged the variant's strengths and gates (fewshot_mann/health.py)
+    signs = json.loads((tmp_path / memory / "train_log.jsonl").read_text().splitlines()[-1]
+                       )["health"]
+    assert {f"{name}_{of}" for name in HEALTH_CONTROLS[memory] for of in ("mean", "max")} \
+        <= set(signs)
+    assert ("slot_norm" in signs) == (memory != "kv")  # kv keeps unit keys and labels
     model, saved, _ = model_from_checkpoint(load_checkpoint(tmp_path / memory / "model.pt"))
     assert saved.model.memory == memory
     batch = trainer.heldout.sample(2)
