@@ -24,10 +24,10 @@ the bad update; a loss spike or a collapse of held-out accuracy is caught at the
 record (`divergence.DivergenceGuard`). With "rollback" (the default) the loop restores the last
 good state (the one of the last held-out evaluation that passed the guard: weights, optimiser,
 the subclass's own, such as a curriculum stage), multiplies the learning rate by
-`rollback_lr_factor`, saves the diverged weights as `diverged-stepN.pt` for a post-mortem, logs
-a record {"event": "rollback", ...} and goes on with fresh batches; after `max_rollbacks`
-rollbacks, or with "stop", the run stops with `TrainingDiverged`, leaving the last checkpoint as
-it was.
+`rollback_lr_factor`, logs a record {"event": "rollback", ...} and goes on with fresh batches;
+after `max_rollbacks` rollbacks, or with "stop", the run stops with `TrainingDiverged`, leaving
+the last checkpoint as it was. Either way the diverged weights are saved as `diverged-stepN.pt`
+for a post-mortem.
 """
 
 from __future__ import annotations
@@ -216,14 +216,15 @@ class TrainingLoop:
         """Back to the last good snapshot with a lower learning rate, logged, the progress bar
         set back. Raises TrainingDiverged when rollbacks are off or used up."""
         s = self.settings
+        diverged = self.out_dir / f"diverged-step{self.step}.pt"
+        if self.dist.is_main:  # for a post-mortem (scripts/diagnose_memory.py), in either mode
+            self.write(diverged, resumable=False)
         if s.on_divergence == "stop":
-            raise TrainingDiverged(self._stop_message(reason))
+            raise TrainingDiverged(self._stop_message(f"{reason} (weights: {diverged.name})"))
         if self.rollbacks >= s.max_rollbacks:
             raise TrainingDiverged(self._stop_message(
-                f"{reason} (after {self.rollbacks} rollbacks, train.max_rollbacks)"))
-        diverged = self.out_dir / f"diverged-step{self.step}.pt"
-        if self.dist.is_main:
-            self.write(diverged, resumable=False)  # for a post-mortem
+                f"{reason} (after {self.rollbacks} rollbacks, train.max_rollbacks; weights: "
+                f"{diverged.name})"))
         snap, from_step = self.snapshot, self.step
         self.model.load_state_dict(snap.model)  # in place: CUDA graphs keep their parameters
         self.optimizer.load_state_dict(copy.deepcopy(snap.optimizer))

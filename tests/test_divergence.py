@@ -78,10 +78,16 @@ def test_stop_mode_stops_at_the_spike_and_keeps_the_last_good_checkpoint(tmp_pat
     run = tmp_path / "run"
     trainer = SpikingTrainer.build(tiny_config(data_root, cache_dir, on_divergence="stop"), run,
                                    progress=False)
-    with pytest.raises(TrainingDiverged, match=r"loss spike: .*training stopped.*keeps step 20"):
+    with pytest.raises(TrainingDiverged, match=r"loss spike: .*\(weights: diverged-step22\.pt\)"
+                       r"; training stopped.*keeps step 20"):
         trainer.run()
     assert load_checkpoint(run / "checkpoint.pt")["step"] == SPIKE_AT
     assert not (run / "model.pt").exists()
+    # the diverged weights are kept for the post-mortem: the spike's 30x parameters
+    good = load_checkpoint(run / "checkpoint.pt")["model"]
+    diverged = load_checkpoint(run / "diverged-step22.pt")["model"]
+    name = "output.weight"
+    assert diverged[name].abs().max() > 5 * good[name].abs().max()
 
 
 def test_a_nan_loss_is_rolled_back_by_default(tmp_path, data_root, cache_dir, monkeypatch):

@@ -352,11 +352,13 @@ def inf_gradient(loss: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("poison, bad_step, message", [
-    (nan_loss, 7, "the loss became nan at step 7 (caught before that update); training "
-                  "stopped. {ckpt} keeps step 6, the last good checkpoint: --resume from it"),
+    (nan_loss, 7, "the loss became nan at step 7 (caught before that update) (weights: "
+                  "diverged-step6.pt); training stopped. {ckpt} keeps step 6, the last good "
+                  "checkpoint: --resume from it"),
     (inf_gradient, 7, "the gradient norm became"),
-    (inf_loss, 1, "the loss became inf at step 1 (caught before that update); training "
-                  "stopped. no checkpoint had been written yet: start again with a lower --lr"),
+    (inf_loss, 1, "the loss became inf at step 1 (caught before that update) (weights: "
+                  "diverged-step0.pt); training stopped. no checkpoint had been written yet: "
+                  "start again with a lower --lr"),
 ])
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, image_tree, cli,
                                                              monkeypatch, poison, bad_step,
