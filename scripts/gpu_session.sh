@@ -26,7 +26,8 @@
 #          (batch 256, lr 3e-3, CUDA graphs) for each seed of $COLLAPSE_SEEDS (1 2) and lr of
 #          $COLLAPSE_LRS (3e-3), at most $COLLAPSE_S (90) s each, stopping at the first
 #          divergence (--on-divergence stop), so that checkpoint.pt is the last good state,
-#          resumable on the CPU to replay the steps that diverged  -> DIR/collapse-*.tar
+#          resumable on the CPU to replay the steps that diverged, and diverged-stepN.pt the
+#          weights that did (scripts/diagnose_memory.py compares the two) -> DIR/collapse-*.tar
 #          (COLLAPSE_FLAGS, last, replace "--device cuda --cuda-graph": a CPU smoke test)
 #   spikes issue 10, about 2 minutes: the gradient-norm spikes of the GPU's 15-way runs (900 -
 #          12,900 in their first 25 steps) against the cause found on the CPU (float32 rounding
@@ -201,8 +202,9 @@ for part in "$@"; do
                 --steps 3500 --on-divergence stop --eval-every 100 --checkpoint-every 100 \
                 --log-every 25 --time-limit "${COLLAPSE_S:-90}" \
                 ${COLLAPSE_FLAGS:---device cuda --cuda-graph} --out "$dir" 2>&1 | quiet
+            # the log's "health" records and a diverged-step*.pt (if any) say what ran away
             (cd "$dir" && tar cf "$OUT/collapse-lr$lr-seed$seed.tar" checkpoint.pt \
-                train_log.jsonl config.toml split.json)
+                train_log.jsonl config.toml split.json $(ls diverged-step*.pt 2>/dev/null))
         done
     done ;;
   spikes)
