@@ -5,7 +5,8 @@ training episodes of its own configuration and prints, at some steps t, the mean
 of each number of fewshot_mann/health.py (largest slot norm of M_t, read-vector norm, the key
 strengths and gates of the memory's controls, the share of saturated LSTM gates), then the
 summary that training logs at each held-out evaluation. Compare a diverged checkpoint with the
-last good one to see which of them ran away.
+last good one to see which of them ran away; with two or more checkpoints it also lists the
+parameter tensors that moved most from the first one (|theta - theta_first| / |theta_first|).
 
     python scripts/diagnose_memory.py results/santoro-5way/model.pt RUN/diverged-step1075.pt
 """
@@ -42,6 +43,16 @@ def diagnose(path: Path, data_root: str | None, episodes: int, seed: int
     return health.trace(model, batch.images, batch.prev_labels)
 
 
+def weight_changes(first: dict[str, torch.Tensor], other: dict[str, torch.Tensor]
+                   ) -> list[tuple[str, float, float]]:
+    """(name, relative change, norm in `other`) of every tensor of both state dicts, the
+    largest change first."""
+    changes = [(name, ((other[name] - w).norm() / w.norm().clamp_min(1e-12)).item(),
+                other[name].norm().item())
+               for name, w in first.items() if name in other and w.is_floating_point()]
+    return sorted(changes, key=lambda change: -change[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", type=Path, nargs="+")
@@ -59,6 +70,13 @@ def main() -> None:
                 print(f"{t + 1:6d} " + " ".join(f"{per_step[t][name]:15.3f}" for name in names))
         print("summary (as train_log.jsonl's \"health\"): "
               + ", ".join(f"{name} {value:.3f}" for name, value in summary.items()))
+    if len(args.checkpoints) > 1:
+        first = load_checkpoint(args.checkpoints[0])["model"]
+        for path in args.checkpoints[1:]:
+            print(f"weights of {path} against {args.checkpoints[0]}, the most moved first:")
+            print(f"{'tensor':>28s} {'relative change':>16s} {'norm':>10s}")
+            for name, change, norm in weight_changes(first, load_checkpoint(path)["model"])[:8]:
+                print(f"{name:>28s} {change:16.4f} {norm:10.3f}")
 
 
 if __name__ == "__main__":

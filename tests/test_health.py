@@ -32,6 +32,16 @@ def small(data_root, cache_dir, **train) -> Config:
                           "threads": 1, "seed": 5, **train})
 
 
+def diagnose(data_root, *checkpoints) -> str:
+    """scripts/diagnose_memory.py's output for `checkpoints`, on 3 episodes."""
+    out = subprocess.run([sys.executable, "scripts/diagnose_memory.py", *map(str, checkpoints),
+                          "--data-root", str(data_root), "--episodes", "3"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_each_heldout_evaluation_logs_the_health_and_the_script_reads_a_checkpoint(
         tmp_path, data_root, cache_dir):
     run = tmp_path / "run"
@@ -47,17 +57,20 @@ def test_each_heldout_evaluation_logs_the_health_and_the_script_reads_a_checkpoi
     assert 0 <= signs["saturated_gates"] <= 1 and signs["slot_norm"] > 0
 
     # the post-mortem script on the run's checkpoint: a row per shown step, then the summary
-    out = subprocess.run(
-        [sys.executable, "scripts/diagnose_memory.py", str(run / "checkpoint.pt"),
-         "--data-root", str(data_root), "--episodes", "3"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO), "FEWSHOT_MANN_CACHE": str(cache_dir)})
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    lines = diagnose(data_root, run / "checkpoint.pt").splitlines()
     assert lines[0].endswith("12 steps, means over 3 training episodes")  # 3-way x 4
     assert lines[1].split()[0] == "t" and "slot_norm" in lines[1].split()
     assert [int(line.split()[0]) for line in lines[2:-1]] == [1, 5, 10, 12]
     assert lines[-1].startswith('summary (as train_log.jsonl\'s "health"): logit ')
+
+    # against a copy whose output layer was doubled: that tensor moved most, by exactly 1
+    payload = torch.load(run / "checkpoint.pt", weights_only=False)
+    payload["model"]["output.weight"] *= 2
+    torch.save(payload, tmp_path / "doubled.pt")
+    out = diagnose(data_root, run / "checkpoint.pt", tmp_path / "doubled.pt")
+    table = out.split("the most moved first:\n")[1].splitlines()
+    assert table[1].split()[:2] == ["output.weight", "1.0000"]
+    assert float(table[2].split()[1]) == 0.0
 
 
 def test_no_health_when_asked_for_none(tmp_path, data_root, cache_dir):
