@@ -25,9 +25,10 @@ record (`divergence.DivergenceGuard`). With "rollback" (the default) the loop re
 good state (the one of the last held-out evaluation that passed the guard: weights, optimiser,
 the subclass's own, such as a curriculum stage), multiplies the learning rate by
 `rollback_lr_factor`, logs a record {"event": "rollback", ...} and goes on with fresh batches;
-after `max_rollbacks` rollbacks, or with "stop", the run stops with `TrainingDiverged`, leaving
-the last checkpoint as it was. Either way the diverged weights are saved as `diverged-stepN.pt`
-for a post-mortem.
+after `max_rollbacks` rollbacks, or with "stop", the run logs {"event": "stop", ...} and stops
+with `TrainingDiverged`, leaving the last checkpoint as it was. Either way the diverged weights
+are saved as `diverged-stepN.pt` and the record of the divergence carries the subclass's
+`health()` fields (for a MANN: what its memory and controller did, fewshot_mann/health.py).
 """
 
 from __future__ import annotations
@@ -136,6 +137,11 @@ class TrainingLoop:
         """What the progress bar shows after a healthy record (`seconds` into this call)."""
         return {"loss": f"{record['loss']:.3f}"}
 
+    def health(self) -> dict[str, Any]:
+        """Fields that say what ran away, for the log record of a divergence (computed on rank
+        0 from the diverged model; none by default)."""
+        return {}
+
     def own_state(self) -> dict[str, Any]:
         """What of the subclass a rollback restores (`set_own_state`)."""
         return {}
@@ -219,12 +225,14 @@ class TrainingLoop:
         diverged = self.out_dir / f"diverged-step{self.step}.pt"
         if self.dist.is_main:  # for a post-mortem (scripts/diagnose_memory.py), in either mode
             self.write(diverged, resumable=False)
-        if s.on_divergence == "stop":
+        signs = self.dist.from_main(self.health)  # of the diverged model, before any restore
+        if s.on_divergence == "stop" or self.rollbacks >= s.max_rollbacks:
+            if s.on_divergence == "rollback":
+                reason += f" (after {self.rollbacks} rollbacks, train.max_rollbacks)"
+            self.log({"step": self.step, "event": "stop", "reason": reason,
+                      "diverged_weights": diverged.name, **signs,
+                      "elapsed_s": round(self.elapsed(), 2)}, bar)
             raise TrainingDiverged(self._stop_message(f"{reason} (weights: {diverged.name})"))
-        if self.rollbacks >= s.max_rollbacks:
-            raise TrainingDiverged(self._stop_message(
-                f"{reason} (after {self.rollbacks} rollbacks, train.max_rollbacks; weights: "
-                f"{diverged.name})"))
         snap, from_step = self.snapshot, self.step
         self.model.load_state_dict(snap.model)  # in place: CUDA graphs keep their parameters
         self.optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
@@ -235,8 +243,8 @@ class TrainingLoop:
         self.lr_scale *= s.rollback_lr_factor
         self.log({"step": self.step, "event": "rollback", "from_step": from_step,
                   "reason": reason, "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
-                  "diverged_weights": diverged.name, "elapsed_s": round(self.elapsed(), 2)},
-                 bar)
+                  "diverged_weights": diverged.name, **signs,
+                  "elapsed_s": round(self.elapsed(), 2)}, bar)
         bar.reset(total=s.steps)
         bar.update(self.step)
 
@@ -349,6 +357,8 @@ class TrainingLoop:
         if record.get("event") == "rollback":
             return (f"step {record['from_step']}: {record['reason']}; rolled back to step "
                     f"{record['step']}, learning rate x{record['lr_scale']:g}")
+        if record.get("event") == "stop":
+            return f"step {record['step']}: {record['reason']}; stopped"
         return f"step {record['step']} | loss {record['loss']:.4f}"
 
 

@@ -166,15 +166,19 @@ class Trainer(TrainingLoop):
             result = evaluate(self.eval_model, self.heldout, t.eval_episodes,
                               batch_size=t.eval_episodes if t.cuda_graph
                               else min(t.eval_episodes, 256))
-        record = {"heldout_instance_accuracy": result.instance_accuracy,
-                  "heldout_loss": result.loss}
-        if t.health_episodes and self.cfg.model.kind == "mann":
-            self.heldout.generator.manual_seed(t.seed + 1)
-            probe = self.heldout.sample(t.health_episodes)
-            record["health"] = {name: round(value, 4) for name, value in
-                                health.trace(self.model, probe.images, probe.prev_labels)[1]
-                                .items()}
-        return record
+        return {"heldout_instance_accuracy": result.instance_accuracy,
+                "heldout_loss": result.loss, **self.health()}
+
+    def health(self) -> dict[str, Any]:
+        """{"health": the MANN's signs (fewshot_mann/health.py) on train.health_episodes
+        held-out episodes drawn from the evaluation's seed}; {} for other models or with 0."""
+        t = self.cfg.train
+        if not t.health_episodes or self.cfg.model.kind != "mann":
+            return {}
+        self.heldout.generator.manual_seed(t.seed + 1)
+        probe = self.heldout.sample(t.health_episodes)
+        signs = health.trace(self.model, probe.images, probe.prev_labels)[1]
+        return {"health": {name: round(value, 4) for name, value in signs.items()}}
 
     def heldout_accuracy(self, record: dict[str, Any]) -> float | None:
         """At the 2nd presentation: the first that memory can answer."""

@@ -56,6 +56,11 @@ def test_an_injected_spike_is_rolled_back_and_training_goes_on(tmp_path, data_ro
     assert event["step"] == SPIKE_AT and event["from_step"] == SPIKE_AT + 2
     assert event["reason"].startswith("loss spike") and event["lr_scale"] == 0.5
     assert (run / event["diverged_weights"]).exists()  # kept for a post-mortem
+    # and the record says what ran away: against the held-out evaluation at the spike's step,
+    # the diverged model's logits and saturated LSTM gates (fewshot_mann/health.py)
+    good = next(r for r in log_records(run) if r["step"] == SPIKE_AT and "health" in r)
+    assert event["health"]["logit"] > 10 * good["health"]["logit"]
+    assert event["health"]["saturated_gates"] > 0.5 > good["health"]["saturated_gates"]
     # the run finished from the restored state, at half the learning rate
     final = load_checkpoint(run / "checkpoint.pt")
     assert trainer.step == 40 and final["step"] == 40 and final["lr_scale"] == 0.5
@@ -83,6 +88,9 @@ def test_stop_mode_stops_at_the_spike_and_keeps_the_last_good_checkpoint(tmp_pat
         trainer.run()
     assert load_checkpoint(run / "checkpoint.pt")["step"] == SPIKE_AT
     assert not (run / "model.pt").exists()
+    stop = log_records(run)[-1]  # the divergence is in the log, with what ran away
+    assert stop["event"] == "stop" and stop["reason"].startswith("loss spike")
+    assert stop["diverged_weights"] == "diverged-step22.pt" and stop["health"]["logit"] > 10
     # the diverged weights are kept for the post-mortem: the spike's 30x parameters
     good = load_checkpoint(run / "checkpoint.pt")["model"]
     diverged = load_checkpoint(run / "diverged-step22.pt")["model"]
