@@ -330,16 +330,21 @@ class TrainingLoop:
     def _truncate_log(self) -> None:
         """Drop log records written after the checkpoint (they will be written again), and a
         last line cut short by a crash: the log keeps the checkpoint's own history (older
-        checkpoints without one: the records up to its step)."""
+        checkpoints without one: the records up to its step). A stop for divergence after
+        the checkpoint stays (and joins the history): it will not be written again."""
         log = self.out_dir / LOG
         if not log.exists():
             return
         lines = log.read_text().splitlines()
         if self._has_history:
-            kept = lines[:len(self.history)]
+            kept, dropped = lines[:len(self.history)], lines[len(self.history):]
         else:
             kept = [line for line in lines if _logged_step(line) <= self.step]
-        log.write_text("".join(line + "\n" for line in kept))
+            dropped = lines[len(kept):]
+        stops = [json.loads(line) for line in dropped if _is_stop(line)]
+        self.history += stops
+        log.write_text("".join(line + "\n" for line in kept)
+                       + "".join(json.dumps(record) + "\n" for record in stops))
 
     def log(self, record: dict[str, Any], bar: tqdm) -> None:
         """Add a record to the history and, on rank 0, to the log file and the console."""
@@ -378,6 +383,14 @@ def restore_training_state(payload: dict[str, Any], path: Path,
         torch.set_rng_state(rng[1])
     except (KeyError, ValueError, RuntimeError, TypeError) as err:
         raise CheckpointError(f"{path}: optimiser or RNG state unusable: {err}") from err
+
+
+def _is_stop(line: str) -> bool:
+    """Whether a train_log.jsonl line is a stop for divergence (False for a cut line)."""
+    try:
+        return json.loads(line).get("event") == "stop"
+    except (ValueError, AttributeError):
+        return False
 
 
 def _logged_step(line: str) -> float:

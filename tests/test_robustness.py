@@ -5,6 +5,7 @@ that becomes NaN. (The bad flag values already in test_cli.py are not repeated h
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -388,3 +389,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, image_tre
     code, err = cli(*args, "--resume")  # the advice works
     assert code == 0, err
     assert load_checkpoint(run / "model.pt")["step"] == 10
+    # and the log still says that the run stopped once, and why
+    records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    stops = [r for r in records if r.get("event") == "stop"]
+    assert len(stops) == 1 and stops[0]["reason"].startswith(message.split(" (")[0])
+    assert records[-1]["step"] == 10
