@@ -1,5 +1,5 @@
-"""Accuracy-by-presentation, learning-curve and throughput plots (matplotlib, no display
-needed)."""
+"""Accuracy-by-presentation, learning-curve, training-log and throughput plots (matplotlib, no
+display needed)."""
 
 from __future__ import annotations
 
@@ -82,6 +82,64 @@ def plot_throughput(records: Sequence[dict], path: str | Path, title: str = "") 
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+EVENT_COLOURS = {"rollback": "tab:red", "stop": "black", "widen": "tab:green"}
+HEALTH_SHOWN = ("slot_norm", "read_norm", "strengths_max", "write_gates_mean",
+                "saturated_gates", "logit")
+
+
+def plot_training(records: Sequence[dict], path: str | Path, title: str = "") -> Path:
+    """A run's train_log.jsonl records against the step, in three panels: training and
+    held-out loss; held-out accuracy at the 2nd, 5th and 10th presentation; the memory's
+    health (fewshot_mann/health.py; log scale above 0.01), with crosses for the diverged model
+    of a rollback or stop. Rollbacks, stops and curriculum widenings are vertical lines in
+    every panel."""
+    trained = [r for r in records if "loss" in r]
+    heldout = [r for r in trained if "heldout_instance_accuracy" in r]
+    healthy = [r for r in trained if "health" in r]
+    fig, axes = plt.subplots(3, 1, figsize=(7, 8), dpi=120, sharex=True)
+    loss_ax, accuracy_ax, health_ax = axes
+    loss_ax.plot([r["step"] for r in trained], [r["loss"] for r in trained], lw=1,
+                 label="training loss")
+    loss_ax.plot([r["step"] for r in heldout], [r["heldout_loss"] for r in heldout],
+                 marker="o", ms=3, label="held-out loss")
+    loss_ax.set_ylabel("loss (nats)")
+    for presentation in (2, 5, 10):
+        points = [(r["step"], 100 * r["heldout_instance_accuracy"][presentation - 1])
+                  for r in heldout if len(r["heldout_instance_accuracy"]) >= presentation]
+        if points:
+            accuracy_ax.plot(*zip(*points, strict=True), marker="o", ms=3,
+                             label=f"presentation {presentation}")
+    accuracy_ax.set_ylabel("held-out accuracy (%)")
+    diverged = [r for r in records if r.get("event") in ("rollback", "stop") and "health" in r]
+    for name in HEALTH_SHOWN:
+        points = [(r["step"], r["health"][name]) for r in healthy if name in r["health"]]
+        if points:
+            line, = health_ax.plot(*zip(*points, strict=True), marker=".", ms=3, label=name)
+            for r in diverged:  # the diverged model's, where it diverged
+                health_ax.plot(r.get("from_step", r["step"]), r["health"][name], marker="x",
+                               ms=8, mew=2, color=line.get_color())
+    health_ax.set_yscale("symlog", linthresh=0.01)  # shares of 0 stay on the plot
+    health_ax.set_ylabel("health" if healthy else "health (not logged)")
+    health_ax.set_xlabel("step")
+    for r in records:
+        if r.get("event") in EVENT_COLOURS:
+            step = r.get("from_step", r["step"])
+            for ax in axes:
+                ax.axvline(step, color=EVENT_COLOURS[r["event"]], ls="--", lw=1)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    events = sorted({r["event"] for r in records if r.get("event") in EVENT_COLOURS})
+    loss_ax.set_title(title + (" (dashed: " + ", ".join(
+        f"{e} {EVENT_COLOURS[e].removeprefix('tab:')}" for e in events) + ")" if events else ""),
+        fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

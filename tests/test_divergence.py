@@ -13,6 +13,7 @@ from fewshot_mann.checkpoint import load_checkpoint
 from fewshot_mann.config import Config, ConfigError, curriculum_widths, replace
 from fewshot_mann.divergence import DivergenceGuard
 from fewshot_mann.errors import TrainingDiverged
+from fewshot_mann.plots import plot_training
 from fewshot_mann.train import Trainer
 
 SPIKE_AT = 20  # the step after which the parameters are blown up
@@ -61,6 +62,8 @@ def test_an_injected_spike_is_rolled_back_and_training_goes_on(tmp_path, data_ro
     good = next(r for r in log_records(run) if r["step"] == SPIKE_AT and "health" in r)
     assert event["health"]["logit"] > 10 * good["health"]["logit"]
     assert event["health"]["saturated_gates"] > 0.5 > good["health"]["saturated_gates"]
+    picture = plot_training(log_records(run), tmp_path / "training.png")  # scripts/plot_run.py
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 20_000
     # the run finished from the restored state, at half the learning rate
     final = load_checkpoint(run / "checkpoint.pt")
     assert trainer.step == 40 and final["step"] == 40 and final["lr_scale"] == 0.5
