@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
              "threads": args.threads, "eval_every": args.eval_every, "eval_episodes": 500,
              "precision": args.precision, "cuda_graph": args.cuda_graph,
              "compile": args.compile,
-             "checkpoint_every": args.eval_every, "log_every": args.eval_every}
+             "checkpoint_every": args.eval_every, "log_every": args.eval_every,
+             "health_episodes": 0}  # the clock counts evaluations: none of the health probe
     if args.batch_size:
         train["batch_size"] = args.batch_size
     if args.lr:
