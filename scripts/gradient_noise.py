@@ -15,6 +15,10 @@ last good state before a divergence (scripts/gpu_session.sh collapse brings that
 (santoro, --n-way, --labels): its initial MANN and its first batch of B episodes, so that
 batch_B_float32 is the gradient norm that run logs at step 1 and batch_B_float64 its float64
 value.
+--next-step RUN: the next training step of a run folder of `fewshot-mann train` (its
+checkpoint.pt): the MANN it holds and the batch its training draws next (resuming restores the
+sampler), so that batch_B_float32 (B: the run's batch size) is the gradient norm that run logs
+at the checkpoint's step + 1: a divergence replayed step by step (results/scaling/README.md).
 --batch B (64): also the gradient of the first B episodes' mean loss, as one training step
 computes it, in float32 and float64.
 --trace T: for the worst episode of each eps, the first T time steps in float32, then in float64:
@@ -29,14 +33,16 @@ import json
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
+from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
 from fewshot_mann.config import Config, replace
 from fewshot_mann.data import load_dataset
 from fewshot_mann.data.splits import omniglot_split
 from fewshot_mann.episodes import Episodes, LabelCode
+from fewshot_mann.loop import CHECKPOINT
 from fewshot_mann.metrics import episode_loss
 from fewshot_mann.models import MANN
 from fewshot_mann.run import build_run, make_sampler
@@ -102,6 +108,18 @@ def source(args: argparse.Namespace, parser: argparse.ArgumentParser, data: dict
                 run.model.state_dict(), run.imageset.image_shape,
                 f"the initial MANN of `fewshot-mann train --seed {args.first_step} "
                 f"--batch-size {args.batch}` and its first batch")
+    if args.next_step is not None:  # the run as `--resume` rebuilds it, on the CPU
+        folder = args.next_step
+        saved, _ = checkpoint_config(load_checkpoint(folder / CHECKPOINT), folder)
+        if saved.model.kind != "mann" or saved.model.memory != "lrua":
+            parser.error(f"{folder} holds no LRUA MANN")
+        cfg = replace(saved, data=data, train={"device": "cpu", "threads": args.threads})
+        run = build_run(cfg, folder, resume=True)  # restores the sampler; writes nothing
+        step = run.payload["step"]
+        return (cfg, run.train_sampler.code, run.train_sampler.sample(cfg.train.batch_size),
+                run.model.state_dict(), run.imageset.image_shape,
+                f"the MANN of {folder / CHECKPOINT} (step {step}) and the batch of its step "
+                f"{step + 1}")
     split = None
     if args.checkpoint:
         trained, saved, split = model_from_checkpoint(load_checkpoint(args.checkpoint),
@@ -132,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the initial MANN and first --batch episodes of `fewshot-mann "
                              "train --seed SEED` (santoro split) instead of a fresh MANN of "
                              "--seed on --sampler-seed's episodes")
+    parser.add_argument("--next-step", type=Path, default=None, metavar="RUN",
+                        help="the MANN of RUN/checkpoint.pt and the batch its training draws "
+                             "next (--batch is the run's batch size)")
     parser.add_argument("--n-way", type=int, default=15, help="(not with --checkpoint)")
     parser.add_argument("--labels", default="five-hot", help="(not with --checkpoint)")
     parser.add_argument("--cosine-eps", default="1e-8,1e-3", help="comma-separated values")
@@ -147,12 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     data = {k: v for k, v in {"data_root": args.data_root, "cache_dir": args.cache_dir}.items()
             if v}
-    if args.checkpoint and args.first_step is not None:
-        parser.error("--checkpoint or --first-step, not both")
+    if sum(x is not None for x in (args.checkpoint, args.first_step, args.next_step)) > 1:
+        parser.error("one of --checkpoint, --first-step and --next-step")
     if args.first_step is not None and args.batch < 1:
         parser.error("--first-step needs the step's --batch (>= 1)")
     cfg, code, batch, weights, image_shape, which = source(args, parser, data)
     episodes = batch.images.shape[0]
+    if args.next_step is not None:
+        args.batch = episodes  # the step's own batch
     print(f"{episodes} {cfg.episodes.n_way}-way {cfg.episodes.labels} training episodes, "
           f"{which}, float32 gradient norm per episode; the {args.worst} largest again in "
           f"float64")

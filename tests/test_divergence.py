@@ -4,6 +4,7 @@ curriculum, on real Omniglot training steps."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -181,3 +182,46 @@ def test_curriculum_widths():
     assert curriculum_widths(cfg) == [5, 10, 20]
     assert curriculum_widths(replace(cfg, train={"curriculum": "5,10,20"})) == [5, 10, 20]
     assert curriculum_widths(Config()) == [5]
+
+
+def test_a_replay_retraces_the_run_exactly_and_keeps_the_chosen_steps(tmp_path, data_root,
+                                                                       cache_dir):
+    """scripts/replay_divergence.py: from a run's step-4 checkpoint to step 8, every step
+    logged, the step-6 checkpoint kept; the same weights as the run's own step 8, bit for bit,
+    and other weights with the memory's cosine eps changed."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    run, mid = tmp_path / "run", tmp_path / "mid"
+    trainer = Trainer.build(tiny_config(data_root, cache_dir, steps=8, threads=1), run,
+                            progress=False)
+    trainer.run(stop_at=4)
+    shutil.copytree(run, mid)
+    trainer.run()
+
+    def replay(out, *extra):
+        return subprocess.run([sys.executable, "scripts/replay_divergence.py", str(mid),
+                               "--to", "8", "--out", str(out), *extra], cwd=repo,
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(repo)})
+
+    done = replay(tmp_path / "replay", "--keep", "6")
+    assert done.returncode == 0, done.stderr
+    assert "replayed steps 5-8: largest gradient norm" in done.stdout
+    steps = [r["step"] for r in log_records(tmp_path / "replay") if r["step"] > 4]
+    assert steps[:4] == [5, 6, 7, 8]  # a record per step (then the evaluation's)
+    assert load_checkpoint(tmp_path / "replay" / "step-6" / "checkpoint.pt")["step"] == 6
+    replayed = load_checkpoint(tmp_path / "replay" / "checkpoint.pt")["model"]
+    original = load_checkpoint(run / "checkpoint.pt")["model"]
+    assert all(torch.equal(replayed[name], original[name]) for name in original)
+
+    changed = replay(tmp_path / "eps", "--set", "model.cosine_eps=1e-2")
+    assert changed.returncode == 0, changed.stderr
+    weights = load_checkpoint(tmp_path / "eps" / "checkpoint.pt")["model"]
+    assert not torch.equal(weights["output.weight"], original["output.weight"])
+
+    refused = replay(tmp_path / "batch", "--set", "train.batch_size=3")
+    assert refused.returncode != 0 and "batch_size" in refused.stderr
