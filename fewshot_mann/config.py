@@ -74,9 +74,9 @@ class ModelConfig:
     gamma: float = 0.95  # usage decay, eq. 20
     key_strength: bool = True  # learned sharpening beta_t of the cosine (models/mann.py)
     key_strength_init: float = 11.0  # beta at initialisation
-    # added to |k||M(i)| in every cosine of a content lookup; 1e-3 removes most of the float32
-    # gradient noise of nearly empty rows, 1e-2 all of it; why not the default:
-    # memory/addressing.py
+    # added to |k||M(i)| in every cosine of a content lookup; 1e-2 bounds the gradient through
+    # nearly empty rows that began a 15-way run's collapse, but the run trained with it left the
+    # plateau later and collapsed another way; why 1e-8 stays: memory/addressing.py
     cosine_eps: float = 1e-8
     read_norm: bool = False  # layer-normalise each read vector (no parameters; models/mann.py)
     backend: str = "batched"  # "reference" | "batched"

@@ -73,9 +73,7 @@ def watch(model: nn.Module) -> Iterator[list[dict[str, torch.Tensor]]]:
 
     def step(projected: torch.Tensor, feedback: torch.Tensor | None,
              state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        h = state[0]
-        gates = projected + controller.recurrent(h if feedback is None
-                                                 else torch.cat([feedback, h], dim=-1))
+        gates = controller.gates(projected, feedback, state[0])
         watched.steps.append({"saturated_gates": (gates.detach().abs() > SATURATED).float()})
         return controller_step(projected, feedback, state)
 

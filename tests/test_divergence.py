@@ -218,7 +218,7 @@ def test_a_replay_retraces_the_run_exactly_and_keeps_the_chosen_steps(tmp_path, 
     original = load_checkpoint(run / "checkpoint.pt")["model"]
     assert all(torch.equal(replayed[name], original[name]) for name in original)
 
-    changed = replay(tmp_path / "eps", "--set", "model.cosine_eps=1e-2")
+    changed = replay(tmp_path / "eps", "--set", "model.cosine_eps=1e-2")  # the run: 1e-8
     assert changed.returncode == 0, changed.stderr
     weights = load_checkpoint(tmp_path / "eps" / "checkpoint.pt")["model"]
     assert not torch.equal(weights["output.weight"], original["output.weight"])

@@ -22,7 +22,10 @@ def backend(request):
 
 
 def lrua(backend: str, slots: int, width: int, heads: int, gamma: float):
-    cfg = ModelConfig(memory_slots=slots, memory_width=width, read_heads=heads, gamma=gamma)
+    # the hand computations take the cosine as printed (eq. 17): an eps of 1e-8 is below their
+    # tolerance, 1e-2 would not be
+    cfg = ModelConfig(memory_slots=slots, memory_width=width, read_heads=heads, gamma=gamma,
+                      cosine_eps=1e-8)
     return make_memory("lrua", backend, cfg, label_size=5)
 
 

@@ -13,15 +13,19 @@ and tests/test_memories.py checks that both agree and pins each function on hand
                              DNC temporal link matrix L_t and precedence weighting p_t
 
 The cosine is k.M(i) / (|k||M(i)| + eps), eps = model.cosine_eps (1e-8), so that empty slots
-read as 0. Its size matters in float32: the gradient with respect to a row M(i) is about
+read as 0. The gradient with respect to a row M(i) is about
 k / (|k||M(i)| + eps), large for nearly empty rows, and early in an episode an LRUA memory is
 mostly such rows (at initialisation, rows of norm 6e-4 - 8e-3 over the first steps, written with
-read weights of about 1/N). Chained over the episode the intermediate gradients grow to 1e18 -
-1e20 (in float64 too), and the parameter gradient left where they cancel can be rounding noise
-(float32 29,983 where float64 gives 10.2), how much depending on the initial weights.
-eps = 1e-3 removes most of it and 1e-2 all of it for every initialisation measured
-(scripts/gradient_noise.py), but a larger eps also shrinks those rows' cosines; on the 5-way
-protocol neither changed learning clearly (results/scaling/README.md, "Gradient spikes").
+read weights of about 1/N). At eps 1e-8 this did two kinds of harm (results/scaling/README.md):
+at initialisation the intermediate gradients of an episode grow to 1e18 - 1e20 and the
+parameter gradient left where they cancel is float32 rounding noise (29,983 where float64
+gives 10.2); later in training it is real: one episode's exact gradient of 1,052 through a row
+of norm 3e-4 made up the whole batch gradient of a 15-way run's step, and the update along it
+began a collapse from which the run never recovered. eps = 1e-2 bounds both (the same step:
+1.2 instead of 16.6) and changed nothing measurable on the 5-way protocol, but the one 15-way
+run trained with it from the start left the MANN plateau later and collapsed through another
+source of exact gradient spikes; so 1e-8 stays the default and the divergence guard's rollback
+is what protects a run (results/scaling/README.md).
 """
 
 from __future__ import annotations

@@ -29,12 +29,16 @@ class LSTMController(nn.Module):
         zeros = ref.new_zeros(batch, self.hidden_size)
         return zeros, zeros
 
+    def gates(self, projected: torch.Tensor, feedback: torch.Tensor | None, h: torch.Tensor
+              ) -> torch.Tensor:
+        """(B, 4H) pre-activations of the gates [input | forget | output | cell] of a step."""
+        return projected + self.recurrent(h if feedback is None else torch.cat([feedback, h], -1))
+
     def step(self, projected: torch.Tensor, feedback: torch.Tensor | None,
              state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """projected (B, 4H) for this step; feedback (B, F) or None; state (h, c) -> (h, c)."""
         h, c = state
-        recurrent_in = h if feedback is None else torch.cat([feedback, h], dim=-1)
-        gates = projected + self.recurrent(recurrent_in)
+        gates = self.gates(projected, feedback, h)
         H = self.hidden_size
         input_gate, forget_gate, output_gate = torch.sigmoid(gates[:, :3 * H]).chunk(3, dim=-1)
         c = forget_gate * c + input_gate * torch.tanh(gates[:, 3 * H:])
