@@ -135,4 +135,3 @@ def test_weights_of_another_configuration_are_rejected(tmp_path, data_root, cach
     payload["config"]["model"]["controller_size"] = 48
     with pytest.raises(CheckpointError, match="different model configuration"):
         model_from_checkpoint(payload)
-
