@@ -109,14 +109,8 @@ def record_memory(model: nn.Module) -> Iterator[MemoryRecorder]:
         raise PredictError(f"explaining a {type(memory).__name__} memory is not implemented; "
                            f"LRUA memories are")
     recorder = MemoryRecorder(memory)
-    model.memory = recorder
-    step = model.__dict__.pop("_step", None)  # a compiled step would bypass the recorder
-    try:
+    with model.memory_replaced(recorder):
         yield recorder
-    finally:
-        model.memory = memory
-        if step is not None:
-            model._step = step
 
 
 def support_shares(model: nn.Module, kind: str, support: Sequence[torch.Tensor],

@@ -66,8 +66,7 @@ class _Watched:
 def watch(model: nn.Module) -> Iterator[list[dict[str, torch.Tensor]]]:
     """Within the block, each time step of `model`'s forward passes appends a dict of (B, n)
     tensors to the yielded list. `model` must be a MANN (have a memory)."""
-    memory = model.memory
-    watched = _Watched(memory)
+    watched = _Watched(model.memory)
     controller = model.controller
     controller_step = controller.step
 
@@ -77,15 +76,12 @@ def watch(model: nn.Module) -> Iterator[list[dict[str, torch.Tensor]]]:
         watched.steps.append({"saturated_gates": (gates.detach().abs() > SATURATED).float()})
         return controller_step(projected, feedback, state)
 
-    compiled = model.__dict__.pop("_step", None)  # a compiled step would not be watched
-    model.memory, controller.step = watched, step
+    controller.step = step
     try:
-        yield watched.steps
+        with model.memory_replaced(watched):
+            yield watched.steps
     finally:
-        model.memory = memory
         del controller.step  # the instance attribute: the class's method again
-        if compiled is not None:
-            model._step = compiled
 
 
 @torch.no_grad()
@@ -102,8 +98,10 @@ def trace(model: nn.Module, images: torch.Tensor, prev_labels: torch.Tensor
             logits = model(images, prev_labels)
     finally:
         model.train(training)
-    per_step = [{name: value.mean().item() for name, value in step.items()} for step in steps]
-    whole = {name: torch.stack([step[name] for step in steps], 1) for name in steps[0]}
+    whole = {name: torch.stack([step[name] for step in steps], 1) for name in steps[0]}  # (B, T, n)
+    # per step, the mean over episodes and heads: one transfer per number, not one per step
+    means = {name: value.mean((0, 2)).tolist() for name, value in whole.items()}
+    per_step = [{name: means[name][t] for name in whole} for t in range(len(steps))]
     summary = {"read_norm": whole["read_norm"].mean().item(),
                "saturated_gates": whole["saturated_gates"].mean().item(),
                "logit": logits.detach().abs().amax().item()}

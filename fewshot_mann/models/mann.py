@@ -30,6 +30,8 @@ on the 5-way protocol (results/scaling/README.md), so it stays off.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -62,6 +64,20 @@ class MANN(nn.Module):
     def set_backend(self, backend: str) -> None:
         self.memory = make_memory(self.cfg.memory, backend, self.cfg, self.code.input_size)
         self.__dict__.pop("_step", None)  # a compiled step belongs to the old backend
+
+    @contextmanager
+    def memory_replaced(self, stand_in: Any) -> Iterator[None]:
+        """Within the block, forward passes step `stand_in` (a recorder wrapping the memory:
+        explain.py, health.py) instead of the memory, through the uncompiled step (a compiled
+        one would bypass it); both are put back after."""
+        memory, compiled = self.memory, self.__dict__.pop("_step", None)
+        self.memory = stand_in
+        try:
+            yield
+        finally:
+            self.memory = memory
+            if compiled is not None:
+                self._step = compiled
 
     def compile_step(self) -> None:
         """torch.compile one time step (controller, interface and memory): fuses the many
