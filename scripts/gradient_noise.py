@@ -45,7 +45,7 @@ from fewshot_mann.episodes import Episodes, LabelCode
 from fewshot_mann.loop import CHECKPOINT
 from fewshot_mann.metrics import episode_loss
 from fewshot_mann.models import MANN
-from fewshot_mann.run import build_run, make_sampler
+from fewshot_mann.run import Run, build_run, make_sampler
 
 
 def gradient_norm(model: MANN, batch: Episodes, i: int, dtype: torch.dtype, n: int = 1
@@ -92,6 +92,14 @@ def trace(model: MANN, batch: Episodes, i: int, steps: int, dtype: torch.dtype =
     return rows
 
 
+def from_run(run: Run, batch_size: int, which: str
+             ) -> tuple[Config, LabelCode, Episodes, dict[str, torch.Tensor], tuple[int, ...], str]:
+    """source()'s answer for a run built as `fewshot-mann train` builds it: its settings, its
+    model's weights and the next `batch_size` episodes its training draws."""
+    return (run.cfg, run.train_sampler.code, run.train_sampler.sample(batch_size),
+            run.model.state_dict(), run.imageset.image_shape, which)
+
+
 def source(args: argparse.Namespace, parser: argparse.ArgumentParser, data: dict[str, str]
            ) -> tuple[Config, LabelCode, Episodes, dict[str, torch.Tensor] | None,
                       tuple[int, ...], str]:
@@ -104,10 +112,9 @@ def source(args: argparse.Namespace, parser: argparse.ArgumentParser, data: dict
                              "device": "cpu", "threads": args.threads})
         with tempfile.TemporaryDirectory() as out:
             run = build_run(cfg, out)  # builds the run, writes nothing
-        return (cfg, run.train_sampler.code, run.train_sampler.sample(args.batch),
-                run.model.state_dict(), run.imageset.image_shape,
-                f"the initial MANN of `fewshot-mann train --seed {args.first_step} "
-                f"--batch-size {args.batch}` and its first batch")
+        return from_run(run, args.batch, f"the initial MANN of `fewshot-mann train --seed "
+                                         f"{args.first_step} --batch-size {args.batch}` and its "
+                                         f"first batch")
     if args.next_step is not None:  # the run as `--resume` rebuilds it, on the CPU
         folder = args.next_step
         saved, _ = checkpoint_config(load_checkpoint(folder / CHECKPOINT), folder)
@@ -116,10 +123,8 @@ def source(args: argparse.Namespace, parser: argparse.ArgumentParser, data: dict
         cfg = replace(saved, data=data, train={"device": "cpu", "threads": args.threads})
         run = build_run(cfg, folder, resume=True)  # restores the sampler; writes nothing
         step = run.payload["step"]
-        return (cfg, run.train_sampler.code, run.train_sampler.sample(cfg.train.batch_size),
-                run.model.state_dict(), run.imageset.image_shape,
-                f"the MANN of {folder / CHECKPOINT} (step {step}) and the batch of its step "
-                f"{step + 1}")
+        return from_run(run, cfg.train.batch_size, f"the MANN of {folder / CHECKPOINT} (step "
+                                                   f"{step}) and the batch of its step {step + 1}")
     split = None
     if args.checkpoint:
         trained, saved, split = model_from_checkpoint(load_checkpoint(args.checkpoint),

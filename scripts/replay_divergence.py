@@ -26,8 +26,7 @@ from typing import Any
 
 import torch
 
-from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint
-from fewshot_mann.config import replace
+from fewshot_mann.config import Config
 from fewshot_mann.errors import TrainingDiverged
 from fewshot_mann.loop import CHECKPOINT, LOG
 from fewshot_mann.train import Trainer
@@ -64,18 +63,20 @@ def main() -> None:
     if args.out.exists():
         parser.error(f"{args.out} exists: choose another --out")
     settings = parse_settings(args.set)
-    eps = settings.pop("model", {}).pop("cosine_eps", None)
-    if any(settings.get("model", {})) or set(settings) - {"train"}:
+    model = settings.pop("model", {})
+    eps = model.pop("cosine_eps", None)
+    if model or set(settings) - {"train"}:  # any other model.* setting, any other section
         parser.error("--set takes train.* settings and model.cosine_eps")
-    cfg, _ = checkpoint_config(load_checkpoint(args.run / CHECKPOINT), args.run)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True)
     for name in (CHECKPOINT, LOG, "config.toml", "split.json"):
         if (args.run / name).exists():
             shutil.copy(args.run / name, args.out / name)
-    train = {**settings.get("train", {}), "threads": args.threads, "log_every": 1,
-             "on_divergence": args.on_divergence}
-    trainer = Trainer.build(replace(cfg, train=train), args.out, resume=True, progress=False)
+    # as `fewshot-mann train --resume` does: the checkpoint's config, with these settings
+    requested = {"train": {**settings.get("train", {}), "threads": args.threads, "log_every": 1,
+                           "on_divergence": args.on_divergence}}
+    trainer = Trainer.build(Config.from_dict(requested), args.out, resume=True,
+                            requested=requested, progress=False)
     if eps is not None:  # not a resumable setting: changed in the running model's memory
         trainer.model.memory.cosine_eps = float(eps)
     start = trainer.step

@@ -225,3 +225,5 @@ def test_a_replay_retraces_the_run_exactly_and_keeps_the_chosen_steps(tmp_path, 
 
     refused = replay(tmp_path / "batch", "--set", "train.batch_size=3")
     assert refused.returncode != 0 and "batch_size" in refused.stderr
+    other_model = replay(tmp_path / "gamma", "--set", "model.gamma=0.9")  # not dropped silently
+    assert other_model.returncode == 2 and "model.cosine_eps" in other_model.stderr

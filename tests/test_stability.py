@@ -38,13 +38,21 @@ def episode(omniglot):
     return batch.images[i], batch.prev_labels[i], batch.targets[i], sampler.code, omniglot
 
 
+def loss_gradient_norm(model, images, prev, targets, dtype: torch.dtype) -> float:
+    """The norm of the gradient of the episodes' mean loss, model and inputs in dtype (the
+    model is left in float32)."""
+    model.to(dtype).zero_grad(set_to_none=True)
+    episode_loss(model(images.to(dtype), prev.to(dtype)), targets).backward()
+    model.float()
+    return float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters())))
+
+
 def gradient_norm(episode, cosine_eps: float, dtype: torch.dtype) -> float:
     """The norm of the loss gradient of a freshly initialised paper-size MANN (seed 0)."""
     images, prev, targets, code, omniglot = episode
     torch.manual_seed(0)
-    model = MANN(ModelConfig(cosine_eps=cosine_eps), omniglot.image_shape, code).to(dtype)
-    episode_loss(model(images.to(dtype), prev.to(dtype)), targets).backward()
-    return float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters())))
+    model = MANN(ModelConfig(cosine_eps=cosine_eps), omniglot.image_shape, code)
+    return loss_gradient_norm(model, images, prev, targets, dtype)
 
 
 def test_an_eps_of_1e_8_gives_float32_gradients_of_rounding_noise(episode):
@@ -71,11 +79,8 @@ COLLAPSE = Path(__file__).resolve().parents[1] / "results" / "scaling" / "cpu-co
 
 
 def batch_gradient(model, batch, dtype=torch.float32, episodes=slice(None)) -> float:
-    model.to(dtype).zero_grad(set_to_none=True)
-    logits = model(batch.images[episodes].to(dtype), batch.prev_labels[episodes].to(dtype))
-    episode_loss(logits, batch.targets[episodes]).backward()
-    model.float()
-    return float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters())))
+    return loss_gradient_norm(model, batch.images[episodes], batch.prev_labels[episodes],
+                              batch.targets[episodes], dtype)
 
 
 def test_the_step_that_began_the_cpu_collapse_is_one_episode_through_the_cosine(data_root,
