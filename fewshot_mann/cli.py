@@ -64,6 +64,9 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--lr-min": ("train", "lr_min", float, "learning rate at the last step (cosine decay)"),
     "--warmup-steps": ("train", "warmup_steps", int, "linear warm-up steps"),
     "--grad-clip": ("train", "grad_clip", float, "max gradient norm (0 = off)"),
+    "--skip-grad-spikes": ("train", "skip_grad_spikes", float,
+                           "skip the update when the gradient norm is above this x the median "
+                           "of the last 100 steps' (0 = never)"),
     "--seed": ("train", "seed", int, "seed of the whole run"),
     "--device": ("train", "device", str, "auto | cpu | cuda | cuda:N"),
     "--threads": ("train", "threads", int, "torch CPU threads (0 = torch default)"),

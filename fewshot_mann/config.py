@@ -102,6 +102,11 @@ class TrainConfig:
     lr_min: float = 1e-4  # cosine decay target; equal to lr for a constant rate
     warmup_steps: int = 0
     grad_clip: float = 10.0  # max global grad norm; 0 disables clipping
+    # skip the update (weights and optimiser state untouched) when the gradient norm before
+    # clipping is above this x the median of the last 100 steps' norms: one batch's exact
+    # gradient 10-10,000x the usual began both collapses of results/scaling/cpu-collapse,
+    # clipped and then followed by Adam; 0: never skip
+    skip_grad_spikes: float = 0.0
     seed: int = 0
     device: str = "auto"  # "auto" picks cuda when present
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -207,6 +212,9 @@ class Config:
         if not 0.0 < t.rollback_lr_factor < 1.0:
             raise ConfigError(f"train.rollback_lr_factor must lie in (0, 1), got "
                               f"{t.rollback_lr_factor}")
+        if t.skip_grad_spikes != 0 and not t.skip_grad_spikes > 1:
+            raise ConfigError(f"train.skip_grad_spikes must be 0 (off) or > 1, got "
+                              f"{t.skip_grad_spikes}")
         if t.spike_factor <= 1.0 or not 0.0 < t.collapse_drop <= 1.0 or t.max_rollbacks < 0:
             raise ConfigError("need train.spike_factor > 1, 0 < train.collapse_drop <= 1 and "
                               "train.max_rollbacks >= 0")

@@ -29,6 +29,8 @@ after `max_rollbacks` rollbacks, or with "stop", the run logs {"event": "stop", 
 with `TrainingDiverged`, leaving the last checkpoint as it was. Either way the diverged weights
 are saved as `diverged-stepN.pt` and the record of the divergence carries the subclass's
 `health()` fields (for a MANN: what its memory and controller did, fewshot_mann/health.py).
+With `skip_grad_spikes` > 0, an update whose gradient norm is a spike against the last steps'
+(`DivergenceGuard.skip_update`) is skipped before it happens; the records count the skips.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ class TrainingLoop:
         # after this many seconds of this call of run(); --resume continues
         self.progress = progress
         self.guard = DivergenceGuard(settings.spike_factor, settings.collapse_drop,
-                                     eval_samples=eval_samples)
+                                     eval_samples=eval_samples,
+                                     skip_factor=settings.skip_grad_spikes)
         self.resumed = payload is not None
         payload = payload or {}
         self.history: list[dict[str, Any]] = list(payload.get("history", []))
@@ -177,9 +180,9 @@ class TrainingLoop:
             self.write(self.out_dir / MODEL, resumable=False)
 
     # ---- the update ---------------------------------------------------------------------------
-    def train_step(self) -> tuple[float, float, torch.Tensor]:
-        """One update. Returns (loss, gradient norm before clipping, metrics);
-        TrainingDiverged before a non-finite update."""
+    def train_step(self) -> tuple[float, float, bool, torch.Tensor]:
+        """One update. Returns (loss, gradient norm before clipping, whether the update was
+        skipped as a gradient spike, metrics); TrainingDiverged before a non-finite update."""
         lr = self.lr_at(self.step) * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -199,9 +202,11 @@ class TrainingLoop:
             what = (f"the loss became {loss_value}" if not math.isfinite(loss_value)
                     else f"the gradient norm became {norm_value}")
             raise TrainingDiverged(f"{what} at step {self.step + 1} (caught before that update)")
-        self.optimizer.step()
-        self.step += 1
-        return loss_value, norm_value, metrics
+        skipped = self.guard.skip_update(norm_value)
+        if not skipped:
+            self.optimizer.step()
+        self.step += 1  # a skipped step still spends its batch and its place in the schedule
+        return loss_value, norm_value, skipped, metrics
 
     # ---- divergence ---------------------------------------------------------------------------
     def _snapshot(self) -> Snapshot:
@@ -269,7 +274,8 @@ class TrainingLoop:
             self.snapshot = self._snapshot()
         last = min(s.steps, stop_at or s.steps)
         reached = False
-        window: list[tuple[float, float, torch.Tensor]] = []  # loss, grad norm, metrics
+        # loss, grad norm, skipped, metrics
+        window: list[tuple[float, float, bool, torch.Tensor]] = []
         if self.history:  # a second call of run() goes on from the first one's clock
             self._elapsed_before = self.history[-1]["elapsed_s"]
         started = self._started = time.perf_counter()
@@ -296,8 +302,10 @@ class TrainingLoop:
                 "lr": self.lr_at(self.step - 1) * self.lr_scale,
                 "loss": sum(w[0] for w in window) / len(window),
                 "grad_norm_max": max(w[1] for w in window),  # before clipping
-                **self.train_fields(torch.stack([w[2] for w in window]).mean(0)),
+                **self.train_fields(torch.stack([w[3] for w in window]).mean(0)),
             }
+            if s.skip_grad_spikes:
+                record["skipped_updates"] = sum(w[2] for w in window)
             window.clear()
             out_of_time = False
             if eval_now:  # on rank 0; every rank decides (curriculum, guard, pause) from it

@@ -33,8 +33,9 @@ from .runtime import adam, pick_device
 
 # what a resumed run may change: where it runs and finds its data, its schedule and cadence
 RESUMABLE = {("data", key) for key in ("data_root", "cache_dir", "download")} | {
-    ("train", key) for key in ("steps", "lr", "lr_min", "warmup_steps", "grad_clip", "device",
-                               "threads", "compile", "cuda_graph", "precision", "eval_every",
+    ("train", key) for key in ("steps", "lr", "lr_min", "warmup_steps", "grad_clip",
+                               "skip_grad_spikes", "device", "threads", "compile",
+                               "cuda_graph", "precision", "eval_every",
                                "eval_episodes", "health_episodes", "checkpoint_every", "log_every",
                                "curriculum_accuracy", "on_divergence", "spike_factor",
                                "collapse_drop", "rollback_lr_factor", "max_rollbacks")}

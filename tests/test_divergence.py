@@ -102,6 +102,60 @@ def test_stop_mode_stops_at_the_spike_and_keeps_the_last_good_checkpoint(tmp_pat
     assert diverged[name].abs().max() > 5 * good[name].abs().max()
 
 
+class GradientSpikeTrainer(Trainer):
+    """The update after step SPIKE_AT gets 10,000x its gradient, the loss's value unchanged: a
+    gradient spike without a loss spike, as at step 2,317 of results/scaling/cpu-collapse."""
+
+    def batch_loss(self):
+        loss, metrics = super().batch_loss()
+        if self.step == SPIKE_AT:
+            loss = 1e4 * loss - (1e4 - 1) * loss.detach()
+        return loss, metrics
+
+    def train_step(self):
+        if self.step != SPIKE_AT:
+            return super().train_step()
+        self.before = {n: p.clone() for n, p in self.model.named_parameters()}
+        result = super().train_step()
+        self.changed = [n for n, p in self.model.named_parameters()
+                        if not torch.equal(p, self.before[n])]
+        return result
+
+
+@pytest.mark.parametrize("skip", [20.0, 0.0])
+def test_a_gradient_spike_is_skipped(tmp_path, data_root, cache_dir, skip):
+    run = tmp_path / "run"
+    cfg = tiny_config(data_root, cache_dir, steps=24, skip_grad_spikes=skip)
+    trainer = GradientSpikeTrainer.build(cfg, run, progress=False)
+    trainer.run()
+    records = log_records(run)
+    assert not [r for r in records if "event" in r]  # no rollback: the loss never jumped
+    spike = next(r for r in records if r["step"] == SPIKE_AT + 2)
+    assert spike["grad_norm_max"] > 100 * records[-1]["grad_norm_max"]
+    if skip:  # the weights (and Adam's moments) stay as they were; the log counts the skip
+        assert trainer.changed == []
+        assert [r["skipped_updates"] for r in records] == [int(r is spike) for r in records]
+    else:  # clipped to train.grad_clip, the spike's update still moves every weight
+        assert len(trainer.changed) == len(trainer.before)
+        assert "skipped_updates" not in spike
+
+
+def test_a_resumed_run_skips_the_gradient_spike_as_an_uninterrupted_one(tmp_path, data_root,
+                                                                         cache_dir):
+    """The gradient norms the median is taken over travel in the checkpoint: resumed at the
+    spike's step, the run still has the 20 norms it needs to see the spike."""
+    cfg = tiny_config(data_root, cache_dir, steps=24, skip_grad_spikes=20.0)
+    straight = GradientSpikeTrainer.build(cfg, tmp_path / "a", progress=False)
+    straight.run()
+    GradientSpikeTrainer.build(cfg, tmp_path / "b", progress=False).run(stop_at=SPIKE_AT)
+    resumed = GradientSpikeTrainer.build(cfg, tmp_path / "b", resume=True, progress=False)
+    resumed.run()
+    assert resumed.changed == []
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
+                                 resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_a_nan_loss_is_rolled_back_by_default(tmp_path, data_root, cache_dir, monkeypatch):
     real, calls = train_module.episode_loss, []
 

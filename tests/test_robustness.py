@@ -239,6 +239,7 @@ def test_images_of_any_mode_and_bit_depth_are_converted(tmp_path):
     ("[model]\nmemory_slots = 1\n", "model.read_heads (4) cannot exceed model.memory_slots (1)"),
     ("[train]\nwarmup_steps = -1\n", "train.warmup_steps, train.grad_clip and train.threads"),
     ("[model]\ncosine_eps = 0.0\n", "model.cosine_eps must be > 0, got 0.0"),
+    ("[train]\nskip_grad_spikes = 0.5\n", "train.skip_grad_spikes must be 0 (off) or > 1, got 0.5"),
     ("[train\nlr = 1\n", "not valid TOML"),
     (None, "config file not found"),
 ])
