@@ -28,7 +28,9 @@
 #          divergence (--on-divergence stop), so that checkpoint.pt is the last good state,
 #          resumable on the CPU to replay the steps that diverged, and diverged-stepN.pt the
 #          weights that did (scripts/diagnose_memory.py compares the two) -> DIR/collapse-*.tar
-#          (COLLAPSE_FLAGS, last, replace "--device cuda --cuda-graph": a CPU smoke test)
+#          (COLLAPSE_FLAGS, last, replace "--device cuda --cuda-graph": a CPU smoke test);
+#          each run once for each --skip-grad-spikes of $COLLAPSE_SKIPS (0: off; "0 5" compares
+#          the skip of gradient spikes with none, -skip5 in the tar's name)
 #   spikes issue 10, about 2 minutes: the gradient-norm spikes of the GPU's 15-way runs (900 -
 #          12,900 in their first 25 steps) against the cause found on the CPU (float32 rounding
 #          in the cosine of nearly empty rows at model.cosine_eps 1e-8, the default): the
@@ -194,18 +196,22 @@ for part in "$@"; do
     done ;;
   collapse)
     for lr in ${COLLAPSE_LRS:-3e-3}; do
-        for seed in ${COLLAPSE_SEEDS:-1 2}; do
-            dir=/tmp/runs/collapse-lr$lr-seed$seed
-            phase "collapse: santoro 15-way five-hot, batch 256, lr $lr, seed $seed"
+      for seed in ${COLLAPSE_SEEDS:-1 2}; do
+        for skip in ${COLLAPSE_SKIPS:-0}; do
+            name=collapse-lr$lr-seed$seed
+            [ "$skip" = 0 ] || name=$name-skip$skip
+            dir=/tmp/runs/$name
+            phase "collapse: santoro 15-way five-hot, batch 256, lr $lr, seed $seed, skip $skip"
             timeout $((${COLLAPSE_S:-90} + 90)) $PY -m fewshot_mann.cli train --split santoro \
                 --n-way 15 --labels five-hot --batch-size 256 --lr "$lr" --seed "$seed" \
                 --steps 3500 --on-divergence stop --eval-every 100 --checkpoint-every 100 \
-                --log-every 25 --time-limit "${COLLAPSE_S:-90}" \
+                --log-every 25 --time-limit "${COLLAPSE_S:-90}" --skip-grad-spikes "$skip" \
                 ${COLLAPSE_FLAGS:---device cuda --cuda-graph} --out "$dir" 2>&1 | quiet
             # the log's "health" records and a diverged-step*.pt (if any) say what ran away
-            (cd "$dir" && tar cf "$OUT/collapse-lr$lr-seed$seed.tar" checkpoint.pt \
+            (cd "$dir" && tar cf "$OUT/$name.tar" checkpoint.pt \
                 train_log.jsonl config.toml split.json $(ls diverged-step*.pt 2>/dev/null))
         done
+      done
     done ;;
   spikes)
     for mode in ${SPIKES_MODES:-eps1e-8-eager eps1e-8-graph eps1e-2-graph}; do
