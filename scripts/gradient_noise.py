@@ -23,7 +23,9 @@ at the checkpoint's step + 1: a divergence replayed step by step (results/scalin
 computes it, in float32 and float64.
 --trace T: for the worst episode of each eps, the first T time steps in float32, then in float64:
 the norm of the loss gradient with respect to the memory M_t, the smallest non-zero row norm of
-M_t and the median key norm (where the rows' 1 / |M(i)| factors come from).
+M_t and the median key norm (where the rows' 1 / |M(i)| factors come from), and the norms of the
+gradients with respect to the step's controls (keys, write gates, strengths) and read vectors.
+--by-parameter: the worst episode's float64 gradient norm for each parameter tensor.
 """
 
 from __future__ import annotations
@@ -63,15 +65,23 @@ def gradient_norm(model: MANN, batch: Episodes, i: int, dtype: torch.dtype, n: i
 def trace(model: MANN, batch: Episodes, i: int, steps: int, dtype: torch.dtype = torch.float32
           ) -> list[dict[str, float]]:
     """Per time step of episode i, in dtype: |dL/dM_t|, the smallest non-zero |M_t(i)|, the
-    median |k_t|."""
-    states, keys = [], []
+    median |k_t|, and the norm of the loss gradient with respect to each of the step's controls
+    (d_keys, d_write_gates, d_strengths) and its read vectors (d_reads): where a large gradient
+    enters the episode."""
+    states, keys, controls_t, reads_t = [], [], [], []
     step = model.memory.step
 
-    def recording(state, controls):  # the memory's step, keeping M_t's gradient
+    def recording(state, controls):  # the memory's step, keeping its tensors' gradients
+        for value in controls:
+            if value.requires_grad:
+                value.retain_grad()
         reads, new = step(state, controls)
         new.memory.retain_grad()
+        reads.retain_grad()
         states.append(new.memory)
         keys.append(controls.keys.detach())
+        controls_t.append(controls)
+        reads_t.append(reads)
         return reads, new
 
     model.memory.step = recording  # an instance attribute over the method, removed below
@@ -83,13 +93,25 @@ def trace(model: MANN, batch: Episodes, i: int, steps: int, dtype: torch.dtype =
         del model.memory.step
         model.float()
     rows = []
-    for t, (memory, key) in enumerate(zip(states[:steps], keys[:steps], strict=True)):
+    for t, (memory, key, controls, reads) in enumerate(zip(
+            states[:steps], keys[:steps], controls_t[:steps], reads_t[:steps], strict=True)):
         norms = memory.detach()[0].norm(dim=-1)  # (N,) the rows of M_t
         rows.append({"t": t + 1, "dtype": str(dtype).removeprefix("torch."),
                      "memory_gradient": float(memory.grad.norm()),
                      "smallest_row": float(norms[norms > 0].min()),
-                     "key_norm": float(key.norm(dim=-1).median())})
+                     "key_norm": float(key.norm(dim=-1).median()),
+                     **{f"d_{name}": float(value.grad.norm())
+                        for name, value in controls._asdict().items() if value.grad is not None},
+                     "d_reads": float(reads.grad.norm())})
     return rows
+
+
+def parameter_gradients(model: MANN, batch: Episodes, i: int, dtype: torch.dtype
+                        ) -> dict[str, float]:
+    """The norm of episode i's loss gradient for each parameter tensor, in dtype."""
+    gradient_norm(model, batch, i, dtype)
+    return {name: round(float(p.grad.norm()), 4) for name, p in model.named_parameters()
+            if p.grad is not None}
 
 
 def from_run(run: Run, batch_size: int, which: str
@@ -166,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampler-seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--trace", type=int, default=0, help="time steps traced (worst episode)")
+    parser.add_argument("--by-parameter", action="store_true",
+                        help="the worst episode's float64 gradient norm per parameter tensor")
     parser.add_argument("--batch", type=int, default=64,
                         help="also the gradient of the first BATCH episodes' mean loss, as a "
                              "training step has it, in float32 and float64 (0: not)")
@@ -205,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                if args.batch else {}),
             "seconds": round(time.perf_counter() - started, 1)}
         print(json.dumps(record), flush=True)
+        if args.by_parameter:
+            print(json.dumps({"episode": worst[0], "parameter_gradients": parameter_gradients(
+                model, batch, worst[0], torch.float64)}), flush=True)
         for dtype in (torch.float32, torch.float64) if args.trace else ():
             for row in trace(model, batch, worst[0], args.trace, dtype):
                 print(json.dumps(row), flush=True)
