@@ -24,8 +24,11 @@ computes it, in float32 and float64.
 --trace T: for the worst episode of each eps, the first T time steps in float32, then in float64:
 the norm of the loss gradient with respect to the memory M_t, the smallest non-zero row norm of
 M_t and the median key norm (where the rows' 1 / |M(i)| factors come from), and the norms of the
-gradients with respect to the step's controls (keys, write gates, strengths) and read vectors.
+gradients with respect to the step's controls (keys, write gates, strengths), read vectors,
+controller gate pre-activations and logits (a gradient that grows backward through time shows
+as d_controller far above d_logits).
 --by-parameter: the worst episode's float64 gradient norm for each parameter tensor.
+--episode I: trace (and --by-parameter) episode I of the batch instead of the worst.
 """
 
 from __future__ import annotations
@@ -66,10 +69,12 @@ def trace(model: MANN, batch: Episodes, i: int, steps: int, dtype: torch.dtype =
           ) -> list[dict[str, float]]:
     """Per time step of episode i, in dtype: |dL/dM_t|, the smallest non-zero |M_t(i)|, the
     median |k_t|, and the norm of the loss gradient with respect to each of the step's controls
-    (d_keys, d_write_gates, d_strengths) and its read vectors (d_reads): where a large gradient
-    enters the episode."""
-    states, keys, controls_t, reads_t = [], [], [], []
-    step = model.memory.step
+    (d_keys, d_write_gates, d_strengths), its read vectors (d_reads), the controller's gate
+    pre-activations (d_controller: what the LSTM's weights get from this step) and the step's
+    logits (d_logits: what the loss puts in directly): where a large gradient enters the
+    episode, and how it grows backward through time."""
+    states, keys, controls_t, reads_t, gates_t = [], [], [], [], []
+    step, gates = model.memory.step, model.controller.gates
 
     def recording(state, controls):  # the memory's step, keeping its tensors' gradients
         for value in controls:
@@ -84,17 +89,26 @@ def trace(model: MANN, batch: Episodes, i: int, steps: int, dtype: torch.dtype =
         reads_t.append(reads)
         return reads, new
 
-    model.memory.step = recording  # an instance attribute over the method, removed below
+    def recording_gates(*args):  # the controller's gate pre-activations, gradient kept
+        pre = gates(*args)
+        pre.retain_grad()
+        gates_t.append(pre)
+        return pre
+
+    # instance attributes over the methods, removed below
+    model.memory.step, model.controller.gates = recording, recording_gates
     try:
         model.to(dtype).zero_grad(set_to_none=True)
         logits = model(batch.images[i:i + 1].to(dtype), batch.prev_labels[i:i + 1].to(dtype))
+        logits.retain_grad()
         episode_loss(logits, batch.targets[i:i + 1]).backward()
     finally:
-        del model.memory.step
+        del model.memory.step, model.controller.gates
         model.float()
     rows = []
-    for t, (memory, key, controls, reads) in enumerate(zip(
-            states[:steps], keys[:steps], controls_t[:steps], reads_t[:steps], strict=True)):
+    for t, (memory, key, controls, reads, pre) in enumerate(zip(
+            states[:steps], keys[:steps], controls_t[:steps], reads_t[:steps], gates_t[:steps],
+            strict=True)):
         norms = memory.detach()[0].norm(dim=-1)  # (N,) the rows of M_t
         rows.append({"t": t + 1, "dtype": str(dtype).removeprefix("torch."),
                      "memory_gradient": float(memory.grad.norm()),
@@ -102,7 +116,9 @@ def trace(model: MANN, batch: Episodes, i: int, steps: int, dtype: torch.dtype =
                      "key_norm": float(key.norm(dim=-1).median()),
                      **{f"d_{name}": float(value.grad.norm())
                         for name, value in controls._asdict().items() if value.grad is not None},
-                     "d_reads": float(reads.grad.norm())})
+                     "d_reads": float(reads.grad.norm()),
+                     "d_controller": float(pre.grad.norm()),
+                     "d_logits": float(logits.grad[0, t].norm())})
     return rows
 
 
@@ -190,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", type=int, default=0, help="time steps traced (worst episode)")
     parser.add_argument("--by-parameter", action="store_true",
                         help="the worst episode's float64 gradient norm per parameter tensor")
+    parser.add_argument("--episode", type=int, default=None,
+                        help="--trace and --by-parameter this episode instead of the worst")
     parser.add_argument("--batch", type=int, default=64,
                         help="also the gradient of the first BATCH episodes' mean loss, as a "
                              "training step has it, in float32 and float64 (0: not)")
@@ -203,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--first-step needs the step's --batch (>= 1)")
     cfg, code, batch, weights, image_shape, which = source(args, parser, data)
     episodes = batch.images.shape[0]
+    if args.episode is not None and not 0 <= args.episode < episodes:
+        parser.error(f"--episode must lie in 0..{episodes - 1}, got {args.episode}")
     if args.next_step is not None:
         args.batch = episodes  # the step's own batch
     print(f"{episodes} {cfg.episodes.n_way}-way {cfg.episodes.labels} training episodes, "
@@ -229,11 +249,12 @@ def main(argv: list[str] | None = None) -> int:
                if args.batch else {}),
             "seconds": round(time.perf_counter() - started, 1)}
         print(json.dumps(record), flush=True)
+        traced = worst[0] if args.episode is None else args.episode
         if args.by_parameter:
-            print(json.dumps({"episode": worst[0], "parameter_gradients": parameter_gradients(
-                model, batch, worst[0], torch.float64)}), flush=True)
+            print(json.dumps({"episode": traced, "parameter_gradients": parameter_gradients(
+                model, batch, traced, torch.float64)}), flush=True)
         for dtype in (torch.float32, torch.float64) if args.trace else ():
-            for row in trace(model, batch, worst[0], args.trace, dtype):
+            for row in trace(model, batch, traced, args.trace, dtype):
                 print(json.dumps(row), flush=True)
     return 0
 
