@@ -12,6 +12,9 @@ scripts/gradient_noise.py measures 512 episodes).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +109,38 @@ def test_the_step_that_began_the_cpu_collapse_is_one_episode_through_the_cosine(
     assert batch_gradient(run.model, batch, episodes=slice(54, 55)) > 1000  # 1,052
     run.model.memory.cosine_eps = 1e-2
     assert batch_gradient(run.model, batch) < 2  # 1.19
+
+
+def gradient_noise(folder: Path, data_root, cache_dir, *flags: str) -> list[dict]:
+    """scripts/gradient_noise.py --next-step FOLDER's JSON lines."""
+    out = subprocess.run(
+        [sys.executable, "scripts/gradient_noise.py", "--next-step", str(folder),
+         "--data-root", str(data_root), "--cache-dir", str(cache_dir), "--threads", "1",
+         *flags], capture_output=True, text=True, check=True,
+        cwd=Path(__file__).resolve().parents[1]).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_the_second_cpu_collapse_is_a_gradient_that_grows_backward_through_time(data_root,
+                                                                                 cache_dir):
+    """The same run trained with eps 1e-2 collapsed at step 1,820 instead. Its step-1819
+    checkpoint (regenerated bit for bit, results/scaling/README.md) and the batch of step 1820:
+    the batch's gradient is 187.5 (the run logged 187.47), the worst episode's 7,881 and real
+    (float64 within 2 %). In that episode the loss puts a normal gradient into every step's
+    logits (<= 0.02), but the gradient reaching the controller grows backward through time to
+    47 at t = 1 (an exploding gradient of the recurrent loop); in an ordinary episode of the
+    same batch it stays below 0.05."""
+    folder = COLLAPSE / "second-source" / "step-1819"
+    summary, *rows = gradient_noise(folder, data_root, cache_dir, "--cosine-eps", "1e-2",
+                                    "--worst", "1", "--trace", "150")
+    assert summary["batch_64_float32"] == pytest.approx(187.47, rel=1e-3)
+    assert summary["worst_episodes"] == [63]
+    assert summary["worst_float32"][0] == pytest.approx(7880.6, rel=1e-3)
+    assert summary["worst_float64"][0] == pytest.approx(summary["worst_float32"][0], rel=2e-2)
+    steps = [r for r in rows if r["dtype"] == "float32"]
+    assert len(steps) == 150 and max(r["d_logits"] for r in steps) < 0.03
+    assert steps[0]["d_controller"] > 40 > 1 > steps[-1]["d_controller"]  # 47.1 ... 0.069
+    _, *ordinary = gradient_noise(folder, data_root, cache_dir, "--cosine-eps", "1e-2",
+                                  "--worst", "1", "--batch", "0", "--trace", "150",
+                                  "--episode", "0")
+    assert max(r["d_controller"] for r in ordinary if r["dtype"] == "float32") < 0.1  # 0.045
