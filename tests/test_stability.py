@@ -8,6 +8,10 @@ left when they cancel, which float32 cannot represent: on the pinned episode bel
 100x its float64 value. A bounded eps (1e-3 or 1e-2, `--cosine-eps`) keeps the intermediates
 small, and on this episode float32 then agrees with float64 (memory/addressing.py;
 scripts/gradient_noise.py measures 512 episodes).
+
+The two collapses reproduced on the CPU (results/scaling/README.md) are pinned at their last
+good step: one episode's exact gradient through the cosine of nearly empty rows (eps 1e-8), and
+one episode's gradient growing backward through time in the controller (eps 1e-2).
 """
 
 from __future__ import annotations
