@@ -145,6 +145,10 @@ class TrainingLoop:
         0 from the diverged model; none by default)."""
         return {}
 
+    def on_resume(self, bar: tqdm) -> None:
+        """Called once when a resumed run starts training again, on every rank (e.g. to log
+        the settings the resume changed)."""
+
     def own_state(self) -> dict[str, Any]:
         """What of the subclass a rollback restores (`set_own_state`)."""
         return {}
@@ -266,7 +270,8 @@ class TrainingLoop:
 
     def _train(self, stop_at: int | None) -> list[dict[str, Any]]:
         s = self.settings
-        if self.snapshot is None:  # the first call of run()
+        first_call = self.snapshot is None
+        if first_call:
             if self.dist.is_main and self.resumed:
                 self._truncate_log()
             elif self.dist.is_main:
@@ -283,6 +288,8 @@ class TrainingLoop:
         bar = tqdm(total=s.steps, initial=self.step, unit="step",
                    disable=not (self.progress and self.dist.is_main),
                    dynamic_ncols=True, desc="train")
+        if first_call and self.resumed:
+            self.on_resume(bar)
         self.model.train()
         while self.step < last:
             try:
@@ -372,6 +379,9 @@ class TrainingLoop:
                     f"{record['step']}, learning rate x{record['lr_scale']:g}")
         if record.get("event") == "stop":
             return f"step {record['step']}: {record['reason']}; stopped"
+        if record.get("event") == "resume":
+            return f"step {record['step']}: resumed with " + ", ".join(
+                f"{name} = {new!r} (was {old!r})" for name, (old, new) in record["changed"].items())
         return f"step {record['step']} | loss {record['loss']:.4f}"
 
 

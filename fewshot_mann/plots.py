@@ -88,7 +88,8 @@ def plot_throughput(records: Sequence[dict], path: str | Path, title: str = "") 
     return Path(path)
 
 
-EVENT_COLOURS = {"rollback": "tab:red", "stop": "black", "widen": "tab:green"}
+EVENT_COLOURS = {"rollback": "tab:red", "stop": "black", "widen": "tab:green",
+                 "resume": "tab:blue"}  # a resume that changed settings
 HEALTH_SHOWN = ("slot_norm", "read_norm", "strengths_max", "write_gates_mean",
                 "saturated_gates", "logit")
 

@@ -1,7 +1,7 @@
 """Episodic training of the sequence models (MANN, LSTM, feedforward) on the shared loop.
 
 `Trainer.build(cfg, out_dir).run()` writes into `out_dir`:
-    config.toml       the full configuration of the run
+    config.toml       the full configuration of the run (rewritten when a resume changes it)
     split.json        the pinned class split (training never sees its test classes)
     checkpoint.pt     config + split + model + optimiser + RNG states + step, written atomically
     model.pt          at the end: config + split + weights only (small; `evaluate` takes it)
@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from . import health
-from .checkpoint import save_checkpoint
+from .checkpoint import checkpoint_config, save_checkpoint
 from .config import Config, TrainConfig, curriculum_widths
 from .cuda_graphs import GraphedInference, graph_training_forward
 from .distributed import shutdown
@@ -66,6 +66,8 @@ class Trainer(TrainingLoop):
         self.train_sampler, self.heldout = run.train_sampler, run.heldout
         self.code = run.train_sampler.code
         self.widths = curriculum_widths(cfg)
+        # the config the resumed checkpoint was trained with (None: a new run)
+        self.saved_cfg = checkpoint_config(run.payload)[0] if run.payload else None
         super().__init__(model=run.model, optimizer=run.optimizer, settings=cfg.train,
                          out_dir=run.out_dir, dist=run.dist,
                          eval_samples=cfg.train.eval_episodes * min(self.widths),
@@ -207,6 +209,21 @@ class Trainer(TrainingLoop):
         super().start()  # the folder and an empty log
         (self.out_dir / "config.toml").write_text(self.cfg.to_toml())
         self.split.save(self.out_dir / "split.json")
+
+    def on_resume(self, bar: tqdm) -> None:
+        """A run resumed with other settings (the resumable ones: run.RESUMABLE) says so:
+        config.toml is rewritten with the settings it now trains with, and the log gets
+        {"event": "resume", "changed": {"train.grad_clip": [10.0, 1.0], ...}}."""
+        before, after = self.saved_cfg.to_dict(), self.cfg.to_dict()
+        changed = {f"{section}.{key}": [before[section][key], value]
+                   for section, values in after.items() for key, value in values.items()
+                   if value != before[section][key]}
+        if not changed:
+            return
+        if self.dist.is_main:
+            (self.out_dir / "config.toml").write_text(self.cfg.to_toml())
+        self.log({"step": self.step, "event": "resume", "changed": changed,
+                  "elapsed_s": round(self.elapsed(), 2)}, bar)
 
     def write(self, path: Path, resumable: bool) -> None:
         """A checkpoint (config, split, weights; `resumable`: with optimiser, history, every

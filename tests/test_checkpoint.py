@@ -53,6 +53,30 @@ def test_resume_continues_exactly(tmp_path, data_root, cache_dir):
     assert len(logged) == 6  # one record per step, none lost or doubled
 
 
+def test_a_resume_that_changes_settings_says_so(tmp_path, data_root, cache_dir):
+    """--resume may change the schedule and the clipping (run.RESUMABLE): the log says from
+    which step, and config.toml describes the run as it now trains."""
+    import json
+
+    from fewshot_mann.config import read_toml
+
+    cfg = tiny_config(data_root, cache_dir, steps=6)
+    Trainer.build(cfg, tmp_path / "run", progress=False).run(stop_at=3)
+    changed = replace(cfg, train={"grad_clip": 1.0, "skip_grad_spikes": 4.0})
+    resumed = Trainer.build(changed, tmp_path / "run", resume=True, progress=False)
+    resumed.run()
+    records = [json.loads(line)
+               for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 3, 4, 5, 6]
+    assert records[3] == {"step": 3, "event": "resume", "elapsed_s": records[3]["elapsed_s"],
+                          "changed": {"train.grad_clip": [10.0, 1.0],
+                                      "train.skip_grad_spikes": [0.0, 4.0]}}
+    toml = read_toml(tmp_path / "run" / "config.toml")
+    assert toml["train"]["grad_clip"] == 1.0 and toml["train"]["skip_grad_spikes"] == 4.0
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["train"][
+        "grad_clip"] == 1.0
+
+
 def test_a_checkpoint_written_on_cuda_resumes_with_this_devices_adam(tmp_path, data_root,
                                                                      cache_dir):
     """A CUDA run steps Adam fused (run.make_optimizer) and its checkpoint says so; resumed on

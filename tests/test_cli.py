@@ -40,7 +40,8 @@ def test_train_resume_evaluate(tmp_path, data_root, cache_dir, capsys):
     assert main(["train", *common, "--steps", "2", "--out", str(run)]) == 0
     assert main(["train", *common, "--steps", "4", "--out", str(run), "--resume"]) == 0
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert [r["step"] for r in log] == [1, 2, 2, 3, 4]
+    assert log[2]["event"] == "resume" and log[2]["changed"] == {"train.steps": [2, 4]}
     out = tmp_path / "eval"
     assert main(["evaluate", "--checkpoint", str(run / "checkpoint.pt"), "--episodes", "20",
                  "--batch-size", "8", "--data-root", str(data_root), "--cache-dir",
