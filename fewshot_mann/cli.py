@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
                        help="pause (checkpointed, resumable) at the first held-out evaluation "
                             "after this many seconds")
+    train.add_argument("--pause-at", type=int, default=None, metavar="STEP",
+                       help="pause (checkpointed, resumable) after this step: e.g. a run's "
+                            "state at a step between its checkpoints, regenerated exactly")
     train.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint on held-out classes",
@@ -309,7 +312,7 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import Config
+    from .config import Config, ConfigError
     from .distributed import shutdown
     from .runtime import set_process_flags
     from .train import Trainer
@@ -327,7 +330,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"split: {split.name}, chosen as no --split was given: {len(split.train)} "
                   f"training, {len(split.val)} validation, {len(split.test)} test classes "
                   f"(saved in {Path(args.out) / 'split.json'})")
-        history = trainer.run()
+        if args.pause_at is not None and not trainer.step < args.pause_at:
+            raise ConfigError(f"--pause-at {args.pause_at}: the run is at step {trainer.step} "
+                              f"already")
+        history = trainer.run(stop_at=args.pause_at)
     except BaseException:  # leave the process group, if any, without waiting: others may be gone
         if trainer is None:
             shutdown(wait=False)

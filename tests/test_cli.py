@@ -57,6 +57,27 @@ def test_train_resume_evaluate(tmp_path, data_root, cache_dir, capsys):
     assert (out / "instance_accuracy.png").stat().st_size > 1000
 
 
+def test_pause_at_a_step_between_checkpoints_and_resume(tmp_path, data_root, cache_dir, capsys):
+    """--pause-at STEP: the run's state at that step, checkpointed (here between checkpoints
+    every 2 steps), as an uninterrupted run has it; a step already passed is one clear line."""
+    import torch
+
+    from fewshot_mann.checkpoint import load_checkpoint
+
+    common = ["--data-root", str(data_root), "--cache-dir", str(cache_dir), *TINY,
+              "--steps", "6"]
+    assert main(["train", *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", *common, "--out", str(tmp_path / "b"), "--pause-at", "3"]) == 0
+    paused = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert paused["step"] == 3 and not (tmp_path / "b" / "model.pt").exists()
+    assert main(["train", *common, "--out", str(tmp_path / "b"), "--resume",
+                 "--pause-at", "2"]) == 2
+    assert "--pause-at 2: the run is at step 3 already" in capsys.readouterr().err
+    assert main(["train", *common, "--out", str(tmp_path / "b"), "--resume"]) == 0
+    a, b = (load_checkpoint(tmp_path / run / "checkpoint.pt")["model"] for run in "ab")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
 def test_flags_override_a_toml_config(tmp_path, data_root, cache_dir):
     config = tmp_path / "run.toml"
     config.write_text('[episodes]\nn_way = 3\npresentations = 4\n[train]\nlr = 0.002\n')
