@@ -104,8 +104,8 @@ class TrainConfig:
     grad_clip: float = 10.0  # max global grad norm; 0 disables clipping
     # skip the update (weights and optimiser state untouched) when the gradient norm before
     # clipping is above this x the median of the last 100 steps' norms: one batch's exact
-    # gradient 10-10,000x the usual began both collapses of results/scaling/cpu-collapse,
-    # clipped and then followed by Adam; 0: never skip
+    # gradient, 14x and about 100x the usual, began both collapses of
+    # results/scaling/cpu-collapse, clipped and then followed by Adam; 0: never skip
     skip_grad_spikes: float = 0.0
     seed: int = 0
     device: str = "auto"  # "auto" picks cuda when present

@@ -19,9 +19,10 @@ and, before each update, its gradient norm (`skip_update`, when `skip_factor` > 
     gradient spike      the norm before clipping is above `skip_factor` x the median of the last
                         `NORM_WINDOW` steps' norms (once `MIN_NORMS` are known): the update is
                         skipped. Both collapses of results/scaling/cpu-collapse began with one
-                        batch whose exact gradient was 14x (step 2,317) and 160x (step 1,820)
-                        the usual: clipped to train.grad_clip it still set Adam's direction, and
-                        the next steps ran away. Every norm joins the history, skipped or not,
+                        batch whose exact gradient was 14x (step 2,317) and about 100x (step
+                        1,820) the usual: clipped to train.grad_clip it still set Adam's
+                        direction, and the next steps ran away. Every norm joins the history,
+                        skipped or not,
                         so that a lasting change of scale is adopted after NORM_WINDOW / 2 steps
                         instead of stalling the run.
 
