@@ -22,9 +22,8 @@ and, before each update, its gradient norm (`skip_update`, when `skip_factor` > 
                         batch whose exact gradient was 14x (step 2,317) and about 100x (step
                         1,820) the usual: clipped to train.grad_clip it still set Adam's
                         direction, and the next steps ran away. Every norm joins the history,
-                        skipped or not,
-                        so that a lasting change of scale is adopted after NORM_WINDOW / 2 steps
-                        instead of stalling the run.
+                        skipped or not, so that a lasting change of scale is adopted after
+                        NORM_WINDOW / 2 steps instead of stalling the run.
 
 `check(loss, accuracy)` names what is wrong with a record's mean training loss and held-out
 accuracy (None: not evaluated), or returns None; `accept` adds a healthy record to the history.
