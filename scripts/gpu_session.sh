@@ -55,7 +55,9 @@
 #   2. TTA_FLAGS=--compile bash scripts/gpu_session.sh tta tta spikes
 #      time to 82.8 % with the fused Adam, inductor cache cold then warm (the second run's JSON
 #      gets -2), then issue 10's spikes (eps 1e-8 vs 1e-2); with time left, TTA_BATCH=128
-#      TTA_LR=4e-3 tta tta (1,300 steps instead of 2,000 before)
+#      TTA_LR=4e-3 tta tta (1,300 steps instead of 2,000 before), or issue 10's guards at the
+#      issue's batch of 256: COLLAPSE_SEEDS=0 COLLAPSE_SKIPS="0 5" COLLAPSE_S=60 collapse
+#      (about 4 minutes; on the CPU --skip-grad-spikes 5 took both collapse points through)
 #
 # Omniglot comes from $FEWSHOT_MANN_DATA, or is unpacked from .gpu/omniglot.tgz (made with
 # `tar --format=posix -czf .gpu/omniglot.tgz omniglot-py`, which keeps the files' mtimes, so
