@@ -57,6 +57,9 @@ class Run:
     forward_model: nn.Module  # what the training forward runs: DDP in a process group
     optimizer: torch.optim.Optimizer
     payload: dict[str, Any] | None  # the checkpoint resumed from
+    # on resume, the settings adopted from the request that differ from the checkpoint's:
+    # {"train.grad_clip": [10.0, 1.0], ...}; empty for a new run
+    changed: dict[str, list[Any]]
 
 
 def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
@@ -70,12 +73,16 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     if not cfg.data.split:  # saved as chosen: santoro, or ratio:0.8 for custom data
         cfg = replace(cfg, data={"split": default_split(cfg.data.dataset)})
     ckpt_path = out_dir / CHECKPOINT
-    payload, saved_split = None, None
+    payload, saved_split, changed = None, None, {}
     if resume:
         payload = load_checkpoint(ckpt_path)
         saved, saved_split = checkpoint_config(payload, ckpt_path)
         cfg = adopt_checkpoint_config(saved, cfg.to_dict() if requested is None else requested,
                                       out_dir)
+        before, after = saved.to_dict(), cfg.to_dict()
+        changed = {f"{section}.{key}": [before[section][key], value]
+                   for section, values in after.items() for key, value in values.items()
+                   if value != before[section][key]}
     elif ckpt_path.exists():
         raise RunExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or "
                              f"choose another --out")
@@ -105,7 +112,7 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
 
         init_encoder(model, cfg.model.encoder_init, split)
     return Run(cfg, out_dir, dist, device, imageset, split, train_sampler, heldout, model,
-               dist.wrap(model, graphed=cfg.train.cuda_graph), optimizer, payload)
+               dist.wrap(model, graphed=cfg.train.cuda_graph), optimizer, payload, changed)
 
 
 def adopt_checkpoint_config(saved: Config, requested: dict[str, dict[str, Any]],

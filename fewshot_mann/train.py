@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from . import health
-from .checkpoint import checkpoint_config, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import Config, TrainConfig, curriculum_widths
 from .cuda_graphs import GraphedInference, graph_training_forward
 from .distributed import shutdown
@@ -66,8 +66,7 @@ class Trainer(TrainingLoop):
         self.train_sampler, self.heldout = run.train_sampler, run.heldout
         self.code = run.train_sampler.code
         self.widths = curriculum_widths(cfg)
-        # the config the resumed checkpoint was trained with (None: a new run)
-        self.saved_cfg = checkpoint_config(run.payload)[0] if run.payload else None
+        self.changed = run.changed  # settings a resume changed (run.build_run)
         super().__init__(model=run.model, optimizer=run.optimizer, settings=cfg.train,
                          out_dir=run.out_dir, dist=run.dist,
                          eval_samples=cfg.train.eval_episodes * min(self.widths),
@@ -214,15 +213,11 @@ class Trainer(TrainingLoop):
         """A run resumed with other settings (the resumable ones: run.RESUMABLE) says so:
         config.toml is rewritten with the settings it now trains with, and the log gets
         {"event": "resume", "changed": {"train.grad_clip": [10.0, 1.0], ...}}."""
-        before, after = self.saved_cfg.to_dict(), self.cfg.to_dict()
-        changed = {f"{section}.{key}": [before[section][key], value]
-                   for section, values in after.items() for key, value in values.items()
-                   if value != before[section][key]}
-        if not changed:
+        if not self.changed:
             return
         if self.dist.is_main:
             (self.out_dir / "config.toml").write_text(self.cfg.to_toml())
-        self.log({"step": self.step, "event": "resume", "changed": changed,
+        self.log({"step": self.step, "event": "resume", "changed": self.changed,
                   "elapsed_s": round(self.elapsed(), 2)}, bar)
 
     def write(self, path: Path, resumable: bool) -> None:

@@ -73,7 +73,7 @@ def trace(model: MANN, batch: Episodes, i: int, steps: int, dtype: torch.dtype =
     pre-activations (d_controller: what the LSTM's weights get from this step) and the step's
     logits (d_logits: what the loss puts in directly): where a large gradient enters the
     episode, and how it grows backward through time."""
-    states, keys, controls_t, reads_t, gates_t = [], [], [], [], []
+    states, controls_t, reads_t, gates_t = [], [], [], []
     step, gates = model.memory.step, model.controller.gates
 
     def recording(state, controls):  # the memory's step, keeping its tensors' gradients
@@ -84,7 +84,6 @@ def trace(model: MANN, batch: Episodes, i: int, steps: int, dtype: torch.dtype =
         new.memory.retain_grad()
         reads.retain_grad()
         states.append(new.memory)
-        keys.append(controls.keys.detach())
         controls_t.append(controls)
         reads_t.append(reads)
         return reads, new
@@ -106,14 +105,13 @@ def trace(model: MANN, batch: Episodes, i: int, steps: int, dtype: torch.dtype =
         del model.memory.step, model.controller.gates
         model.float()
     rows = []
-    for t, (memory, key, controls, reads, pre) in enumerate(zip(
-            states[:steps], keys[:steps], controls_t[:steps], reads_t[:steps], gates_t[:steps],
-            strict=True)):
+    for t, (memory, controls, reads, pre) in enumerate(zip(
+            states[:steps], controls_t[:steps], reads_t[:steps], gates_t[:steps], strict=True)):
         norms = memory.detach()[0].norm(dim=-1)  # (N,) the rows of M_t
         rows.append({"t": t + 1, "dtype": str(dtype).removeprefix("torch."),
                      "memory_gradient": float(memory.grad.norm()),
                      "smallest_row": float(norms[norms > 0].min()),
-                     "key_norm": float(key.norm(dim=-1).median()),
+                     "key_norm": float(controls.keys.detach().norm(dim=-1).median()),
                      **{f"d_{name}": float(value.grad.norm())
                         for name, value in controls._asdict().items() if value.grad is not None},
                      "d_reads": float(reads.grad.norm()),
