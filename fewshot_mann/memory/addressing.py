@@ -24,8 +24,10 @@ of norm 3e-4 made up the whole batch gradient of a 15-way run's step, and the up
 began a collapse from which the run never recovered. eps = 1e-2 bounds both (the same step:
 1.2 instead of 16.6) and changed nothing measurable on the 5-way protocol, but the one 15-way
 run trained with it from the start left the MANN plateau later and collapsed through another
-source of exact gradient spikes; so 1e-8 stays the default and the divergence guard's rollback
-is what protects a run (results/scaling/README.md).
+source (a gradient exploding backward through the controller-memory loop); so 1e-8 stays the
+default. What prevented both collapses is a clip near the usual gradient norm (`--grad-clip 1`);
+`--skip-grad-spikes` and the divergence guard's rollback protect a run too
+(results/scaling/README.md).
 """
 
 from __future__ import annotations
