@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--grad-clip", type=float, default=None,
+                        help="clip of the gradient norm (default: the config's, 10)")
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--max-seconds", type=float, default=0.0,
                         help="give up at the first evaluation after this many seconds (0: never)")
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         train["batch_size"] = args.batch_size
     if args.lr:
         train["lr"] = args.lr
+    if args.grad_clip is not None:
+        train["grad_clip"] = args.grad_clip
     cfg = replace(Config(), data=data, train=train)
     if args.run_dir.exists():
         if not args.overwrite:

@@ -109,6 +109,14 @@ def test_least_used_matches_stable_sort_on_many_ties():
         assert torch.equal(least_used(usage, 4), expected)
 
 
+def test_least_used_compiled_picks_the_same_slots():
+    """Under torch.compile least_used takes n argmin passes instead of the top-k."""
+    compiled = torch.compile(least_used, dynamic=False)
+    usage = torch.randint(0, 4, (16, 128), generator=torch.Generator().manual_seed(1)).float() / 4
+    usage[0] = 0.0
+    assert torch.equal(compiled(usage, 4), torch.sort(usage, stable=True).indices[:, :4])
+
+
 def test_empty_memory_has_finite_gradients(backend):
     mem = lrua(backend, slots=5, width=4, heads=2, gamma=0.95)
     s = mem.initial_state(3, torch.device("cpu"), torch.float32)
