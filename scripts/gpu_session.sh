@@ -22,6 +22,11 @@
 #          one): episodes/s of 10 timed steps and torch.profiler's top kernels of 2 more
 #                                                   -> DIR/profile-b*-*.txt, DIR/profile.json
 #          (PROFILE_FLAGS="--device cpu" PROFILE_SETTINGS=16:fp32 serves a CPU smoke test)
+#   trainer  issue 14, about 30 s a setting: `Trainer.train_step` timed and profiled
+#          (scripts/profile_training.py) for each of $TRAINER_SETTINGS (batch:precision[:compile],
+#          default "64:fp32:compile 128:fp32:compile"): ms a step against the GPU kernels' ms
+#                                                   -> DIR/trainer-b*.txt, DIR/trainer.json
+#          (TRAINER_FLAGS="--device cpu" TRAINER_SETTINGS=16:fp32 serves a CPU smoke test)
 #   collapse issue 10, about 1.5 minutes a seed: the issue's large-batch 15-way five-hot run
 #          (batch 256, lr 3e-3, CUDA graphs) for each seed of $COLLAPSE_SEEDS (1 2) and lr of
 #          $COLLAPSE_LRS (3e-3), at most $COLLAPSE_S (90) s each, stopping at the first
@@ -65,7 +70,7 @@
 # Each part has its own time limit, so one failure does not cost the others.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
-[ $# -gt 0 ] || { echo "name the parts to run: tests bench tta conv scale kv profile collapse spikes" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "name the parts to run: tests bench tta conv scale kv profile trainer collapse spikes" >&2; exit 2; }
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -196,6 +201,16 @@ for part in "$@"; do
             --timed-steps 10 --steps 2 --rows 25 --json "$OUT/profile.json" 2>&1 \
             | grep -v "^USDT:" | tee "$OUT/$name.txt"
     done ;;
+  trainer)
+    # the trainer's whole step (sampling, read-back, clipping, Adam) against its GPU kernels
+    for setting in ${TRAINER_SETTINGS:-64:fp32:compile 128:fp32:compile}; do
+        IFS=: read -r batch precision compile <<< "$setting"
+        name=trainer-b$batch-$precision${compile:+-compiled}
+        phase "trainer step: batch $batch, $precision ${compile:+, compiled step}"
+        timeout 240 $PY scripts/profile_training.py ${TRAINER_FLAGS:---device cuda --cuda-graph} \
+            --batch-size "$batch" --precision "$precision" ${compile:+--compile} \
+            --json "$OUT/trainer.json" 2>&1 | grep -v "^USDT:" | tee "$OUT/$name.txt"
+    done ;;
   collapse)
     for lr in ${COLLAPSE_LRS:-3e-3}; do
       for seed in ${COLLAPSE_SEEDS:-1 2}; do
@@ -228,7 +243,7 @@ for part in "$@"; do
             --eval-episodes 64 $flags ${SPIKES_FLAGS:-} --out "$dir" 2>&1 | quiet
         bring_back "$dir" "spikes-$mode"
     done ;;
-  *) echo "unknown part $part: tests bench tta conv scale kv profile collapse spikes" >&2 ;;
+  *) echo "unknown part $part: tests bench tta conv scale kv profile trainer collapse spikes" >&2 ;;
   esac
 done
 phase done
