@@ -15,6 +15,7 @@ from fewshot_mann.bench import random_episodes
 from fewshot_mann.config import CACHE_DIR_ENV, Config, ModelConfig, replace
 from fewshot_mann.cuda_graphs import GraphedInference, graph_inference, graph_training_forward
 from fewshot_mann.episodes import LabelCode
+from fewshot_mann.errors import ConfigError
 from fewshot_mann.metrics import episode_loss
 from fewshot_mann.models import MANN
 from fewshot_mann.train import Trainer
@@ -103,11 +104,15 @@ def test_fused_adam_makes_the_multi_tensor_updates():
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
 
 
+@pytest.mark.xfail(reason="torch 2.11 on an H200 (2026-11-27): the compiled backward runs a "
+                   "float32 bmm into a bf16 buffer; run.build_run refuses bf16 + compile on CUDA",
+                   strict=False)
 def test_compiled_step_under_the_graph_trains_in_bf16():
     """bf16 autocast + compiled step + CUDA graph (train.precision "bf16" with train.compile):
     torch.compile refused the memory write as a baddbmm of a float32 memory and bf16 matmul
-    inputs; the write is a float32 sum of a bf16 matmul now, and the graphed steps train as
-    the eager bf16 ones do (bf16 rounding: a loose tolerance)."""
+    inputs; the write is a float32 sum of a bf16 matmul now, and the graphed steps should train
+    as the eager bf16 ones do (bf16 rounding: a loose tolerance). They do not yet: the backward
+    fails inside inductor's code (results/bench/h200-profile-b16384-bf16-compiled.txt)."""
     model, data = paper_model_and_batches(6, key_strength_init=2.0)
     compiled = copy.deepcopy(model)
     compiled.compile_step()
@@ -124,6 +129,13 @@ def test_compiled_step_under_the_graph_trains_in_bf16():
     graph_losses = train_steps(compiled, bf16(forward), data)
     assert all(map(math.isfinite, graph_losses))
     assert graph_losses == pytest.approx(eager_losses, rel=2e-2)
+
+
+def test_trainer_refuses_bf16_with_compile_on_cuda(tmp_path, data_root):
+    cfg = replace(Config(), data={"data_root": str(data_root)},
+                  train={"device": "cuda", "precision": "bf16", "compile": True})
+    with pytest.raises(ConfigError, match=r"bf16 with train\.compile"):
+        Trainer.build(cfg, tmp_path / "run", progress=False)
 
 
 def test_graphed_inference_matches_eager():
