@@ -3,18 +3,21 @@ curriculum, on real Omniglot training steps."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
 import pytest
 import torch
 
+from fewshot_mann import run as run_module
 from fewshot_mann import train as train_module
 from fewshot_mann.checkpoint import load_checkpoint
 from fewshot_mann.config import Config, ConfigError, curriculum_widths, replace
 from fewshot_mann.divergence import DivergenceGuard
 from fewshot_mann.errors import TrainingDiverged
 from fewshot_mann.plots import plot_training
+from fewshot_mann.runtime import adam
 from fewshot_mann.train import Trainer
 
 SPIKE_AT = 20  # the step after which the parameters are blown up
@@ -170,6 +173,50 @@ def test_a_nan_loss_is_rolled_back_by_default(tmp_path, data_root, cache_dir, mo
     events = [r for r in log_records(run) if r.get("event") == "rollback"]
     assert [(e["step"], e["from_step"]) for e in events] == [(4, 6)]
     assert "the loss became nan at step 7" in events[0]["reason"]
+    assert load_checkpoint(run / "model.pt")["step"] == 12
+
+
+@pytest.fixture
+def fused_adam(monkeypatch):
+    """Adam as the trainer makes it on CUDA, one fused kernel (torch has it on the CPU too):
+    the loop then checks for non-finite steps on the device and reads back once a record."""
+    monkeypatch.setattr(run_module, "adam", functools.partial(adam, fused=True))
+
+
+def test_deferred_checks_make_the_same_updates(tmp_path, data_root, cache_dir, fused_adam):
+    cfg = tiny_config(data_root, cache_dir, steps=8)
+    deferred = Trainer.build(cfg, tmp_path / "deferred", progress=False)
+    checked = Trainer.build(cfg, tmp_path / "checked", progress=False)
+    assert deferred.defer_checks
+    checked.defer_checks = False  # a read-back and a host-side check every step
+    deferred.run()
+    checked.run()
+    for (name, a), b in zip(deferred.model.state_dict().items(),
+                            checked.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert ([(r["loss"], r["grad_norm_max"]) for r in log_records(tmp_path / "deferred")]
+            == [(r["loss"], r["grad_norm_max"]) for r in log_records(tmp_path / "checked")])
+
+
+def test_a_nan_loss_under_deferred_checks_never_updates(tmp_path, data_root, cache_dir,
+                                                        monkeypatch, fused_adam):
+    real, calls = train_module.episode_loss, []
+
+    def nan_once(logits, targets):
+        calls.append(1)
+        loss = real(logits, targets)
+        return loss * float("nan") if len(calls) == 7 else loss
+
+    monkeypatch.setattr(train_module, "episode_loss", nan_once)
+    run = tmp_path / "run"
+    Trainer.build(tiny_config(data_root, cache_dir, steps=12), run, progress=False).run()
+    events = [r for r in log_records(run) if r.get("event") == "rollback"]
+    # seen at the record after it (step 8), named by its own step, rolled back to step 4
+    assert [(e["step"], e["from_step"]) for e in events] == [(4, 8)]
+    assert "the loss became nan at step 7" in events[0]["reason"]
+    # the fused Adam skipped the NaN update on the device: the weights it left are finite
+    diverged = load_checkpoint(run / events[0]["diverged_weights"])["model"]
+    assert all(torch.isfinite(w).all() for w in diverged.values() if w.is_floating_point())
     assert load_checkpoint(run / "model.pt")["step"] == 12
 
 
