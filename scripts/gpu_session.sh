@@ -51,18 +51,19 @@
 #                                                                         -> DIR/scale-*.tar
 #
 # The next lent GPU (15 minutes in all; `bash scripts/gpu_tree.sh slim` first, the device call
-# carrying .gpu, `restore` after), in two calls of about 5 minutes each:
-#   1. PROFILE_SETTINGS="64:fp32:compile:multi 64:fp32:compile 16384:tf32:compile
-#      16384:bf16:compile" bash scripts/gpu_session.sh tests profile
-#      issue 14: the CUDA tests (fused Adam, bf16 under compile + graph); at batch 64 the fused
-#      Adam against the multi-tensor one (was 2.0 of 8.6 ms a step); batch 16384 TF32 and bf16
-#      (bf16 + compile failed before the memory write stopped using baddbmm) against 100,000
-#   2. TTA_FLAGS=--compile bash scripts/gpu_session.sh tta tta spikes
-#      time to 82.8 % with the fused Adam, inductor cache cold then warm (the second run's JSON
-#      gets -2), then issue 10's spikes (eps 1e-8 vs 1e-2); with time left, TTA_BATCH=128
-#      TTA_LR=4e-3 tta tta (1,300 steps instead of 2,000 before), or issue 10's guards at the
-#      issue's batch of 256: COLLAPSE_SEEDS=0 COLLAPSE_SKIPS="0 5" COLLAPSE_S=60 collapse
-#      (about 4 minutes; on the CPU --skip-grad-spikes 5 took both collapse points through)
+# carrying .gpu, `restore` after). The last one (an H200, 2026-11-27; results/gpu/README.md) ran
+# `tests profile trainer tta tta`, then profile/tta/collapse with other settings: 96,820 and
+# 97,837 episodes/s (batch 16384 / 32768, TF32, compiled), time to 82.8 % 17.6 s (batch 128,
+# Adam 4e-3), and the trainer's step 9.3 ms for 7.6 ms of GPU kernels at batch 64, the gap
+# mostly the host waiting on a read-back of loss and norm every step. That read-back is gone
+# since (fused Adam: the finite check runs on the device), not yet measured. One call of about
+# 5 minutes measures it:
+#   TTA_FLAGS=--compile TTA_BATCH=128 TTA_LR=4e-3 bash scripts/gpu_session.sh tests trainer tta tta
+#      the CUDA tests (the trainer with CUDA graphs now takes the deferred check), the trainer's
+#      step against its kernels at batch 64 and 128 (was 9.34 / 7.55 and 10.99 / 9.01 ms), and
+#      the time to 82.8 % twice (17.6 s before; 15 s is issue 14's target)
+# and with time left, the throughput once more (PROFILE_SETTINGS="16384:tf32:compile
+# 32768:tf32:compile" ... profile; was 96,820 / 97,837 against issue 14's 100,000).
 #
 # Omniglot comes from $FEWSHOT_MANN_DATA, or is unpacked from .gpu/omniglot.tgz (made with
 # `tar --format=posix -czf .gpu/omniglot.tgz omniglot-py`, which keeps the files' mtimes, so

@@ -1,7 +1,9 @@
 """Where the time of the trainer's step goes, beyond the model: `Trainer.train_step` (episode
-sampling, the forward and backward, loss and accuracy, clipping, the finite check that reads the
-loss and norm back, the optimiser) on the paper's configuration (the defaults of `Config`, as
-scripts/time_to_accuracy.py trains it), against the step's GPU work.
+sampling, the forward and backward, loss and accuracy, clipping, the finite check, the
+optimiser) on the paper's configuration (the defaults of `Config`, as
+scripts/time_to_accuracy.py trains it), against the step's GPU work. The loop's log records
+are not part of it (one read-back each; with the fused Adam of CUDA the step itself reads
+nothing back, `TrainingLoop.defer_checks`).
 
     python scripts/profile_training.py --device cuda --cuda-graph --compile --batch-size 64
 
