@@ -159,7 +159,14 @@ def test_a_resumed_run_skips_the_gradient_spike_as_an_uninterrupted_one(tmp_path
         assert torch.equal(a, b), name
 
 
-def test_a_nan_loss_is_rolled_back_by_default(tmp_path, data_root, cache_dir, monkeypatch):
+@pytest.mark.parametrize("fused, seen_at", [(False, 6), (True, 8)])
+def test_a_nan_loss_is_rolled_back_by_default(tmp_path, data_root, cache_dir, monkeypatch,
+                                              fused, seen_at):
+    """Caught before its update: on the host (the CPU's Adam), or with the fused Adam of CUDA
+    (here on the CPU) on the device, which skips the update, the rollback following at the
+    next record (step 8) and naming the NaN's own step."""
+    if fused:
+        monkeypatch.setattr(run_module, "adam", functools.partial(adam, fused=True))
     real, calls = train_module.episode_loss, []
 
     def nan_once(logits, targets):
@@ -169,21 +176,20 @@ def test_a_nan_loss_is_rolled_back_by_default(tmp_path, data_root, cache_dir, mo
 
     monkeypatch.setattr(train_module, "episode_loss", nan_once)
     run = tmp_path / "run"
-    Trainer.build(tiny_config(data_root, cache_dir, steps=12), run, progress=False).run()
+    trainer = Trainer.build(tiny_config(data_root, cache_dir, steps=12), run, progress=False)
+    assert trainer.defer_checks == fused
+    trainer.run()
     events = [r for r in log_records(run) if r.get("event") == "rollback"]
-    assert [(e["step"], e["from_step"]) for e in events] == [(4, 6)]
+    assert [(e["step"], e["from_step"]) for e in events] == [(4, seen_at)]
     assert "the loss became nan at step 7" in events[0]["reason"]
+    # the NaN update was never made: the weights the divergence left are finite
+    diverged = load_checkpoint(run / events[0]["diverged_weights"])["model"]
+    assert all(torch.isfinite(w).all() for w in diverged.values() if w.is_floating_point())
     assert load_checkpoint(run / "model.pt")["step"] == 12
 
 
-@pytest.fixture
-def fused_adam(monkeypatch):
-    """Adam as the trainer makes it on CUDA, one fused kernel (torch has it on the CPU too):
-    the loop then checks for non-finite steps on the device and reads back once a record."""
+def test_deferred_checks_make_the_same_updates(tmp_path, data_root, cache_dir, monkeypatch):
     monkeypatch.setattr(run_module, "adam", functools.partial(adam, fused=True))
-
-
-def test_deferred_checks_make_the_same_updates(tmp_path, data_root, cache_dir, fused_adam):
     cfg = tiny_config(data_root, cache_dir, steps=8)
     deferred = Trainer.build(cfg, tmp_path / "deferred", progress=False)
     checked = Trainer.build(cfg, tmp_path / "checked", progress=False)
@@ -196,28 +202,6 @@ def test_deferred_checks_make_the_same_updates(tmp_path, data_root, cache_dir, f
         assert torch.equal(a, b), name
     assert ([(r["loss"], r["grad_norm_max"]) for r in log_records(tmp_path / "deferred")]
             == [(r["loss"], r["grad_norm_max"]) for r in log_records(tmp_path / "checked")])
-
-
-def test_a_nan_loss_under_deferred_checks_never_updates(tmp_path, data_root, cache_dir,
-                                                        monkeypatch, fused_adam):
-    real, calls = train_module.episode_loss, []
-
-    def nan_once(logits, targets):
-        calls.append(1)
-        loss = real(logits, targets)
-        return loss * float("nan") if len(calls) == 7 else loss
-
-    monkeypatch.setattr(train_module, "episode_loss", nan_once)
-    run = tmp_path / "run"
-    Trainer.build(tiny_config(data_root, cache_dir, steps=12), run, progress=False).run()
-    events = [r for r in log_records(run) if r.get("event") == "rollback"]
-    # seen at the record after it (step 8), named by its own step, rolled back to step 4
-    assert [(e["step"], e["from_step"]) for e in events] == [(4, 8)]
-    assert "the loss became nan at step 7" in events[0]["reason"]
-    # the fused Adam skipped the NaN update on the device: the weights it left are finite
-    diverged = load_checkpoint(run / events[0]["diverged_weights"])["model"]
-    assert all(torch.isfinite(w).all() for w in diverged.values() if w.is_floating_point())
-    assert load_checkpoint(run / "model.pt")["step"] == 12
 
 
 def test_rollbacks_are_bounded(tmp_path, data_root, cache_dir, monkeypatch):
