@@ -10,7 +10,7 @@ nothing back, `TrainingLoop.defer_checks`).
 Prints ms a step over --steps timed steps (after --warm-steps that capture and compile), then
 torch.profiler over --profiled-steps more: the time the GPU's kernels take a step (on CUDA) and
 the top operators by self CPU time. Wall time well above the kernels' time means the GPU waits
-for the host (launches, Python, the read-back each step).
+for the host (launches, Python, a read-back).
 """
 
 from __future__ import annotations
