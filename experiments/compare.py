@@ -164,6 +164,8 @@ QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
     # (--split vinyals-trainval): one core, in this order
     "o": (("protonet-1shot-trainval", 20000), ("mann-kv-trainval-vinyals5", 1500),
           ("mann-kv-trainval-vinyals20", 1500)),
+    # the LRUA MANN with --grad-clip 1 (issue 10), one core
+    "p": (("mann-clip1-santoro15", 20000),),
 }
 # Stage 1 is the first 50 minutes of the CPU budget; stage 2 (about 65 minutes) adds the 20-way
 # MANN and the 20-way 1-shot MAML; stage 3 (one core, about 40 minutes) the 20-way 5-shot MAML.
@@ -174,11 +176,13 @@ QUEUES: dict[str, tuple[tuple[str, int | None], ...]] = {
 # Stage 8 (one core, about 75 minutes): the same memory in the full-budget ProtoNets metric.
 # Stage 9 (two cores, about 25 minutes): the NTM and the DNC on the Vinyals episodes.
 # Stage 10 (one core, about 75 minutes): stage 8 on the training + validation classes.
+# Stage 11 (one core, about 60 minutes): the LRUA MANN with --grad-clip 1, 15-way five-hot.
 STAGES: dict[int, tuple[str, ...]] = {1: ("a", "b"), 2: ("c", "d"), 3: ("e",), 4: ("f", "g"),
                                       5: ("h",), 6: ("i",), 7: ("j", "k"), 8: ("l",),
-                                      9: ("m", "n"), 10: ("o",)}
+                                      9: ("m", "n"), 10: ("o",), 11: ("p",)}
 CPU_OPTIONS = {"mann-conv-vinyals5": "--time-limit 8400",
-               "mann-ntm-santoro5": "--time-limit 5400", "mann-kv-santoro5": "--time-limit 900"}
+               "mann-ntm-santoro5": "--time-limit 5400", "mann-kv-santoro5": "--time-limit 900",
+               "mann-clip1-santoro15": "--pause-at 3000"}
 NOT_ON_CPU = {
     "mann-santoro5": "its folder links to results/santoro-5way, trained at the full budget",
     "mann-conv-vinyals20": "6.6 s a step on one core: not even 1,500 steps fit",
@@ -208,6 +212,15 @@ def _plan() -> tuple[Run, ...]:
         "--batch-size 256 --device cuda --cuda-graph --time-limit 145",
         (("model.kind", "mann"), ("data.split", "santoro"), ("episodes.n_way", 15),
          ("episodes.labels", "five-hot"), ("train.curriculum", "5,10"))))
+    # the LRUA MANN on pixels with a gradient clip near its usual norm (--grad-clip 1,
+    # results/scaling "From scratch with each guard"; the folder links there), batch 64: about
+    # 1.1 s a 15-way step on one core; trained with a 20,000-step schedule paused at 3,000
+    runs.append(Run(
+        "mann-clip1", ("santoro15",), "mann-clip1-santoro15", TRAIN,
+        "--split santoro --n-way 15 --labels five-hot --batch-size 64 --grad-clip 1 "
+        "--eval-every 250 --checkpoint-every 250 --log-every 25 --on-divergence stop", 20000,
+        expect=(("model.kind", "mann"), ("train.grad_clip", 1.0), ("data.split", "santoro"),
+                ("episodes.n_way", 15), ("episodes.labels", "five-hot"))))
     # issue 12: the MANN with another memory (results/memories; folders link there)
     for memory in ("ntm", "dnc", "kv"):
         runs.append(Run(

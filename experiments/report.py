@@ -34,6 +34,7 @@ PUBLISHED: dict[str, dict[str, float]] = {
                                                            "20w1s": 0.938, "20w5s": 0.985},
 }
 NAMES = {"mann": "MANN", "mann-gpu": "MANN, N-way curriculum (one H200)",
+         "mann-clip1": "MANN, gradient clip 1 (`--grad-clip 1`, batch 64)",
          "mann-conv": "MANN + conv encoder",
          "mann-pretrained": "MANN + frozen ProtoNets encoder",
          "mann-ntm": "MANN, NTM memory", "mann-dnc": "MANN, DNC memory",
@@ -128,7 +129,8 @@ def markdown(records: Sequence[Record], data: dict[str, dict[str, dict[str, Any]
     for group in SANTORO:
         columns = [f"{group}-inst{i}" for i in SANTORO_INSTANCES]
         methods = ["mann", "lstm", "feedforward"] + [
-            m for m in ("mann-gpu", "mann-ntm", "mann-dnc", "mann-kv", "mann-kv-conv")
+            m for m in ("mann-gpu", "mann-clip1", "mann-ntm", "mann-dnc", "mann-kv",
+                        "mann-kv-conv")
             if any(r.method == m and r.setting == group for r in records)]
         lines += [f"### {SANTORO_TITLES[group]}", "",
                   *_table(data, methods, columns, [_ordinal(i) for i in SANTORO_INSTANCES]), ""]
