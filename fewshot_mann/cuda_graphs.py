@@ -12,13 +12,16 @@ of kernels), so the learning-rate schedule and the NaN check work unchanged. Inf
 forward under `torch.inference_mode` is captured with `torch.cuda.graph`; `GraphedInference`
 captures one such graph per input shape, for the trainer's held-out evaluations.
 
-With `MANN.compile_step()` (train.compile) the graphs hold the compiled time step's fused
-kernels: the warm-up runs before each capture compile it (torch.compile must never compile
-during a capture).
+With `MANN.compile_step()` (train.compile) the training graphs hold the compiled time step's
+fused kernels: the warm-up runs before each capture compile it (torch.compile must never
+compile during a capture). The inference graphs capture the uncompiled step (`MANN.uncompiled`):
+compiling the inference shape took about 10 s on an H200 (results/time_to_accuracy) for
+evaluations that take milliseconds either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -64,14 +67,15 @@ def graph_inference(model: nn.Module, images: torch.Tensor, prev_labels: torch.T
     overwritten by the next call: clone it to keep it)."""
     _require_cuda(images)
     static_images, static_prev = images.clone(), prev_labels.clone()
+    uncompiled = getattr(model, "uncompiled", contextlib.nullcontext)  # a MANN's eager step
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.inference_mode():
+    with uncompiled(), torch.cuda.stream(side), torch.inference_mode():
         for _ in range(2):  # warm-up outside the capture: cuBLAS handles, autotuning
             model(static_images, static_prev)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph):
+    with uncompiled(), torch.inference_mode(), torch.cuda.graph(graph):
         static_out = model(static_images, static_prev)
 
     def replay(images: torch.Tensor, prev_labels: torch.Tensor) -> torch.Tensor:

@@ -138,12 +138,19 @@ def test_trainer_refuses_bf16_with_compile_on_cuda(tmp_path, data_root):
         Trainer.build(cfg, tmp_path / "run", progress=False)
 
 
-def test_graphed_inference_matches_eager():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_graphed_inference_matches_eager(compiled):
+    """With a compiled step too: the inference graph captures the eager step (no compilation
+    of the inference shape) and leaves the compiled one in place for training."""
     model, data = paper_model_and_batches(2)
+    if compiled:
+        model.compile_step()
+    step = model.__dict__.get("_step")
     model.eval()
     replay = graph_inference(model, data[0][0], data[0][1])
+    assert model.__dict__.get("_step") is step
     for images, prev, _ in data:  # new inputs are copied into the captured buffers
-        with torch.inference_mode():
+        with torch.inference_mode(), model.uncompiled():
             expected = model(images, prev)
         torch.testing.assert_close(replay(images, prev).clone(), expected, rtol=1e-4, atol=1e-5)
 

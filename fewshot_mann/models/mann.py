@@ -66,18 +66,27 @@ class MANN(nn.Module):
         self.__dict__.pop("_step", None)  # a compiled step belongs to the old backend
 
     @contextmanager
+    def uncompiled(self) -> Iterator[None]:
+        """Within the block, forward passes take the uncompiled step (`compile_step`); the
+        compiled one is put back after."""
+        compiled = self.__dict__.pop("_step", None)
+        try:
+            yield
+        finally:
+            if compiled is not None:
+                self._step = compiled
+
+    @contextmanager
     def memory_replaced(self, stand_in: Any) -> Iterator[None]:
         """Within the block, forward passes step `stand_in` (a recorder wrapping the memory:
         explain.py, health.py) instead of the memory, through the uncompiled step (a compiled
         one would bypass it); both are put back after."""
-        memory, compiled = self.memory, self.__dict__.pop("_step", None)
-        self.memory = stand_in
+        memory, self.memory = self.memory, stand_in
         try:
-            yield
+            with self.uncompiled():
+                yield
         finally:
             self.memory = memory
-            if compiled is not None:
-                self._step = compiled
 
     def compile_step(self) -> None:
         """torch.compile one time step (controller, interface and memory): fuses the many
