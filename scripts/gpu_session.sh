@@ -56,12 +56,13 @@
 # 97,837 episodes/s (batch 16384 / 32768, TF32, compiled), time to 82.8 % 17.6 s (batch 128,
 # Adam 4e-3), and the trainer's step 9.3 ms for 7.6 ms of GPU kernels at batch 64, the gap
 # mostly the host waiting on a read-back of loss and norm every step. That read-back is gone
-# since (fused Adam: the finite check runs on the device), not yet measured. One call of about
-# 5 minutes measures it:
-#   TTA_FLAGS=--compile TTA_BATCH=128 TTA_LR=4e-3 bash scripts/gpu_session.sh tests trainer tta tta
-#      the CUDA tests (the trainer with CUDA graphs now takes the deferred check), the trainer's
-#      step against its kernels at batch 64 and 128 (was 9.34 / 7.55 and 10.99 / 9.01 ms), and
-#      the time to 82.8 % twice (17.6 s before; 15 s is issue 14's target)
+# since (fused Adam: the finite check runs on the device), and the evaluation graphs no longer
+# compile (about 10 s of a first run); neither measured yet. One call of about 5 minutes:
+#   TTA_FLAGS=--compile TTA_BATCH=128 TTA_LR=4e-3 bash scripts/gpu_session.sh tta tests trainer tta
+#      the time to 82.8 % on a fresh machine (every compilation in it), the CUDA tests (the
+#      trainer with CUDA graphs now takes the deferred check), the trainer's step against its
+#      kernels at batch 64 and 128 (was 9.34 / 7.55 and 10.99 / 9.01 ms), and the time to
+#      82.8 % again with the cache warm (17.6 s before; 15 s is issue 14's target)
 # and with time left, the throughput once more (PROFILE_SETTINGS="16384:tf32:compile
 # 32768:tf32:compile" ... profile; was 96,820 / 97,837 against issue 14's 100,000).
 #
