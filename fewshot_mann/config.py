@@ -105,7 +105,8 @@ class TrainConfig:
     # skip the update (weights and optimiser state untouched) when the gradient norm before
     # clipping is above this x the median of the last 100 steps' norms: one batch's exact
     # gradient, 14x and about 100x the usual, began both collapses of
-    # results/scaling/cpu-collapse, clipped and then followed by Adam; 0: never skip
+    # results/scaling/cpu-collapse, clipped and then followed by Adam; 0: never skip. It decides
+    # on the host, so on CUDA it keeps a read-back of the norm every step (TrainingLoop)
     skip_grad_spikes: float = 0.0
     seed: int = 0
     device: str = "auto"  # "auto" picks cuda when present
