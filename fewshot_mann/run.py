@@ -79,10 +79,8 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
         saved, saved_split = checkpoint_config(payload, ckpt_path)
         cfg = adopt_checkpoint_config(saved, cfg.to_dict() if requested is None else requested,
                                       out_dir)
-        before, after = saved.to_dict(), cfg.to_dict()
-        changed = {f"{section}.{key}": [before[section][key], value]
-                   for section, values in after.items() for key, value in values.items()
-                   if value != before[section][key]}
+        changed = {f"{section}.{key}": [old, new] for (section, key), (old, new)
+                   in differences(saved.to_dict(), cfg.to_dict()).items()}
     elif ckpt_path.exists():
         raise RunExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or "
                              f"choose another --out")
@@ -121,14 +119,23 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
                dist.wrap(model, graphed=cfg.train.cuda_graph), optimizer, payload, changed)
 
 
+def differences(have: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]]
+                ) -> dict[tuple[str, str], tuple[Any, Any]]:
+    """{(section, key): (have's value, want's value)} for each setting of `want` (config
+    dicts, `want` possibly partial) whose value differs from `have`'s."""
+    return {(section, key): (have[section][key], value)
+            for section, values in want.items() for key, value in values.items()
+            if value != have[section][key]}
+
+
 def adopt_checkpoint_config(saved: Config, requested: dict[str, dict[str, Any]],
                             out_dir: Path) -> Config:
     """The checkpoint's config with the RESUMABLE settings of `requested` in it; ConfigError
     when `requested` asks for any other setting to change."""
-    have = saved.to_dict()
-    conflicts = [f"{section}.{key} = {value!r} (the run has {have[section][key]!r})"
-                 for section, values in requested.items() for key, value in values.items()
-                 if (section, key) not in RESUMABLE and value != have[section][key]]
+    conflicts = [f"{section}.{key} = {value!r} (the run has {old!r})"
+                 for (section, key), (old, value) in differences(saved.to_dict(),
+                                                                 requested).items()
+                 if (section, key) not in RESUMABLE]
     if conflicts:
         raise ConfigError(f"{out_dir} was trained with another configuration; a resumed run "
                           f"keeps its own, so drop or fix {', '.join(conflicts)}")
