@@ -71,10 +71,14 @@ def test_same_in_float32_at_paper_sizes():
 
 
 def test_same_in_float64_at_default_key_strength():
+    """Even float64 rounding grows along 50 chained sharp reads: in one episode the outputs'
+    difference grows from 1e-16 about 2.5-fold a step to 1.8e-9 (this project's CPU, AMD EPYC
+    without AVX-512, 2026-11-27; another CPU's kernels stayed under 1e-9). A wrong slot or
+    equation differs by 1e-3 or more."""
     model, images, prev, targets = paper_sized_case(torch.float64, key_strength_init=11.0)
     ref_out, ref_grad = run(model, "reference", images, prev, targets)
     bat_out, bat_grad = run(model, "batched", images, prev, targets)
-    torch.testing.assert_close(bat_out, ref_out, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(bat_out, ref_out, rtol=1e-7, atol=1e-8)
     assert_same(ref_grad, bat_grad, rtol=1e-7)
 
 
