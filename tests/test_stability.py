@@ -133,15 +133,15 @@ def test_the_second_cpu_collapse_is_a_gradient_that_grows_backward_through_time(
     episode's (63) 7,881 and real (float64 within 2 %). In that episode the loss puts a normal
     gradient into every step's logits (<= 0.02), but the gradient reaching the controller grows
     backward through time to 47 at t = 1 (an exploding gradient of the recurrent loop); in an
-    ordinary episode of the same batch it stays below 0.05. Which episodes explode, and how
-    far, depends on the CPU's arithmetic along the way (another AMD EPYC, without AVX-512,
-    2026-11-27: batch 325.9, episode 36 worst at 18,246, 44.6 at t = 1, episode 0 at most
-    0.095), so the test asks for the pattern, not the run's numbers."""
+    ordinary episode of the same batch it stays below 0.1 (0.095). The float32 gradients of the
+    exploding episodes depend on the CPU's rounding: float64 gives a batch gradient of 326.7 on
+    both CPUs measured, float32 187.5 on the run's and 325.9 on another AMD EPYC without
+    AVX-512 (2026-11-27; there episode 36 is the worst, 18,246, and 44.6 reaches t = 1), so
+    the test asks for the pattern, not the run's float32 numbers."""
     folder = COLLAPSE / "second-source" / "step-1819"
     summary, *rows = gradient_noise(folder, data_root, cache_dir, "--cosine-eps", "1e-2",
                                     "--worst", "1", "--trace", "150")
     assert summary["batch_64_float32"] > 100 > 10 > summary["median"]  # 187.47 (the run's)
-    assert summary["batch_64_float64"] == pytest.approx(summary["batch_64_float32"], rel=2e-2)
     assert summary["worst_float32"][0] > 5000  # 7,880.6 in episode 63 on the run's CPU
     assert summary["worst_float64"][0] == pytest.approx(summary["worst_float32"][0], rel=2e-2)
     steps = [r for r in rows if r["dtype"] == "float32"]
@@ -150,4 +150,4 @@ def test_the_second_cpu_collapse_is_a_gradient_that_grows_backward_through_time(
     _, *ordinary = gradient_noise(folder, data_root, cache_dir, "--cosine-eps", "1e-2",
                                   "--worst", "1", "--batch", "0", "--trace", "150",
                                   "--episode", "0")
-    assert max(r["d_controller"] for r in ordinary if r["dtype"] == "float32") < 0.2  # 0.045
+    assert max(r["d_controller"] for r in ordinary if r["dtype"] == "float32") < 0.2  # 0.095
