@@ -141,7 +141,8 @@ def test_the_second_cpu_collapse_is_a_gradient_that_grows_backward_through_time(
     folder = COLLAPSE / "second-source" / "step-1819"
     summary, *rows = gradient_noise(folder, data_root, cache_dir, "--cosine-eps", "1e-2",
                                     "--worst", "1", "--trace", "150")
-    assert summary["batch_64_float32"] > 100 > 10 > summary["median"]  # 187.47 (the run's)
+    assert summary["batch_64_float32"] > 100  # 187.47 on the run's CPU
+    assert summary["median"] < 10  # 7.94
     assert summary["worst_float32"][0] > 5000  # 7,880.6 in episode 63 on the run's CPU
     assert summary["worst_float64"][0] == pytest.approx(summary["worst_float32"][0], rel=2e-2)
     steps = [r for r in rows if r["dtype"] == "float32"]
@@ -150,4 +151,4 @@ def test_the_second_cpu_collapse_is_a_gradient_that_grows_backward_through_time(
     _, *ordinary = gradient_noise(folder, data_root, cache_dir, "--cosine-eps", "1e-2",
                                   "--worst", "1", "--batch", "0", "--trace", "150",
                                   "--episode", "0")
-    assert max(r["d_controller"] for r in ordinary if r["dtype"] == "float32") < 0.2  # 0.095
+    assert max(r["d_controller"] for r in ordinary if r["dtype"] == "float32") < 0.1  # 0.095
