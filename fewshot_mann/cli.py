@@ -26,9 +26,11 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--cache-dir": ("data", "cache_dir", str,
                     "where decoded image tensors are cached (default $FEWSHOT_MANN_CACHE or "
                     "data/cache)"),
-    "--split": ("data", "split", str, "omniglot: santoro (default) | vinyals | "
-                "vinyals-trainval (its val classes trained on) | lake; custom data: ratio:0.8 "
-                "(default, seeded by --split-seed) or lists:DIR"),
+    "--split": ("data", "split", str, "omniglot: santoro (default; 1,100 train / 100 "
+                "validation / 423 test) | vinyals | lake, or santoro-trainval | "
+                "vinyals-trainval | lake-trainval (validation classes trained on: no held-out "
+                "decision while training); custom data: auto (default: 20 %% test, 10 %% "
+                "validation, seeded by --split-seed), ratio:F[,V] or lists:DIR"),
     "--split-seed": ("data", "split_seed", int, "seed of a ratio split (custom data)"),
     "--image-size": ("data", "image_size", int, "images are resized to this square size"),
     "--channels": ("data", "channels", int, "1 (grayscale) or 3 (RGB), custom data"),
@@ -346,7 +348,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     last = next((r for r in reversed(history) if "heldout_instance_accuracy" in r), None)
     if last and not args.quiet:
         acc = last["heldout_instance_accuracy"]
-        print(f"done: step {trainer.step}, held-out accuracy by presentation: "
+        print(f"done: step {trainer.step}, validation accuracy by presentation: "
               + " ".join(f"{a:.3f}" for a in acc))
     print(f"checkpoint: {Path(args.out) / 'checkpoint.pt'}")
     return 0

@@ -42,7 +42,7 @@ class DataConfig:
     cache_dir: str = field(default_factory=default_cache_dir)
     download: bool = False  # fetch Omniglot with torchvision's downloader when it is absent
     # omniglot: santoro | vinyals | vinyals-trainval | lake; custom data: ratio:0.7 | lists:DIR;
-    # "" = the default: santoro for Omniglot, ratio:0.8 (seeded by split_seed) for custom data
+    # "" = the default: santoro for Omniglot, auto (seeded by split_seed) for custom data
     split: str = ""
     split_seed: int = 0  # custom data only: seed of a ratio split
     image_size: int = 20  # images are resized to image_size x image_size

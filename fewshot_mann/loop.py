@@ -23,8 +23,10 @@ Divergence (`TrainConfig.on_divergence`). A NaN or infinite loss or gradient is 
 the bad update (with a fused Adam, as on CUDA, on the device: the update is skipped there and
 the divergence handled at the next log record, so that the host never waits for the device
 within a log interval); a loss spike or a collapse of held-out accuracy is caught at the next
-log record (`divergence.DivergenceGuard`). With "rollback" (the default) the loop restores the last
-good state (the one of the last held-out evaluation that passed the guard: weights, optimiser,
+log record (`divergence.DivergenceGuard`). Held-out accuracy is that of validation classes; a run
+whose split has none evaluates nothing and its guard watches the loss alone. With "rollback"
+(the default) the loop restores the last good state (the one of the last evaluation point, every
+`eval_every` steps, that passed the guard: weights, optimiser,
 the subclass's own, such as a curriculum stage), multiplies the learning rate by
 `rollback_lr_factor`, logs a record {"event": "rollback", ...} and goes on with fresh batches;
 after `max_rollbacks` rollbacks, or with "stop", the run logs {"event": "stop", ...} and stops
@@ -394,8 +396,9 @@ class TrainingLoop:
         log.write_text("".join(line + "\n" for line in kept)
                        + "".join(json.dumps(record) + "\n" for record in stops))
 
-    def log(self, record: dict[str, Any], bar: tqdm) -> None:
-        """Add a record to the history and, on rank 0, to the log file and the console."""
+    def log(self, record: dict[str, Any], bar: tqdm | None) -> None:
+        """Add a record to the history and, on rank 0, to the log file and the console (through
+        the progress bar, when there is one)."""
         self.history.append(record)  # every rank: the same records (elapsed_s aside)
         if not self.dist.is_main:
             return
@@ -403,7 +406,7 @@ class TrainingLoop:
             f.write(json.dumps(record) + "\n")
         line = self.describe(record) if self.progress else None
         if line:
-            bar.write(line)
+            (bar or tqdm).write(line)
 
     def describe(self, record: dict[str, Any]) -> str | None:
         """A log record as one console line (None: not shown)."""
@@ -415,6 +418,8 @@ class TrainingLoop:
         if record.get("event") == "resume":
             return f"step {record['step']}: resumed with " + ", ".join(
                 f"{name} = {new!r} (was {old!r})" for name, (old, new) in record["changed"].items())
+        if "reason" in record:  # any other event says why it happened
+            return f"step {record['step']}: {record['reason']}"
         return f"step {record['step']} | loss {record['loss']:.4f}"
 
 

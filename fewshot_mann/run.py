@@ -21,7 +21,7 @@ from torch import nn
 
 from .checkpoint import checkpoint_config, load_checkpoint, load_weights
 from .config import Config, ConfigError, replace
-from .data import DatasetError, ImageSet, default_split, load_dataset, make_split, resolve
+from .data import DatasetError, ImageSet, default_split, load_training_data, resolve
 from .data.splits import ClassSplit
 from .distributed import Dist, rank_seed
 from .distributed import init as init_distributed
@@ -52,7 +52,9 @@ class Run:
     imageset: ImageSet
     split: ClassSplit
     train_sampler: EpisodeSampler  # this process's training episodes
-    heldout: EpisodeSampler  # validation classes, or test classes when the split has none
+    # validation episodes; None when the split has no validation classes: then the run takes
+    # no held-out decision (no held-out curve, stop, curriculum or collapse check)
+    heldout: EpisodeSampler | None
     model: nn.Module
     forward_model: nn.Module  # what the training forward runs: DDP in a process group
     optimizer: torch.optim.Optimizer
@@ -97,12 +99,14 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
                           "without --compile")
     torch.manual_seed(cfg.train.seed)
 
-    imageset = load_dataset(cfg.data)
-    split = saved_split or make_split(cfg.data, imageset)
+    # the split's training and validation images alone: the test classes are not loaded
+    imageset, split = load_training_data(cfg.data, cfg.episodes.n_way, saved_split)
+    if not split.val:
+        refuse_heldout_decisions(cfg, split)
     train_sampler = make_sampler(cfg, imageset, split.train, side="train", device=device,
                                  seed=rank_seed(cfg.train.seed, dist.rank))
-    heldout = make_sampler(cfg, imageset, split.heldout, side="val" if split.val else "test",
-                           device=device, seed=cfg.train.seed + 1)
+    heldout = (make_sampler(cfg, imageset, split.val, side="validation", device=device,
+                            seed=cfg.train.seed + 1) if split.val else None)
     model = build_model(cfg.model, imageset.image_shape, train_sampler.code).to(device)
     if cfg.train.compile:
         if not hasattr(model, "compile_step"):
@@ -117,6 +121,19 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
         init_encoder(model, cfg.model.encoder_init, split)
     return Run(cfg, out_dir, dist, device, imageset, split, train_sampler, heldout, model,
                dist.wrap(model, graphed=cfg.train.cuda_graph), optimizer, payload, changed)
+
+
+def refuse_heldout_decisions(cfg: Config, split: ClassSplit, stop_accuracy: float = 0.0
+                             ) -> None:
+    """ConfigError when a run on `split`, which has no validation classes, asks for a decision
+    that reads held-out accuracy (it would read test classes): a curriculum or a stop at an
+    accuracy."""
+    asked = (["--curriculum"] if cfg.train.curriculum.strip() else []) + (
+        ["--stop-accuracy"] if stop_accuracy > 0 else [])
+    if asked:
+        raise ConfigError(f"{' and '.join(asked)} read validation accuracy, and split "
+                          f"{split.name!r} has no validation classes: use a split with them "
+                          f"(santoro, vinyals, lake, ratio:F, lists:DIR with val.txt)")
 
 
 def differences(have: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]]

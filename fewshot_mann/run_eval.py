@@ -68,10 +68,13 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Pa
     result = evaluate(model, sampler, episodes, batch_size=batch_size, progress=progress)
     extra = {"split": name, "checkpoint": str(checkpoint), "trained_steps": payload["step"],
              "model": cfg.model.kind, "labels": cfg.episodes.labels, "seed": seed,
-             "test_classes": len(test), "dataset": cfg.data.dataset}
+             "test_classes": len(test), "dataset": cfg.data.dataset,
+             # what the run's held-out decisions (curves, stop, curriculum, collapse) read
+             "training_decisions": split.decides}
     paths = write_outputs(result, out_dir, extra, title=cfg.model.kind)
     if progress:
         print(format_table(result))
+        print(f"held-out decisions while training read {split.decides}")
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     return result
 

@@ -44,7 +44,7 @@ from .distributed import shutdown
 from .evaluate import evaluate
 from .loop import TrainingLoop
 from .metrics import episode_loss, pooled_presentation_accuracy, step_correct
-from .run import Run, build_run
+from .run import Run, build_run, refuse_heldout_decisions
 from .runtime import device_name
 
 
@@ -64,6 +64,8 @@ class Trainer(TrainingLoop):
         cfg = self.cfg = run.cfg
         self.device, self.imageset, self.split = run.device, run.imageset, run.split
         self.train_sampler, self.heldout = run.train_sampler, run.heldout
+        if self.heldout is None:
+            refuse_heldout_decisions(cfg, self.split, stop_accuracy)
         self.code = run.train_sampler.code
         self.widths = curriculum_widths(cfg)
         self.changed = run.changed  # settings a resume changed (run.build_run)
@@ -92,7 +94,9 @@ class Trainer(TrainingLoop):
     def _set_stage(self, stage: int) -> None:
         """Episodes of the stage's width, for training and for the held-out evaluation."""
         self.stage = stage
-        self.train_sampler.n_way = self.heldout.n_way = self.widths[stage]
+        self.train_sampler.n_way = self.widths[stage]
+        if self.heldout is not None:
+            self.heldout.n_way = self.widths[stage]
 
     @property
     def n_way(self) -> int:
@@ -105,8 +109,9 @@ class Trainer(TrainingLoop):
         self._set_stage(state["stage"])
 
     def after_evaluation(self, record: dict[str, Any], bar: tqdm) -> bool:
-        accuracy = record["heldout_instance_accuracy"][1]
-        if self.stage + 1 < len(self.widths) and accuracy >= self.settings.curriculum_accuracy:
+        accuracy = self.heldout_accuracy(record)  # None without validation classes
+        if (self.stage + 1 < len(self.widths) and accuracy is not None
+                and accuracy >= self.settings.curriculum_accuracy):
             self._set_stage(self.stage + 1)
             self.guard.reset()  # another task, another loss scale
             self.log({"step": self.step, "event": "widen", "n_way": self.n_way,
@@ -159,8 +164,11 @@ class Trainer(TrainingLoop):
         return {"train_instance_accuracy": self.dist.mean(metrics).tolist()}  # global batch
 
     def evaluate(self) -> dict[str, Any]:
-        """The held-out evaluation: the same episodes each time."""
+        """The held-out evaluation on validation classes: the same episodes each time (none
+        without validation classes)."""
         t = self.cfg.train
+        if self.heldout is None:
+            return {}
         self.heldout.generator.manual_seed(t.seed + 1)
         with self.autocast():
             # graphed: one batch, one captured shape (one compilation with train.compile)
@@ -174,7 +182,7 @@ class Trainer(TrainingLoop):
         """{"health": the MANN's signs (fewshot_mann/health.py) on train.health_episodes
         held-out episodes drawn from the evaluation's seed}; {} for other models or with 0."""
         t = self.cfg.train
-        if not t.health_episodes or self.cfg.model.kind != "mann":
+        if not t.health_episodes or self.cfg.model.kind != "mann" or self.heldout is None:
             return {}
         self.heldout.generator.manual_seed(t.seed + 1)
         probe = self.heldout.sample(t.health_episodes)
@@ -208,6 +216,10 @@ class Trainer(TrainingLoop):
         super().start()  # the folder and an empty log
         (self.out_dir / "config.toml").write_text(self.cfg.to_toml())
         self.split.save(self.out_dir / "split.json")
+        if self.heldout is None:  # said once, in the log and on the console
+            self.log({"step": 0, "event": "no_validation", "elapsed_s": 0.0,
+                      "reason": f"split {self.split.name!r} has no validation classes: no "
+                                f"held-out evaluation or decision during training"}, None)
 
     def on_resume(self, bar: tqdm) -> None:
         """A run resumed with other settings (the resumable ones: run.RESUMABLE) says so:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from ..config import DataConfig
 from .folder import DatasetError, FolderDataset
 from .imageset import ImageSet
@@ -9,6 +11,7 @@ from .omniglot import DataNotFoundError, load_omniglot
 from .splits import (
     ClassSplit,
     SplitError,
+    base_name,
     custom_split,
     default_split,
     omniglot_split,
@@ -16,17 +19,43 @@ from .splits import (
 )
 
 
-def load_dataset(cfg: DataConfig, invert: bool = False) -> ImageSet:
+def load_dataset(cfg: DataConfig, invert: bool = False,
+                 classes: Collection[str] | None = None) -> ImageSet:
     """The images a data config names, decoded (or read from the cache). `invert`: custom
-    images light on dark, as Omniglot's are decoded (Omniglot always is)."""
+    images light on dark, as Omniglot's are decoded (Omniglot always is). `classes`: these
+    classes alone (custom files of other classes are never opened)."""
     if cfg.dataset == "omniglot":
         if cfg.channels != 1:
             raise DatasetError("Omniglot is grayscale: data.channels must be 1")
-        return load_omniglot(cfg.data_root, cfg.cache_dir, cfg.image_size, cfg.download)
+        imageset = load_omniglot(cfg.data_root, cfg.cache_dir, cfg.image_size, cfg.download)
+        return imageset if classes is None else imageset.subset(classes)
     if cfg.dataset.startswith(("folder:", "csv:")):
         return FolderDataset.from_spec(cfg.dataset, cfg.image_size, cfg.channels, cfg.cache_dir,
-                                       cfg.bad_files, invert=invert).imageset
+                                       cfg.bad_files, invert=invert, classes=classes).imageset
     raise DatasetError(f"unknown dataset {cfg.dataset!r}; use omniglot, folder:PATH or csv:FILE")
+
+
+def load_training_data(cfg: DataConfig, n_way: int, split: ClassSplit | None = None
+                       ) -> tuple[ImageSet, ClassSplit]:
+    """What a training run may read: its split (`split`, or the one `cfg` names, drawn for
+    `n_way`-way episodes) and the images of the split's training and validation classes. The
+    test classes are left out of the returned images, and custom test files are never opened.
+    """
+    spec = cfg.split or default_split(cfg.dataset)
+    if cfg.dataset == "omniglot":
+        imageset = load_dataset(cfg)
+        split = split or omniglot_split(spec, imageset)
+        return imageset.subset({base_name(c) for c in split.train + split.val}), split
+    if split is not None:
+        return load_dataset(cfg, classes={base_name(c) for c in split.train + split.val}), split
+    if not cfg.dataset.startswith(("folder:", "csv:")):
+        load_dataset(cfg)  # the unknown-dataset error
+    names = sorted({name for _, name in FolderDataset.entries(cfg.dataset)[0]})
+    split = custom_split(spec, names, cfg.split_seed, n_way)
+    imageset = load_dataset(cfg, classes=set(split.train + split.val))
+    # classes without a readable image (skipped and reported by the load) leave the split
+    return imageset, ClassSplit(split.name, [c for c in split.train if c in imageset],
+                                split.test, [c for c in split.val if c in imageset])
 
 
 def invert_custom(trained_on: str, dataset: str, invert: bool | None = None) -> bool:
@@ -37,15 +66,6 @@ def invert_custom(trained_on: str, dataset: str, invert: bool | None = None) -> 
     return trained_on == "omniglot" and dataset != "omniglot"
 
 
-def make_split(cfg: DataConfig, imageset: ImageSet) -> ClassSplit:
-    """The class split a data config names (or the default, `default_split`), checked
-    against the data."""
-    spec = cfg.split or default_split(cfg.dataset)
-    if cfg.dataset == "omniglot":
-        return omniglot_split(spec, imageset)
-    return custom_split(spec, imageset.class_names, cfg.split_seed)
-
-
 __all__ = ["ClassSplit", "DataNotFoundError", "DatasetError", "FolderDataset", "ImageSet",
            "SplitError", "custom_split", "default_split", "invert_custom",
-           "load_dataset", "make_split", "resolve"]
+           "load_dataset", "load_training_data", "resolve"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,13 +43,10 @@ class FolderDataset:
     imageset: ImageSet
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
 
-    @classmethod
-    def from_spec(cls, spec: str, image_size: int = 20, channels: int = 1,
-                  cache_dir: str | Path | None = None, bad_files: str = "skip",
-                  invert: bool = False) -> FolderDataset:
-        """`folder:PATH[,PATH...]` or `csv:FILE` -> the decoded dataset (from the cache when it
-        is current; `cache_dir` defaults to $FEWSHOT_MANN_CACHE or data/cache). `invert`:
-        light on dark, as Omniglot is decoded (for a model trained on Omniglot)."""
+    @staticmethod
+    def entries(spec: str) -> tuple[list[tuple[Path, str]], str]:
+        """`folder:PATH[,PATH...]` or `csv:FILE` -> its (file, class name) pairs, listed and not
+        decoded, and the source name that keys its cache."""
         kind, _, target = spec.partition(":")
         paths = [Path(p).expanduser() for p in target.split(",")] if target else []
         if kind == "folder" and paths:
@@ -58,7 +55,22 @@ class FolderDataset:
             entries = read_manifest(paths[0])
         else:
             raise DatasetError(f"dataset {spec!r}: use folder:PATH[,PATH...] or csv:FILE")
-        source = f"{kind}:" + ",".join(str(p.resolve()) for p in paths)
+        return entries, f"{kind}:" + ",".join(str(p.resolve()) for p in paths)
+
+    @classmethod
+    def from_spec(cls, spec: str, image_size: int = 20, channels: int = 1,
+                  cache_dir: str | Path | None = None, bad_files: str = "skip",
+                  invert: bool = False, classes: Collection[str] | None = None
+                  ) -> FolderDataset:
+        """`folder:PATH[,PATH...]` or `csv:FILE` -> the decoded dataset (from the cache when it
+        is current; `cache_dir` defaults to $FEWSHOT_MANN_CACHE or data/cache). `invert`:
+        light on dark, as Omniglot is decoded (for a model trained on Omniglot). `classes`:
+        decode these classes alone (the files of the others are never opened)."""
+        entries, source = cls.entries(spec)
+        if classes is not None:
+            entries = [(file, name) for file, name in entries if name in classes]
+            chosen = "|".join(sorted(set(classes)))
+            source += f"#classes={hashlib.sha256(chosen.encode()).hexdigest()[:12]}"
         return cls.from_entries(entries, image_size, channels, cache_dir, bad_files, source,
                                 invert)
 
@@ -88,9 +100,9 @@ class FolderDataset:
         _report_skipped(imageset, {name for _, name in entries}, bad_files)
         return cls(imageset, list(imageset.skipped))
 
-    def split(self, spec: str, seed: int = 0) -> ClassSplit:
-        """`ratio:F[,V]` with a seed, or `lists:DIR`: see `splits.custom_split`."""
-        return custom_split(spec, self.imageset.class_names, seed)
+    def split(self, spec: str, seed: int = 0, n_way: int = 2) -> ClassSplit:
+        """`auto`, `ratio:F[,V]` with a seed, or `lists:DIR`: see `splits.custom_split`."""
+        return custom_split(spec, self.imageset.class_names, seed, n_way)
 
 
 def list_folders(roots: Sequence[Path]) -> list[tuple[Path, str]]:

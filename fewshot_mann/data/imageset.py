@@ -8,6 +8,7 @@ its strokes are 255 on 0, custom images keep the polarity of their files.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,14 @@ class ImageSet:
         c = self.class_index(name)
         start = int(self.offsets[c])
         return self.images[start:start + int(self.counts[c])]
+
+    def subset(self, names: Collection[str]) -> ImageSet:
+        """The images of the classes named (in this set's order); the others are dropped."""
+        keep = [i for i, name in enumerate(self.class_names) if name in names]
+        rows = torch.cat([torch.arange(int(self.offsets[i]), int(self.offsets[i] + self.counts[i]))
+                          for i in keep]) if keep else torch.zeros(0, dtype=torch.long)
+        return ImageSet(self.images[rows], [self.class_names[i] for i in keep],
+                        self.counts[keep], [self.groups[i] for i in keep], list(self.skipped))
 
     # ---- cache file ------------------------------------------------------------------------
     def save(self, path: str | Path, fingerprint: str) -> None:

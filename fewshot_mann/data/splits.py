@@ -1,19 +1,29 @@
-"""Class splits: which classes may be trained on and which are held out, pinned and saved.
+"""Class splits: which classes may be trained on, which decide during training, which are tested.
 
 A class id is a class name of the `ImageSet`, optionally with a fixed rotation suffix
 ("Alphabet/character01/rot090") as in the Vinyals split, where each rotation is a class.
 
-    santoro  1,200 training / 423 test characters out of all 1,623 (Santoro et al. 2016),
-             drawn once with random.Random(0) by scripts/make_santoro_split.py and shipped.
+Three sides: training classes are trained on; validation classes are the only ones a training
+run reads besides them (held-out curves, stopping at an accuracy, the curriculum, the collapse
+check of the divergence guard); test classes are read by evaluation, prediction and the
+benchmarks alone. A split without validation classes (the `-trainval` ones, `ratio:F,0`) trains
+on every non-test class and takes no held-out decision at all.
+
+    santoro  1,100 training / 100 validation / 423 test characters out of all 1,623: Santoro
+             et al. 2016's 1,200 / 423 split, drawn once with random.Random(0), with 100 of its
+             1,200 set aside with random.Random(1) (scripts/make_santoro_split.py; shipped).
+    santoro-trainval  the paper's own 1,200 / 423, no validation classes.
     vinyals  the Vinyals et al. 2016 split (train 4,112 / val 688 / test 1,692 rotated classes),
              the files used by Prototypical Networks, shipped with this package.
     vinyals-trainval  the same with the validation classes trained on (4,800 / 1,692, no val),
-             as Snell et al. 2017 trained their final models; held-out monitoring uses test.
-    lake     background alphabets for training, evaluation alphabets for testing.
+             as Snell et al. 2017 trained their final models.
+    lake     background alphabets for training, evaluation alphabets for testing; the
+             characters of 3 background alphabets drawn with random.Random(0) validate.
+    lake-trainval  every background alphabet trained on, no validation classes.
 
-Custom data uses `ratio:<train fraction>` with a seed, or explicit lists (`lists:DIR` holding
-train.txt / test.txt / optional val.txt). Every split is checked: no underlying image class is
-on both sides, whatever the rotations.
+Custom data uses `ratio:F[,V]` with a seed, or explicit lists (`lists:DIR` holding train.txt /
+test.txt / optional val.txt); with no split named, `auto`. Every split is checked: no
+underlying image class is on two sides, whatever the rotations.
 """
 
 from __future__ import annotations
@@ -31,13 +41,17 @@ from ..errors import SplitError
 from .imageset import ImageSet
 
 ROTATION_SUFFIXES = {"rot000": 0, "rot090": 1, "rot180": 2, "rot270": 3}
-OMNIGLOT_SPLITS = ("santoro", "vinyals", "vinyals-trainval", "lake")
-DEFAULT_SPLITS = {"omniglot": "santoro", "custom": "ratio:0.8"}  # when no split is given
+OMNIGLOT_SPLITS = ("santoro", "santoro-trainval", "vinyals", "vinyals-trainval", "lake",
+                   "lake-trainval")
+DEFAULT_SPLITS = {"omniglot": "santoro", "custom": "auto"}  # when no split is given
+VAL_SHARE = 0.1  # of the classes, set aside for validation where a ratio split names none
+TEST_SHARE = 0.2  # of the classes, tested, in the `auto` split of custom data
+LAKE_VAL_ALPHABETS = 3  # background alphabets that validate in the `lake` split
 
 
 def default_split(dataset: str) -> str:
-    """The split a run gets when none is named: santoro for Omniglot; for custom data a
-    seeded 80/20 class split (the seed is data.split_seed)."""
+    """The split a run gets when none is named: santoro for Omniglot; `auto` for custom data
+    (see `auto_split`; the seed is data.split_seed)."""
     return DEFAULT_SPLITS["omniglot" if dataset == "omniglot" else "custom"]
 
 
@@ -66,9 +80,11 @@ class ClassSplit:
                                  f"{a} and {b}, e.g. {sorted(shared)[:3]}")
 
     @property
-    def heldout(self) -> list[str]:
-        """Classes used to monitor training: val when the split has it, else test."""
-        return self.val or self.test
+    def decides(self) -> str:
+        """What the held-out decisions of a training run on this split read, in words."""
+        if self.val:
+            return f"{len(self.val)} validation classes"
+        return "nothing: the split has no validation classes, so no held-out evaluation ran"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -111,29 +127,40 @@ def _shipped(name: str, part: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+SHIPPED = ("santoro", "santoro-trainval", "vinyals", "vinyals-trainval")
+
+
 def shipped_split(name: str) -> ClassSplit:
-    """The santoro, vinyals or vinyals-trainval split as shipped, without checking it against
-    any data."""
-    if name == "santoro":
-        return ClassSplit("santoro", _shipped("santoro", "train"), _shipped("santoro", "test"))
-    if name == "vinyals":
-        return ClassSplit("vinyals", _shipped("vinyals", "train"), _shipped("vinyals", "test"),
-                          _shipped("vinyals", "val"))
-    if name == "vinyals-trainval":
-        return ClassSplit(name, _shipped("vinyals", "trainval"), _shipped("vinyals", "test"))
-    raise SplitError(f"no shipped split {name!r}; choose 'santoro', 'vinyals' or "
-                     f"'vinyals-trainval'")
+    """A split shipped as files (SHIPPED), without checking it against any data."""
+    if name not in SHIPPED:
+        raise SplitError(f"no shipped split {name!r}; choose one of {SHIPPED}")
+    files, trainval = name.removesuffix("-trainval"), name.endswith("-trainval")
+    if trainval:
+        return ClassSplit(name, _shipped(files, "trainval"), _shipped(files, "test"))
+    return ClassSplit(name, _shipped(files, "train"), _shipped(files, "test"),
+                      _shipped(files, "val"))
+
+
+def lake_split(name: str, imageset: ImageSet) -> ClassSplit:
+    """Background alphabets train, evaluation alphabets test (Lake et al. 2015); `lake` sets
+    the characters of LAKE_VAL_ALPHABETS background alphabets aside to validate."""
+    by_group: dict[str, list[str]] = {"background": [], "evaluation": []}
+    for class_name, group in zip(imageset.class_names, imageset.groups, strict=True):
+        by_group[group].append(class_name)
+    train, test = by_group["background"], by_group["evaluation"]
+    if name == "lake-trainval":
+        return ClassSplit(name, train, test)
+    alphabets = sorted({c.split("/")[0] for c in train})
+    held = set(random.Random(0).sample(alphabets, LAKE_VAL_ALPHABETS))
+    return ClassSplit(name, [c for c in train if c.split("/")[0] not in held], test,
+                      [c for c in train if c.split("/")[0] in held])
 
 
 def omniglot_split(name: str, imageset: ImageSet) -> ClassSplit:
-    if name in ("santoro", "vinyals", "vinyals-trainval"):
+    if name in SHIPPED:
         split = shipped_split(name)
-    elif name == "lake":
-        train = [n for n, g in zip(imageset.class_names, imageset.groups, strict=True)
-                 if g == "background"]
-        test = [n for n, g in zip(imageset.class_names, imageset.groups, strict=True)
-                if g == "evaluation"]
-        split = ClassSplit("lake", train, test)
+    elif name in ("lake", "lake-trainval"):
+        split = lake_split(name, imageset)
     else:
         raise SplitError(f"unknown Omniglot split {name!r}; choose one of {OMNIGLOT_SPLITS}")
     for ids in (split.train, split.val, split.test):
@@ -141,27 +168,61 @@ def omniglot_split(name: str, imageset: ImageSet) -> ClassSplit:
     return split
 
 
-def ratio_split(class_names: list[str], train_fraction: float, seed: int,
-                val_fraction: float = 0.0) -> ClassSplit:
-    """Shuffle class names with random.Random(seed); the first fraction trains."""
-    if not 0.0 < train_fraction < 1.0 or not 0.0 <= val_fraction < 1.0 - train_fraction:
-        raise SplitError(f"need 0 < train fraction < 1 and val fraction < 1 - train fraction, "
-                         f"got {train_fraction}, {val_fraction}")
+def shuffled_split(name: str, class_names: list[str], seed: int, n_train: int, n_val: int
+                   ) -> ClassSplit:
+    """Class names sorted, shuffled with random.Random(seed), then cut in order: the first
+    `n_train` train, the next `n_val` validate, the rest test."""
     names = sorted(class_names)
     random.Random(seed).shuffle(names)
-    n_train = round(train_fraction * len(names))
-    n_val = round(val_fraction * len(names))
-    name = f"ratio:{train_fraction}" + (f",{val_fraction}" if val_fraction else "")
-    return ClassSplit(f"{name} (seed {seed})", names[:n_train],
-                      names[n_train + n_val:], names[n_train:n_train + n_val])
+    return ClassSplit(f"{name} (seed {seed})", names[:n_train], names[n_train + n_val:],
+                      names[n_train:n_train + n_val])
 
 
-def custom_split(spec: str, class_names: list[str], seed: int) -> ClassSplit:
-    """The split of custom data: `ratio:F` (a fraction F of the classes, shuffled with `seed`,
-    for training, the rest for test), `ratio:F,V` (and a fraction V for validation), or
-    `lists:DIR` (class names one per line in DIR/train.txt, DIR/test.txt, optional DIR/val.txt).
-    """
+def validation_share(n_classes: int, n_train: int, n_way: int) -> int:
+    """How many of `n_train` training classes to set aside for validation: VAL_SHARE of the
+    classes, at least `n_way` (an episode's worth), when that leaves `n_way` to train; else 0."""
+    n_val = max(n_way, round(VAL_SHARE * n_classes))
+    return n_val if n_train - n_val >= n_way else 0
+
+
+def ratio_split(class_names: list[str], train_fraction: float, seed: int,
+                val_fraction: float | None = None, n_way: int = 2) -> ClassSplit:
+    """A fraction of the shuffled classes trains, the rest is tested. With `val_fraction` a
+    fraction validates (0: none); without it `validation_share` of the training fraction does
+    (the test classes stay those of the plain train/test cut)."""
+    if not 0.0 < train_fraction < 1.0 or not 0.0 <= (val_fraction or 0.0) < 1.0 - train_fraction:
+        raise SplitError(f"need 0 < train fraction < 1 and val fraction < 1 - train fraction, "
+                         f"got {train_fraction}, {val_fraction}")
+    n_train = round(train_fraction * len(class_names))
+    if val_fraction is None:
+        n_val = validation_share(len(class_names), n_train, n_way)
+        return shuffled_split(f"ratio:{train_fraction}", class_names, seed, n_train - n_val,
+                              n_val)
+    return shuffled_split(f"ratio:{train_fraction},{val_fraction}", class_names, seed, n_train,
+                          round(val_fraction * len(class_names)))
+
+
+def auto_split(class_names: list[str], seed: int, n_way: int) -> ClassSplit:
+    """The default split of custom data: TEST_SHARE of the classes tested (at least `n_way`),
+    `validation_share` of the rest validating, the rest trained on."""
+    n = len(class_names)
+    n_test = max(n_way, round(TEST_SHARE * n))
+    if n - n_test < n_way:
+        raise SplitError(f"{n} classes cannot give {n_way}-way episodes of both training and "
+                         f"test classes: lower --n-way, or add classes")
+    n_val = validation_share(n, n - n_test, n_way)
+    return shuffled_split("auto", class_names, seed, n - n_test - n_val, n_val)
+
+
+def custom_split(spec: str, class_names: list[str], seed: int, n_way: int = 2) -> ClassSplit:
+    """The split of custom data: `auto` (`auto_split`), `ratio:F` (a fraction F of the classes,
+    shuffled with `seed`, for training, part of it validating, the rest for test), `ratio:F,V`
+    (and a fraction V for validation; 0: none), or `lists:DIR` (class names one per line in
+    DIR/train.txt, DIR/test.txt, optional DIR/val.txt). `n_way`: the episodes' width, which a
+    validation or test side must at least hold."""
     kind, _, arg = spec.partition(":")
+    if spec == "auto":
+        return auto_split(class_names, seed, n_way)
     if kind == "ratio":
         try:
             fractions = [float(x) for x in arg.split(",")]
@@ -170,10 +231,11 @@ def custom_split(spec: str, class_names: list[str], seed: int) -> ClassSplit:
         if len(fractions) not in (1, 2):
             raise SplitError(f"split {spec!r}: use ratio:0.8 (train fraction) or ratio:0.7,0.1 "
                              f"(train and validation fractions)")
-        return ratio_split(class_names, fractions[0], seed, *fractions[1:])
+        return ratio_split(class_names, fractions[0], seed, *fractions[1:], n_way=n_way)
     if kind == "lists" and arg:
         return list_split(Path(arg), class_names)
-    raise SplitError(f"split {spec!r} is not usable with custom data; use ratio:F or lists:DIR")
+    raise SplitError(f"split {spec!r} is not usable with custom data; use auto, ratio:F[,V] or "
+                     f"lists:DIR")
 
 
 def list_split(folder: Path, class_names: list[str]) -> ClassSplit:
