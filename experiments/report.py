@@ -23,9 +23,9 @@ from .compare import SANTORO, SANTORO_INSTANCES, SANTORO_PRESENTATIONS, STANDARD
 
 PUBLISHED: dict[str, dict[str, float]] = {
     "published: MANN (Santoro et al. 2016)": {"santoro5-inst2": 0.828, "santoro5-inst5": 0.949},
-    # the one 15-way number issue 10 restates from the paper's Table 2; the paper itself could
-    # not be opened from this machine to check it or to add its other columns
-    "published: MANN (Santoro et al. 2016), 15-way, as quoted (not checked against the paper)": {"santoro15-inst2": 0.626},
+    # the 15-way number as quoted from the paper's Table 2, not checked against the paper
+    "published: MANN (Santoro et al. 2016), 15-way, as quoted (not checked against the paper)":
+        {"santoro15-inst2": 0.626},
     "published: ProtoNets (Snell et al. 2017)": {"5w1s": 0.988, "5w5s": 0.997, "20w1s": 0.960,
                                                  "20w5s": 0.989},
     "published: MAML (Finn et al. 2017)": {"5w1s": 0.987, "5w5s": 0.999, "20w1s": 0.958,

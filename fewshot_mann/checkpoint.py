@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, replace
 from .data.splits import ClassSplit
 from .episodes import LabelCode
 from .errors import CheckpointError
@@ -76,10 +76,16 @@ def checkpoint_config(payload: dict[str, Any], path: str | Path = "checkpoint"
                       ) -> tuple[Config, ClassSplit]:
     """The config and class split a checkpoint was trained with, checked."""
     try:
-        return Config.from_dict(payload["config"]).validate(), ClassSplit.from_dict(
+        cfg, split = Config.from_dict(payload["config"]).validate(), ClassSplit.from_dict(
             payload["split"])
     except (KeyError, TypeError, ValueError) as err:  # ConfigError, SplitError: ValueErrors
         raise CheckpointError(f"{path}: config or split unreadable: {err}") from err
+    if split.name == "santoro" and not split.val:
+        # a santoro split without validation classes is the paper's 1,200 / 423 one, whose
+        # name is santoro-trainval: the santoro split sets 100 of the 1,200 apart to validate
+        split.name = "santoro-trainval"
+        cfg = replace(cfg, data={"split": split.name})
+    return cfg, split
 
 
 def model_from_checkpoint(payload: dict[str, Any], path: str | Path = "checkpoint"
