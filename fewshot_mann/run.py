@@ -39,6 +39,8 @@ RESUMABLE = {("data", key) for key in ("data_root", "cache_dir", "download")} | 
                                "eval_episodes", "health_episodes", "checkpoint_every", "log_every",
                                "curriculum_accuracy", "on_divergence", "spike_factor",
                                "collapse_drop", "rollback_lr_factor", "max_rollbacks")}
+SPLIT_ADVICE = ("lower --n-way, or name a --split with more classes on that side (custom data: "
+                "ratio:F with another F, or lists:DIR)")
 
 
 @dataclass
@@ -103,6 +105,10 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     imageset, split = load_training_data(cfg.data, cfg.episodes.n_way, saved_split)
     if not split.val:
         refuse_heldout_decisions(cfg, split)
+    if len(split.test) < cfg.episodes.n_way:  # counted by name: no test image is read
+        raise DatasetError(f"{cfg.episodes.n_way}-way episodes need at least "
+                           f"{cfg.episodes.n_way} test classes; the split has "
+                           f"{len(split.test)}: {SPLIT_ADVICE}")
     train_sampler = make_sampler(cfg, imageset, split.train, side="train", device=device,
                                  seed=rank_seed(cfg.train.seed, dist.rank))
     heldout = (make_sampler(cfg, imageset, split.val, side="validation", device=device,
@@ -204,7 +210,7 @@ def make_sampler(cfg: Config, imageset: ImageSet, class_ids: list[str], *, side:
     class_ids = usable_classes(imageset, class_ids, need, cfg.data.min_images, side)
     if len(class_ids) < e.n_way:
         raise DatasetError(f"{e.n_way}-way episodes need at least {e.n_way} {side} classes; "
-                           f"the split has {len(class_ids)} usable ones")
+                           f"the split has {len(class_ids)} usable ones: {SPLIT_ADVICE}")
     index, rotation = resolve(imageset, class_ids)
     pool = need
     if side == "train" and e.class_counts == "random":

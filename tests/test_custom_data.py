@@ -27,7 +27,8 @@ def test_train_and_evaluate_on_a_folder_of_mixed_images(tmp_path, image_tree, ca
                  "--cache-dir", str(cache), *TINY, "--steps", "4", "--out", str(run)]) == 0
     split = ClassSplit.load(run / "split.json")
     assert (len(split.train), len(split.val), len(split.test)) == (6, 5, 5)
-    assert split.to_dict() == custom_split("ratio:0.7", sorted(os.listdir(image_tree)), 3).to_dict()
+    assert split.to_dict() == custom_split("ratio:0.7", sorted(os.listdir(image_tree)), 3,
+                                           n_way=5).to_dict()
     assert load_checkpoint(run / "checkpoint.pt")["image_shape"] == [3, 16, 16]
     assert 'dataset = "folder:' in (run / "config.toml").read_text()
 
