@@ -51,8 +51,7 @@
 #          pixels, 20-way on the frozen ProtoNets CNN), batch 256, CUDA graphs
 #                                                                         -> DIR/scale-*.tar
 #
-# The next lent GPU (15 minutes in all; `bash scripts/gpu_tree.sh slim` first, the device call
-# carrying .gpu, `restore` after). The last one (an H200, 2026-11-27; results/gpu/README.md) ran
+# The next GPU run (carrying .gpu). The last one (an H200, 2026-11-27; results/gpu/README.md) ran
 # `tests profile trainer tta tta`, then profile/tta/collapse with other settings: 96,820 and
 # 97,837 episodes/s (batch 16384 / 32768, TF32, compiled), time to 82.8 % 17.6 s (batch 128,
 # Adam 4e-3), and the trainer's step 9.3 ms for 7.6 ms of GPU kernels at batch 64, the gap
