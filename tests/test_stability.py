@@ -101,7 +101,7 @@ def needs_checkpoint(folder: Path, step: int, run: str) -> Path:
     return folder
 
 
-@pytest.mark.slow  # needs a regenerated checkpoint (about an hour on one CPU core)
+@pytest.mark.slow  # needs a regenerated checkpoint (about 45 minutes on one CPU core)
 def test_the_step_that_began_the_cpu_collapse_is_one_episode_through_the_cosine(data_root,
                                                                                 cache_dir):
     """The 15-way five-hot run at batch 64 and lr 3e-3 (eps 1e-8) collapsed at steps 2317 -
@@ -137,7 +137,7 @@ def gradient_noise(folder: Path, data_root, cache_dir, *flags: str) -> list[dict
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-@pytest.mark.slow  # needs a regenerated checkpoint (about 40 minutes on one CPU core)
+@pytest.mark.slow  # needs a regenerated checkpoint (about 35 minutes on one CPU core)
 def test_the_second_cpu_collapse_is_a_gradient_that_grows_backward_through_time(data_root,
                                                                                  cache_dir):
     """The same run trained with eps 1e-2 collapsed at step 1,820 instead. Its step-1819

@@ -3,7 +3,7 @@
 # (torch, torchvision, tqdm, pillow, scikit-learn, matplotlib; learn2learn is not needed).
 # Run from the repository root, naming the parts to run, in order:
 #
-#     OUT=DIR bash scripts/gpu_session.sh tests bench tta conv
+#     OUT=DIR bash scripts/gpu_measurements.sh tests bench tta conv
 #
 #   tests  the CUDA-only tests (tests/test_cuda.py)                        -> DIR/test_cuda.log
 #   bench  `fewshot-mann bench`, eager and with CUDA graphs                -> DIR/bench-*.json, png
@@ -58,8 +58,8 @@
 # mostly the host waiting on a read-back of loss and norm every step. That read-back is gone
 # since (fused Adam: the finite check runs on the device), and the evaluation graphs no longer
 # compile (about 10 s of a first run); neither measured yet. One call of about 5 minutes:
-#   TTA_FLAGS=--compile TTA_BATCH=128 TTA_LR=4e-3 bash scripts/gpu_session.sh tta tests trainer \
-#      && TTA_SEEDS="0 1 2" TTA_FLAGS=--compile TTA_BATCH=128 TTA_LR=4e-3 bash scripts/gpu_session.sh tta
+#   TTA_FLAGS=--compile TTA_BATCH=128 TTA_LR=4e-3 bash scripts/gpu_measurements.sh tta tests trainer \
+#      && TTA_SEEDS="0 1 2" TTA_FLAGS=--compile TTA_BATCH=128 TTA_LR=4e-3 bash scripts/gpu_measurements.sh tta
 #      the time to 82.8 % on a fresh machine (every compilation in it), the CUDA tests (the
 #      trainer with CUDA graphs now takes the deferred check), the trainer's step against its
 #      kernels at batch 64 and 128 (was 9.34 / 7.55 and 10.99 / 9.01 ms), and the time to
