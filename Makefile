@@ -43,3 +43,14 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check fewshot_mann experiments scripts tests
+
+# the documentation: mkdocs (the docs extra) into .venv, then docs/ built strictly into site/
+DOCS_STAMP := $(VENV)/.docs-installed
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+.PHONY: docs
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site

@@ -48,9 +48,13 @@ def evaluation_records(results: Path = RESULTS) -> list[Path]:
 
 
 def compare_records(results: Path = RESULTS) -> list[Path]:
-    """Every scored record of the comparison (status "ok")."""
+    """Every scored record of the comparison (status "ok") whose checkpoint is in the tree (or
+    that needs none): the checkpoints of the longer runs are not committed, and their records
+    are checked once those runs are trained again (results/README.md)."""
+    def scorable(record: dict[str, Any]) -> bool:
+        return record.get("checkpoint") is None or Path(record["checkpoint"]).is_file()
     return sorted(p for p in (results / "compare").glob("*/*.json")
-                  if json.loads(p.read_text()).get("status") == "ok")
+                  if (r := json.loads(p.read_text())).get("status") == "ok" and scorable(r))
 
 
 def checkpoint_for(metrics: Path) -> Path | None:

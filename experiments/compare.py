@@ -384,7 +384,8 @@ def evaluate_run(run: Run, ctx: Context) -> list[Record]:
                   torch=str(torch.__version__), eval_command=ctx.command)
     if path is not None:
         if not path.is_file():
-            return _not_run(run, path.parent, f"no checkpoint at {path}")
+            return (_kept(run, ctx)
+                    or _not_run(run, path.parent, f"no checkpoint at {path}"))
         try:
             _describe_checkpoint(base, run, path)
         except (CheckpointError, KeyError, ValueError) as err:
@@ -410,6 +411,24 @@ def _not_run(run: Run, folder: Path, reason: str) -> list[Record]:
     command = run.command.format(out=folder, runs=folder.parent)
     return [Record(run.method, setting, "not run", reason=reason, train_command=command)
             for setting in run.settings]
+
+
+def _kept(run: Run, ctx: Context) -> list[Record]:
+    """With --reuse, the stored scores of a run whose checkpoint is not in the tree (the longer
+    runs' checkpoints are not committed): kept as they were scored, every setting or none."""
+    if not ctx.reuse:
+        return []
+    kept = []
+    for setting in run.settings:
+        path = ctx.record_path(run.method, setting)
+        try:
+            stored = Record(**json.loads(path.read_text()))
+        except (OSError, TypeError, ValueError):
+            return []
+        if stored.status != "ok" or stored.episodes != ctx.episodes:
+            return []
+        kept.append(stored)
+    return kept
 
 
 def _reused(ctx: Context, base: Record, setting: str) -> Record | None:

@@ -10,7 +10,7 @@ signal (results/scaling/README.md, "Gradient spikes"; tests/test_stability.py):
 
 --checkpoint PATH: the trained MANN of a checkpoint (its weights, model and episode settings
 and its split's training classes) instead of a fresh one: the noise along training, e.g. at the
-last good state before a divergence (scripts/gpu_session.sh collapse brings that back).
+last good state before a divergence (scripts/gpu_measurements.sh collapse brings that back).
 --first-step SEED: the first training step of `fewshot-mann train --seed SEED --batch-size B`
 (santoro, --n-way, --labels): its initial MANN and its first batch of B episodes, so that
 batch_B_float32 is the gradient norm that run logs at step 1 and batch_B_float64 its float64

@@ -4,7 +4,7 @@ shapes, after a timed run that gives episodes/s.
 
     python scripts/profile_step.py --batch-size 256 --threads 2 > results/bench/profile.txt
     python scripts/profile_step.py --device cuda --cuda-graph --batch-size 16384 \\
-        --precision tf32 --json profile.json         # scripts/gpu_session.sh profile
+        --precision tf32 --json profile.json         # scripts/gpu_measurements.sh profile
 
 The step is `fewshot_mann.bench.training_step`, the benchmark's, with the gradient clipping
 of `train` (norm 10). With --cuda-graph it is the one `train --cuda-graph` runs: forward and

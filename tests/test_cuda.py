@@ -1,5 +1,5 @@
 """CUDA only (skipped on machines without a GPU; run them where one is: see
-scripts/gpu_session.sh). The batched backend on the GPU is the reference backend, and a
+scripts/gpu_measurements.sh). The batched backend on the GPU is the reference backend, and a
 CUDA-graph-captured episode is the eager one: same outputs, same updates."""
 
 from __future__ import annotations

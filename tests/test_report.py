@@ -126,3 +126,26 @@ def test_shared_episodes_script_scores_like_the_report(capsys, data_root, cache_
     with pytest.raises(SystemExit):
         module.main([str(results / "compare-runs" / "protonet-1shot" / "model.pt"),
                      "--settings", "5w2s"])
+
+
+def test_reuse_keeps_the_scores_of_runs_whose_checkpoint_is_not_committed(tmp_path):
+    """The longer runs' checkpoints are not in the tree: with --reuse their stored scores stand
+    (the report keeps its numbers); without it, or with a record missing, the run is "not
+    run"."""
+    from experiments.compare import PLAN, Context, evaluate_run
+
+    run = next(r for r in PLAN if r.folder == "mann-kv-vinyals5")
+    stored = Path("results")
+    ctx = Context(runs=tmp_path / "runs", results=stored, reuse=True, progress=False)
+    kept = evaluate_run(run, ctx)
+    recorded = [json.loads(ctx.record_path(run.method, s).read_text()) for s in run.settings]
+    assert [r.mean for r in kept] == [r["mean"] for r in recorded]
+    assert all(r.status == "ok" for r in kept)
+    fresh = Context(runs=tmp_path / "runs", results=stored, reuse=False, progress=False)
+    assert {r.status for r in evaluate_run(run, fresh)} == {"not run"}
+    partial = tmp_path / "results"
+    shutil.copytree(stored / "compare" / run.method, partial / "compare" / run.method)
+    ctx = Context(runs=tmp_path / "runs", results=partial, reuse=True, progress=False)
+    assert len(evaluate_run(run, ctx)) == 2
+    ctx.record_path(run.method, run.settings[0]).unlink()
+    assert {r.status for r in evaluate_run(run, ctx)} == {"not run"}

@@ -91,6 +91,18 @@ def batch_gradient(model, batch, dtype=torch.float32, episodes=slice(None)) -> f
                               batch.targets[episodes], dtype)
 
 
+def needs_checkpoint(folder: Path, step: int, run: str) -> Path:
+    """The investigation's checkpoint in folder (8 MB, not committed): training is deterministic
+    on the CPU, so the run's own configuration paused at that step regenerates it bit for bit."""
+    if not (folder / "checkpoint.pt").is_file():
+        repo = COLLAPSE.parents[2]
+        pytest.skip(f"needs {folder.relative_to(repo)}/checkpoint.pt: regenerate it with "
+                    f"fewshot-mann train --config {(COLLAPSE / run).relative_to(repo)}"
+                    f"/config.toml --pause-at {step} --out {folder.relative_to(repo)}")
+    return folder
+
+
+@pytest.mark.slow  # needs a regenerated checkpoint (about 45 minutes on one CPU core)
 def test_the_step_that_began_the_cpu_collapse_is_one_episode_through_the_cosine(data_root,
                                                                                 cache_dir):
     """The 15-way five-hot run at batch 64 and lr 3e-3 (eps 1e-8) collapsed at steps 2317 -
@@ -101,7 +113,7 @@ def test_the_step_that_began_the_cpu_collapse_is_one_episode_through_the_cosine(
     from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint
     from fewshot_mann.run import build_run
 
-    folder = COLLAPSE / "step-2316"
+    folder = needs_checkpoint(COLLAPSE / "step-2316", 2316, "run-lr3e-3")
     saved, _ = checkpoint_config(load_checkpoint(folder / "checkpoint.pt"))
     assert saved.model.cosine_eps == 1e-8
     cfg = replace(saved, data={"data_root": str(data_root), "cache_dir": str(cache_dir)},
@@ -126,6 +138,7 @@ def gradient_noise(folder: Path, data_root, cache_dir, *flags: str) -> list[dict
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow  # needs a regenerated checkpoint (about 35 minutes on one CPU core)
 def test_the_second_cpu_collapse_is_a_gradient_that_grows_backward_through_time(data_root,
                                                                                  cache_dir):
     """The same run trained with eps 1e-2 collapsed at step 1,820 instead. Its step-1819
@@ -139,7 +152,8 @@ def test_the_second_cpu_collapse_is_a_gradient_that_grows_backward_through_time(
     both CPUs measured, float32 187.5 on the run's and 325.9 on another AMD EPYC without
     AVX-512 (2026-11-27; there episode 36 is the worst, 18,246, and 44.6 reaches t = 1), so
     the test asks for the pattern, not the run's float32 numbers."""
-    folder = COLLAPSE / "second-source" / "step-1819"
+    folder = needs_checkpoint(COLLAPSE / "second-source" / "step-1819", 1819,
+                              "run-lr3e-3-eps1e-2")
     summary, *rows = gradient_noise(folder, data_root, cache_dir, "--cosine-eps", "1e-2",
                                     "--worst", "1", "--trace", "150")
     assert summary["batch_64_float32"] > 100  # 187.47 on the run's CPU
