@@ -110,6 +110,9 @@ TRAIN_SWITCHES: dict[str, tuple[str, str, bool, str]] = {
 INVERT = ("turn custom images light on dark as Omniglot is decoded: auto (when the model was "
           "trained on Omniglot), yes, no")
 
+MODELS = ("The model zoo: each model's name (usable as --checkpoint), the classes, shots and "
+          "images it handles, its held-out accuracy with the command that measured it, its "
+          "calibration, file size and sha256.")
 CHECKPOINT = "a checkpoint file, or a zoo model's name (`fewshot-mann models` lists them)"
 
 
@@ -222,10 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--quiet", action="store_true")
 
     models = sub.add_parser("models", help="list the named pretrained models",
-                            description="The model zoo: each model's name (usable as "
-                                        "--checkpoint), the classes, shots and images it "
-                                        "handles, its held-out accuracy with the command that "
-                                        "measured it, its calibration, file size and sha256.")
+                            description=MODELS)
     models.add_argument("--json", action="store_true", help="the manifest entries as JSON")
 
     bench = sub.add_parser("bench", help="throughput of both memory backends",
@@ -382,7 +382,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from .predict import support_shape
         from .zoo import choose
 
-        chosen, why = choose(*support_shape(args.support))
+        classes, shots = support_shape(args.support)
+        chosen, why = choose(classes, min(shots, args.max_shots or shots))
         checkpoint = chosen.name
         print(f"fewshot-mann predict: {why}", file=sys.stderr)
     predictor = Predictor.from_checkpoint(checkpoint, device=args.device,

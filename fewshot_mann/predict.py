@@ -27,7 +27,9 @@ How each kind of model answers:
 
 Class probabilities of a sequence model: the softmax of its logits restricted to the labels
 the support classes were given (five-hot labels: the product of each string's five digit
-probabilities, normalised over the support classes).
+probabilities, normalised over the support classes). A zoo model's probabilities are
+calibrated: softmax(log p / T) with the temperature T of its manifest entry
+(`fewshot_mann.zoo`, `fewshot_mann.calibration`); the top class is the same with or without.
 """
 
 from __future__ import annotations

@@ -148,21 +148,20 @@ def sha256(path: Path) -> str:
 
 def locate(model: ZooModel) -> Path:
     """The first file found for `model`, checked against the manifest's sha256."""
-    places = candidates(model)
-    found = next((p for p in places if p.is_file()), None)
-    if found is None:
+    path = found(model)
+    if path is None:
         url = read_manifest().get("base_url", "")
         source = f"download {url}{model.file} or " if url else ""
         raise CheckpointError(
-            f"zoo model {model.name!r}: its file is in none of {', '.join(map(str, places))}; "
-            f"{source}copy {model.path} of a fewshot-mann checkout to "
-            f"{cache_folder() / model.file} (or into ${ENV})")
-    digest = sha256(found)
+            f"zoo model {model.name!r}: its file is in none of "
+            f"{', '.join(map(str, candidates(model)))}; {source}copy {model.path} of a "
+            f"fewshot-mann checkout to {cache_folder() / model.file} (or into ${ENV})")
+    digest = sha256(path)
     if digest != model.sha256:
-        raise CheckpointError(f"zoo model {model.name!r}: {found} has sha256 {digest[:16]}..., "
+        raise CheckpointError(f"zoo model {model.name!r}: {path} has sha256 {digest[:16]}..., "
                               f"the manifest's is {model.sha256[:16]}...: a damaged or "
                               f"different file; replace it with {model.path} of a checkout")
-    return found
+    return path
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -231,23 +230,35 @@ def listing() -> str:
     for m in models():
         where = found(m)
         lines = [f"{m.name}: {m.summary}",
-                 f"  handles      {span(m.ways)} classes, {span(m.shots)} images a class; "
-                 f"{m.image}"]
-        for a in m.accuracy:
-            lines.append(f"  accuracy     {100 * a.mean:.1f} +- {100 * a.ci95:.1f} % at "
-                         f"{a.setting}, {a.episodes} episodes of {a.classes} "
-                         f"({a.record}; measured by `{a.command}`)")
+                 f"  handles      {span(m.ways)} classes, {span(m.shots)} images a class",
+                 f"  images       {m.image}"]
+        for i, a in enumerate(m.accuracy):
+            lines.append(f"  {'accuracy' if i == 0 else '':<12} {100 * a.mean:.1f} +- "
+                         f"{100 * a.ci95:.1f} % at {a.setting}")
+        records: dict[tuple[int, str, str], list[str]] = {}
+        for a in m.accuracy:  # the same episodes and command: said once
+            records.setdefault((a.episodes, a.classes, a.command), []).append(a.record)
+        for (episodes, classes, command), files in records.items():
+            lines += [f"{'':<15}{episodes} episodes of {classes}",
+                      f"{'':<15}measured by `{command}` (recorded in "
+                      f"{', '.join(dict.fromkeys(files))})"]
         c = m.calibration
         if c:
-            lines.append(f"  calibration  temperature {c['temperature']:.3g} fitted on "
-                         f"{c['fit_episodes']} {c['setting']} episodes of {c['fit_classes']}; "
-                         f"ECE ({c['ece_bins']} bins) {100 * c['ece_before']:.1f} % before, "
-                         f"{100 * c['ece_after']:.1f} % after, on {c['test_episodes']} "
-                         f"episodes of {c['test_classes']}")
+            lines += [f"  calibration  temperature {c['temperature']:.3g}, fitted on "
+                      f"{c['fit_episodes']} {c['setting']} episodes of {c['fit_classes']}",
+                      f"{'':<15}ECE ({c['ece_bins']} bins) on {c['test_episodes']} episodes "
+                      f"of {c['test_classes']}: {100 * c['ece_before']:.1f} % before, "
+                      f"{100 * c['ece_after']:.1f} % after"]
+            within = c.get("within_alphabet")
+            if within:
+                lines.append(f"{'':<15}on as many episodes of one alphabet's test classes "
+                             f"(harder, {100 * within['accuracy']:.1f} % right): "
+                             f"{100 * within['ece_before']:.1f} % before, "
+                             f"{100 * within['ece_after']:.1f} % after")
         else:
             lines.append("  calibration  none (scripts/calibrate_zoo.py fits it)")
-        lines.append(f"  file         {m.size / 1e6:.1f} MB, sha256 {m.sha256}; "
-                     + (f"found at {where}" if where else
-                        f"not found: put it at {cache_folder() / m.file}"))
+        lines += [f"  file         {m.size / 1e6:.1f} MB, sha256 {m.sha256}",
+                  f"{'':<15}" + (f"found at {where}" if where else
+                                 f"not found: put it at {cache_folder() / m.file}")]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

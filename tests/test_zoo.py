@@ -79,7 +79,8 @@ def test_models_lists_every_model_with_its_numbers(capsys):
     for e in entries:
         assert len(e["sha256"]) == 64 and e["size"] > 0 and e["found"]
         assert e["calibration"]["temperature"] > 0 and e["accuracy"][0]["ci95"] > 0
-        assert {"ece_before", "ece_after", "fit_classes", "command"} <= set(e["calibration"])
+        assert {"ece_before", "ece_after", "fit_classes", "command", "within_alphabet"} <= set(
+            e["calibration"])
 
 
 def test_manifest_accuracies_are_the_committed_records():
