@@ -21,6 +21,7 @@ from .episodes import LabelCode
 from .errors import CheckpointError
 from .models import build_model
 from .runtime import atomic_torch_save
+from .zoo import resolve_checkpoint
 
 FORMAT = "fewshot-mann-checkpoint-v1"
 REQUIRED = ("config", "split", "image_shape", "step", "model")  # also in a model.pt
@@ -49,11 +50,13 @@ def read_payload(path: str | Path, fmt: str | tuple[str, ...], what: str) -> dic
 
     torch.load does not check the CRC-32 that torch.save writes for every record of its zip
     file, so a flipped bit would load silently as a different weight: the records are
-    checked here first. weights_only=True: opening a file never runs code.
+    checked here first. weights_only=True: opening a file never runs code. `path` may name a
+    zoo model (`fewshot_mann.zoo`): its file is found and its sha256 checked.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path} (a file, or a zoo model name: "
+                              f"`fewshot-mann models` lists them)")
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()

@@ -1,4 +1,4 @@
-"""`fewshot-mann` command line: train, evaluate, predict, inspect, bench.
+"""`fewshot-mann` command line: train, evaluate, predict, inspect, models, bench.
 
 Every train flag maps onto a config field; precedence is defaults < --config TOML < flags.
 Expected failures (bad input, missing data, bad checkpoint) print one clear line and exit 2
@@ -112,6 +112,11 @@ TRAIN_SWITCHES: dict[str, tuple[str, str, bool, str]] = {
 INVERT = ("turn custom images light on dark as Omniglot is decoded: auto (when the model was "
           "trained on Omniglot), yes, no")
 
+MODELS = ("The model zoo: each model's name (usable as --checkpoint), the classes, shots and "
+          "images it handles, its held-out accuracy with the command that measured it, its "
+          "calibration, file size and sha256.")
+CHECKPOINT = "a checkpoint file, or a zoo model's name (`fewshot-mann models` lists them)"
+
 
 def _invert(choice: str) -> bool | None:
     return {"auto": None, "yes": True, "no": False}[choice]
@@ -167,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint on held-out classes",
                         description="Per-instance and k-shot accuracy on the checkpoint's "
                                     "held-out (test) classes, with 95%% CIs over episodes.")
-    ev.add_argument("--checkpoint", type=Path, required=True)
+    ev.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT)
     ev.add_argument("--episodes", type=int, default=1000)
     ev.add_argument("--out", type=Path, required=True, help="folder for metrics.json/.csv/.png")
     ev.add_argument("--presentations", type=int, default=None,
@@ -187,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "folder (one sub-folder of 1..K labelled images per "
                                     "class) with a trained checkpoint (MANN, LSTM, "
                                     "feedforward, ProtoNets or MAML).")
-    pr.add_argument("--checkpoint", type=Path, required=True)
+    pr.add_argument("--checkpoint", type=Path, default=None,
+                    help=f"{CHECKPOINT}; default: the zoo model that fits the support set")
     pr.add_argument("--support", type=Path, required=True,
                     help="folder holding one sub-folder of labelled images per class")
     pr.add_argument("--query", type=Path, nargs="+", required=True,
@@ -212,13 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      "weights and usage over time (memory.png), and how often "
                                      "the most-read support image is of the predicted class "
                                      "on held-out N-way 1-shot tasks (inspect.json).")
-    ins.add_argument("--checkpoint", type=Path, required=True)
+    ins.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT)
     ins.add_argument("--out", type=Path, required=True, help="folder for memory.png, "
                      "inspect.json")
     ins.add_argument("--tasks", type=int, default=200, help="held-out 1-shot tasks to measure")
     ins.add_argument("--seed", type=int, default=12345)
     _data_flags(ins)
     ins.add_argument("--quiet", action="store_true")
+
+    models = sub.add_parser("models", help="list the named pretrained models",
+                            description=MODELS)
+    models.add_argument("--json", action="store_true", help="the manifest entries as JSON")
 
     bench = sub.add_parser("bench", help="throughput of both memory backends",
                            description="Training and inference episodes/s for the reference "
@@ -369,7 +379,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device,
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        from .predict import support_shape
+        from .zoo import choose
+
+        classes, shots = support_shape(args.support)
+        chosen, why = choose(classes, min(shots, args.max_shots or shots))
+        checkpoint = chosen.name
+        print(f"fewshot-mann predict: {why}", file=sys.stderr)
+    predictor = Predictor.from_checkpoint(checkpoint, device=args.device,
                                           invert=_invert(args.invert))
     result = predictor.predict(args.support, args.query, orders=args.orders, seed=args.seed,
                                top_k=args.top_k, max_shots=args.max_shots,
@@ -400,6 +419,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from .zoo import describe, listing, models
+
+    if args.json:
+        import json
+
+        print(json.dumps([describe(m) for m in models()], indent=1))
+    else:
+        print(listing())
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
 
     from .bench import run_bench
@@ -422,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench,
-                "predict": cmd_predict, "inspect": cmd_inspect}
+                "predict": cmd_predict, "inspect": cmd_inspect, "models": cmd_models}
     with warnings.catch_warnings():
         warnings.showwarning = _warning_printer(args.command)
         try:

@@ -27,7 +27,9 @@ How each kind of model answers:
 
 Class probabilities of a sequence model: the softmax of its logits restricted to the labels
 the support classes were given (five-hot labels: the product of each string's five digit
-probabilities, normalised over the support classes).
+probabilities, normalised over the support classes). A zoo model's probabilities are
+calibrated: softmax(log p / T) with the temperature T of its manifest entry
+(`fewshot_mann.zoo`, `fewshot_mann.calibration`); the top class is the same with or without.
 """
 
 from __future__ import annotations
@@ -45,12 +47,14 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .calibration import temper
 from .checkpoint import FORMAT, check_complete, model_from_checkpoint, read_payload
 from .data import invert_custom
 from .data.decode import prepare_image
 from .episodes import LabelCode
 from .errors import PredictError
 from .runtime import pick_device
+from .zoo import zoo_model_of
 
 ImageLike = str | Path | Image.Image | torch.Tensor  # a file, a Pillow image or a (C, H, W) tensor
 BASELINE_FORMAT = "fewshot-mann-baseline-v1"  # fewshot_mann.baselines.checkpoint.FORMAT
@@ -161,6 +165,14 @@ def support_items(support: str | Path | Mapping[str, Any]) -> dict[str, list[Ima
         warnings.warn(f"{len(visible) - len(class_dirs)} files directly in {folder} are in no "
                       f"class folder; ignored", stacklevel=3)
     return {p.name: list(visible_files(p)) for p in class_dirs}
+
+
+def support_shape(support: str | Path | Mapping[str, Any]) -> tuple[int, int]:
+    """(classes, fewest images of a class) of a support set, its files counted, not read."""
+    items = support_items(support)
+    if not items:
+        raise PredictError("the support set holds no classes")
+    return len(items), min(len(v) for v in items.values())
 
 
 def load_support(support: str | Path | Mapping[str, Any], prepare: Preprocessing,
@@ -329,22 +341,32 @@ class Predictor:
     def __init__(self, model: nn.Module, kind: str, prepare: Preprocessing,
                  code: LabelCode | None = None, trained_way: int = 0,
                  trained_steps: int = 0, device: torch.device | str = "cpu",
-                 checkpoint: str = "") -> None:
+                 checkpoint: str = "", temperature: float = 1.0) -> None:
         self.model, self.kind, self.prepare, self.code = model, kind, prepare, code
         self.trained_way = trained_way  # classes per training episode
         self.trained_steps = trained_steps  # steps per training episode (sequence models)
         self.device = torch.device(device)
         self.checkpoint = checkpoint
+        self.temperature = temperature  # probabilities are softmax(log p / T) (calibration)
         self.model.to(self.device).eval()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto",
-                        invert: bool | None = None) -> Predictor:
+                        invert: bool | None = None,
+                        temperature: float | None = None) -> Predictor:
         """A MANN / LSTM / feedforward checkpoint (`fewshot-mann train`) or a ProtoNets / MAML
-        one (`python -m fewshot_mann.baselines.train`). `invert`: turn images light on dark;
-        None: when the model was trained on Omniglot (whose files are dark ink on paper)."""
+        one (`python -m fewshot_mann.baselines.train`), or a zoo model's name
+        (`fewshot-mann models`). `invert`: turn images light on dark; None: when the model was
+        trained on Omniglot (whose files are dark ink on paper). `temperature`: of the
+        probabilities; None: a zoo model's calibrated one (by name or by its file's bytes),
+        else 1."""
         payload = read_payload(path, (FORMAT, BASELINE_FORMAT),
                                "a fewshot-mann model or baseline checkpoint")
+        if temperature is None:
+            zoo_model = zoo_model_of(path)
+            temperature = zoo_model.temperature if zoo_model else 1.0
+        if not temperature > 0:
+            raise PredictError(f"temperature must be positive, got {temperature}")
         dev = pick_device(device)
         if payload["format"] == BASELINE_FORMAT:
             from .baselines.checkpoint import baseline_from_payload  # learn2learn: gym notice
@@ -355,14 +377,15 @@ class Predictor:
             return cls(model, network["method"],
                        Preprocessing((1, size, size), invert_custom("omniglot", "", invert)),
                        trained_way=int(network.get("ways", 0)), device=dev,
-                       checkpoint=str(path))
+                       checkpoint=str(path), temperature=temperature)
         model, cfg, _ = model_from_checkpoint(check_complete(payload, path), path)
         e = cfg.episodes
         return cls(model, cfg.model.kind,
                    Preprocessing(tuple(payload["image_shape"]),
                                  invert_custom(cfg.data.dataset, "", invert)),
                    code=LabelCode.make(e.labels, e.n_way), trained_way=e.n_way,
-                   trained_steps=e.n_way * e.presentations, device=dev, checkpoint=str(path))
+                   trained_steps=e.n_way * e.presentations, device=dev, checkpoint=str(path),
+                   temperature=temperature)
 
     # ---- checks ------------------------------------------------------------------------------
     def check_support(self, support: Support, notes: list[str],
@@ -438,6 +461,7 @@ class Predictor:
         query_tensor = torch.stack(images).flatten(1).to(self.device)  # (Q, D)
         per_order, shares = self._probabilities(support_set, query_tensor, orders, seed,
                                                 max_shots, explain)
+        per_order = temper(per_order, self.temperature)
         result = self._result(support_set, names, per_order, shares, skipped, notes, orders,
                               seed, top_k)
         result.query_images = torch.stack(images)

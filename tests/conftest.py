@@ -31,14 +31,17 @@ def omniglot(data_root, cache_dir):
     return load_omniglot(data_root, cache_dir, image_size=20)
 
 
-def write_image_tree(data_root: Path, out: Path, alphabet: str, classes: int) -> Path:
-    """The first `classes` characters of an Omniglot alphabet rewritten as a plain custom
-    dataset, out/<class>/<image>, with nothing Omniglot-like left: plain names and, in turn,
-    1-bit PNG, RGB JPEG, inverted grayscale BMP, palette GIF and RGBA WebP files of five
-    different sizes (not all square)."""
+def write_image_tree(data_root: Path, out: Path, alphabet: str, classes: int,
+                     background: bool = True) -> Path:
+    """The first `classes` characters of an Omniglot alphabet (of images_background, or with
+    background=False of images_evaluation) rewritten as a plain custom dataset,
+    out/<class>/<image>, with nothing Omniglot-like left: plain names and, in turn, 1-bit PNG,
+    RGB JPEG, inverted grayscale BMP, palette GIF and RGBA WebP files of five different sizes
+    (not all square)."""
     from PIL import Image, ImageOps
 
-    source = data_root / "omniglot-py" / "images_background" / alphabet
+    group = "images_background" if background else "images_evaluation"
+    source = data_root / "omniglot-py" / group / alphabet
     for c, char_dir in enumerate(sorted(source.iterdir())[:classes]):
         folder = out / f"{alphabet[:4].lower()}{c:02d}"
         folder.mkdir(parents=True)
