@@ -195,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: json for an --out ending in .json, else csv")
     pr.add_argument("--top-k", type=int, default=3, help="classes listed per query")
     pr.add_argument("--orders", type=int, default=1,
-                    help="average over this many random support orders (sequence models)")
+                    help="average over this many random support orders; MANN, LSTM and "
+                         "feedforward models only: ProtoNets and MAML ignore the order, so "
+                         "more than 1 is ignored for them with a warning")
     pr.add_argument("--seed", type=int, default=0, help="seed of the support orders")
     pr.add_argument("--max-shots", type=int, default=None,
                     help="use at most this many support images a class (drawn per order)")

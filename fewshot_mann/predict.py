@@ -405,7 +405,8 @@ class Predictor:
         classes of `support` (a folder of class sub-folders, or {class: images}).
 
         `orders`: support orders (and label assignments) to average a sequence model's
-        probabilities over; `max_shots`: at most this many support images a class, drawn
+        probabilities over (other models answer regardless of the order: more than one is
+        noted and ignored); `max_shots`: at most this many support images a class, drawn
         afresh for each order; `explain`: record for each query which support images the
         model leaned on (`QueryPrediction.most_read`). Unreadable queries are skipped and
         listed in `Prediction.skipped`; warnings repeat what `Prediction.notes` records."""
@@ -418,6 +419,10 @@ class Predictor:
         colour: list[str] = []
         support_set = load_support(support, self.prepare, colour)
         notes: list[str] = []
+        if orders > 1 and self.kind not in SEQUENCE_KINDS:  # their answer has no order
+            notes.append(f"orders = {orders} ignored: a {self.kind} model's answer does not "
+                         f"depend on the order of the support set, one pass gives it")
+            orders = 1
         self.check_support(support_set, notes, max_shots)
         items = query_items(query)
         if not items:

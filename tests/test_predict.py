@@ -41,6 +41,7 @@ from fewshot_mann.run_eval import evaluate_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SANTORO = REPO / "results" / "santoro-5way" / "model.pt"  # MANN, 5-way, santoro split
+PROTONET = REPO / "results" / "compare-runs" / "protonet-1shot" / "model.pt"  # 28x28, 60-way
 
 
 @pytest.fixture
@@ -507,6 +508,23 @@ def test_bad_options_and_models_without_an_explanation(tiny_runs, image_tree, tm
     predictor = Predictor.from_checkpoint(tiny_runs["mann"] / "model.pt", device="cpu")
     with pytest.raises(PredictError, match=r"shape \(1, 20, 20\)"):
         predictor.predict(support, torch.zeros(3, 28, 28))
+
+
+def test_orders_on_a_protonet_is_ignored_with_one_warning(data_root, tmp_path, cli):
+    """A ProtoNet's answer has no support order: --orders 5 gives the one-pass answer and says
+    so once on stderr (it ended in a shape error)."""
+    root = tmp_path / "task"
+    write_task(data_root, root, ["Tifinagh/character01", "Tifinagh/character02",
+                                 "Tifinagh/character03"], 1, 2, random.Random(0))
+    args = ["predict", "--checkpoint", PROTONET, "--support", root / "support", "--query",
+            root / "query", "--device", "cpu", "--quiet"]
+    code, _, err = cli(*args, "--out", root / "one.json")
+    assert code == 0 and err == "", err
+    code, _, err = cli(*args, "--out", root / "five.json", "--orders", "5")
+    assert code == 0, err
+    assert err.count("warning:") == 1 and "orders = 5 ignored" in err, err
+    one, five = (json.loads((root / f"{n}.json").read_text()) for n in ("one", "five"))
+    assert five["orders"] == 1 and five["predictions"] == one["predictions"]
 
 
 def test_maml_can_tell_at_most_its_ways_apart(omniglot28):
