@@ -8,6 +8,7 @@ good one was, and a truncated or damaged file is refused with a clear `Checkpoin
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, replace
 from .data.splits import ClassSplit
 from .episodes import LabelCode
-from .errors import CheckpointError
+from .errors import CheckpointError, DataNotFoundError
 from .models import build_model
 from .runtime import atomic_torch_save
 
@@ -80,6 +81,53 @@ def checkpoint_config(payload: dict[str, Any], path: str | Path = "checkpoint"
             payload["split"])
     except (KeyError, TypeError, ValueError) as err:  # ConfigError, SplitError: ValueErrors
         raise CheckpointError(f"{path}: config or split unreadable: {err}") from err
+
+
+def checkpoint_data(cfg: Config, path: str | Path, payload: dict[str, Any],
+                    overrides: dict[str, Any] | None = None) -> Config:
+    """`cfg` (a checkpoint's config) with its data section as evaluate and inspect read it:
+    the `overrides` that are not None (the command line's), and where Omniglot is.
+
+    The data root, first found: an explicit `overrides["data_root"]`; $FEWSHOT_MANN_DATA; the
+    stored root, absolute or (relative) resolved against the folder the run was trained from
+    ("trained_in", saved since checkpoints record it), then against each folder above the
+    checkpoint file (a run folder sits under the folder it was trained from) and the current
+    one; then data/. The cache: an explicit one, $FEWSHOT_MANN_CACHE, else the stored one."""
+    from .config import CACHE_DIR_ENV, DATA_ROOT_ENV
+    from .data.omniglot import omniglot_folder
+
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    data = dict(given)
+    if "cache_dir" not in data and os.environ.get(CACHE_DIR_ENV):
+        data["cache_dir"] = os.environ[CACHE_DIR_ENV]
+    if "data_root" not in data:
+        if os.environ.get(DATA_ROOT_ENV):
+            data["data_root"] = os.environ[DATA_ROOT_ENV]
+        elif given.get("dataset", cfg.data.dataset) == "omniglot":
+            tried = stored_locations(cfg.data.data_root, path, payload.get("trained_in"))
+            found = next((p for p in tried if omniglot_folder(p) is not None), None)
+            if found is None and not data.get("download", cfg.data.download):
+                shown = ", ".join(str(p) for p in tried)
+                raise DataNotFoundError(
+                    f"Omniglot not found where {path} was trained from (its data root "
+                    f"{cfg.data.data_root!r}, looked in {shown}). Point --data-root or "
+                    f"$FEWSHOT_MANN_DATA at the folder holding omniglot-py/, or pass "
+                    f"--download to fetch it into data/ with torchvision.")
+            data["data_root"] = str(found or "data")
+    return replace(cfg, data=data) if data else cfg
+
+
+def stored_locations(stored: str, path: str | Path, trained_in: str | None) -> list[Path]:
+    """Where a checkpoint's stored data root may be, most likely first, then data/."""
+    root = Path(stored).expanduser()
+    if root.is_absolute():
+        places = [root]
+    else:
+        folder = Path(path).resolve().parent
+        anchors = [*([Path(trained_in)] if trained_in else []), folder, *folder.parents,
+                   Path.cwd()]
+        places = list(dict.fromkeys((a / root).resolve() for a in anchors))
+    return [*places, Path("data").resolve()]
 
 
 def model_from_checkpoint(payload: dict[str, Any], path: str | Path = "checkpoint"

@@ -303,6 +303,9 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None,
                         help="folder holding omniglot-py/ (default: $FEWSHOT_MANN_DATA, else "
                              "where the checkpoint was trained from, else data/)")
+    parser.add_argument("--download", action="store_true",
+                        help="download Omniglot with torchvision into --data-root (default: "
+                             "data/) if it is nowhere to be found")
     parser.add_argument("--cache-dir", default=None,
                         help="where decoded image tensors are cached (default: "
                              "$FEWSHOT_MANN_CACHE, else the checkpoint's)")
@@ -318,6 +321,7 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
 
 def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"data_root": args.data_root, "cache_dir": args.cache_dir, "dataset": args.dataset,
+            "download": args.download or None,
             **({"min_images": args.min_images} if "min_images" in args else {})}
 
 

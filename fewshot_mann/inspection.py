@@ -24,8 +24,7 @@ def inspect_checkpoint(checkpoint: str | Path, out_dir: str | Path, tasks: int =
     (`memory.png`), and measure on `tasks` held-out N-way 1-shot tasks (the predict protocol)
     how often the support image the query read most is of the predicted class and of the true
     one (`inspect.json`). Classes: the split's test classes, or `classes` as for evaluate."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .config import replace
+    from .checkpoint import checkpoint_data, load_checkpoint, model_from_checkpoint
     from .data import invert_custom, load_dataset
     from .episodes import LabelCode
     from .metrics import step_correct
@@ -42,9 +41,7 @@ def inspect_checkpoint(checkpoint: str | Path, out_dir: str | Path, tasks: int =
         raise PredictError(f"inspect draws a MANN's memory; {checkpoint} holds a "
                            f"{cfg.model.kind} model, which has none")
     trained_on = cfg.data.dataset
-    overrides = {k: v for k, v in (data_overrides or {}).items() if v is not None}
-    if overrides:
-        cfg = replace(cfg, data=overrides)
+    cfg = checkpoint_data(cfg, checkpoint, payload, data_overrides)
     dev = pick_device(device)
     model.to(dev).eval()
     imageset = load_dataset(cfg.data, invert_custom(trained_on, cfg.data.dataset, invert))

@@ -226,7 +226,10 @@ class Trainer(TrainingLoop):
         description = {"config": self.cfg.to_dict(), "split": self.split.to_dict(),
                        "image_shape": list(self.imageset.image_shape), "step": self.step,
                        "model": self.model.state_dict(), "machine": device_name(self.device),
-                       "torch": str(torch.__version__)}
+                       "torch": str(torch.__version__),
+                       # where relative paths of the config (data root, folder: datasets)
+                       # were read from: evaluate finds the data from elsewhere
+                       "trained_in": str(Path.cwd())}
         if not resumable:
             if self.dist.is_main:
                 save_checkpoint(path, **description)

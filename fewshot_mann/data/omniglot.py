@@ -21,15 +21,25 @@ BACKGROUND, EVALUATION = "images_background", "images_evaluation"
 NUM_CHARACTERS = 1623
 
 
+def omniglot_folder(data_root: str | Path) -> Path | None:
+    """The `omniglot-py` folder under `data_root` (or `data_root` itself if it is one), or
+    None when neither holds both Omniglot groups."""
+    root = Path(data_root).expanduser()
+    for candidate in (root / "omniglot-py", root):
+        if (candidate / BACKGROUND).is_dir() and (candidate / EVALUATION).is_dir():
+            return candidate
+    return None
+
+
 def find_omniglot(data_root: str | Path, download: bool = False) -> Path:
     """The `omniglot-py` folder under `data_root` (or `data_root` itself if it is one).
 
     Downloads with torchvision when missing and `download` is true.
     """
     root = Path(data_root).expanduser()
-    for candidate in (root / "omniglot-py", root):
-        if (candidate / BACKGROUND).is_dir() and (candidate / EVALUATION).is_dir():
-            return candidate
+    found = omniglot_folder(root)
+    if found is not None:
+        return found
     if download:
         from torchvision.datasets import Omniglot
 
