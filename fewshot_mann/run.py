@@ -63,11 +63,12 @@ class Run:
 
 
 def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
-              requested: dict[str, dict[str, Any]] | None = None) -> Run:
+              requested: dict[str, dict[str, Any]] | None = None, progress: bool = True) -> Run:
     """The run `cfg` describes, in `out_dir`; with `resume`, the one checkpointed there.
 
     On resume the checkpoint's config rules: `requested` (the settings asked for by section;
     None: all of cfg) must agree with it except the RESUMABLE settings, which are adopted.
+    `progress`: a bar on stderr while the data is decoded (rank 0).
     """
     out_dir = Path(out_dir)
     if not cfg.data.split:  # saved as chosen: santoro, or ratio:0.8 for custom data
@@ -97,7 +98,7 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
                           "without --compile")
     torch.manual_seed(cfg.train.seed)
 
-    imageset = load_dataset(cfg.data)
+    imageset = load_dataset(cfg.data, progress=progress and dist.is_main)
     split = saved_split or make_split(cfg.data, imageset)
     train_sampler = make_sampler(cfg, imageset, split.train, side="train", device=device,
                                  seed=rank_seed(cfg.train.seed, dist.rank))

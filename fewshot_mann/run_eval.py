@@ -38,7 +38,8 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Pa
         model.set_backend(backend)
     dev = pick_device(device)
     model.to(dev)
-    imageset = load_dataset(cfg.data, invert_custom(trained_on, cfg.data.dataset, invert))
+    imageset = load_dataset(cfg.data, invert_custom(trained_on, cfg.data.dataset, invert),
+                            progress)
     if classes is None:
         test, name = split.test, split.name
         try:

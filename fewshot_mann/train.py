@@ -86,7 +86,8 @@ class Trainer(TrainingLoop):
               requested: dict[str, dict[str, Any]] | None = None, **options: Any) -> Trainer:
         """The run of `cfg` in `out_dir` (`run.build_run`), ready to `run()`; `options`:
         stop_accuracy, time_limit_s, progress."""
-        return cls(build_run(cfg, out_dir, resume=resume, requested=requested), **options)
+        return cls(build_run(cfg, out_dir, resume=resume, requested=requested,
+                             progress=options.get("progress", True)), **options)
 
     # ---- the curriculum ----------------------------------------------------------------------
     def _set_stage(self, stage: int) -> None:

@@ -275,6 +275,7 @@ def test_explain_and_inspect(data_root, cache_dir, tmp_path, cli):
     assert summary["accuracy"] > 0.8 and len(summary["episode"]["correct"]) == 50
     assert (tmp_path / "inspect" / "memory.png").stat().st_size > 20_000
     assert "the most-read support image is of the predicted class" in out
+    assert "inspect: 100%" in err and "20/20" in err, err  # the tasks' progress bar
 
 
 def test_protonet_explains_by_nearest_support_images(protonet_background, omniglot28,

@@ -16,16 +16,19 @@ from .splits import (
 )
 
 
-def load_dataset(cfg: DataConfig, invert: bool = False) -> ImageSet:
+def load_dataset(cfg: DataConfig, invert: bool = False, progress: bool = True) -> ImageSet:
     """The images a data config names, decoded (or read from the cache). `invert`: custom
-    images light on dark, as Omniglot's are decoded (Omniglot always is)."""
+    images light on dark, as Omniglot's are decoded (Omniglot always is); `progress`: a bar on
+    stderr while files are decoded."""
     if cfg.dataset == "omniglot":
         if cfg.channels != 1:
             raise DatasetError("Omniglot is grayscale: data.channels must be 1")
-        return load_omniglot(cfg.data_root, cfg.cache_dir, cfg.image_size, cfg.download)
+        return load_omniglot(cfg.data_root, cfg.cache_dir, cfg.image_size, cfg.download,
+                             progress)
     if cfg.dataset.startswith(("folder:", "csv:")):
         return FolderDataset.from_spec(cfg.dataset, cfg.image_size, cfg.channels, cfg.cache_dir,
-                                       cfg.bad_files, invert=invert).imageset
+                                       cfg.bad_files, invert=invert,
+                                       progress=progress).imageset
     raise DatasetError(f"unknown dataset {cfg.dataset!r}; use omniglot, folder:PATH or csv:FILE")
 
 

@@ -46,7 +46,7 @@ class FolderDataset:
     @classmethod
     def from_spec(cls, spec: str, image_size: int = 20, channels: int = 1,
                   cache_dir: str | Path | None = None, bad_files: str = "skip",
-                  invert: bool = False) -> FolderDataset:
+                  invert: bool = False, progress: bool = True) -> FolderDataset:
         """`folder:PATH[,PATH...]` or `csv:FILE` -> the decoded dataset (from the cache when it
         is current; `cache_dir` defaults to $FEWSHOT_MANN_CACHE or data/cache). `invert`:
         light on dark, as Omniglot is decoded (for a model trained on Omniglot)."""
@@ -60,14 +60,15 @@ class FolderDataset:
             raise DatasetError(f"dataset {spec!r}: use folder:PATH[,PATH...] or csv:FILE")
         source = f"{kind}:" + ",".join(str(p.resolve()) for p in paths)
         return cls.from_entries(entries, image_size, channels, cache_dir, bad_files, source,
-                                invert)
+                                invert, progress)
 
     @classmethod
     def from_entries(cls, entries: Sequence[tuple[Path, str]], image_size: int = 20,
                      channels: int = 1, cache_dir: str | Path | None = None,
                      bad_files: str = "skip", source: str = "entries",
-                     invert: bool = False) -> FolderDataset:
-        """(file, class name) pairs -> the decoded dataset, through a cache named by `source`."""
+                     invert: bool = False, progress: bool = True) -> FolderDataset:
+        """(file, class name) pairs -> the decoded dataset, through a cache named by `source`
+        (decoding: with a progress bar on stderr unless `progress` is false)."""
         if bad_files not in ("skip", "error"):
             raise DatasetError(f"bad_files must be 'skip' or 'error', got {bad_files!r}")
         files = [Path(p).resolve() for p, _ in entries]
@@ -80,7 +81,7 @@ class FolderDataset:
         imageset = ImageSet.load(cache, key)
         if imageset is None:
             images, failures = decode_files(files, image_size, channels, invert=invert,
-                                            desc=f"decoding {source}")
+                                            desc=f"decoding {source}", progress=progress)
             failed = {p for p, _ in failures}
             kept = [name for p, (_, name) in zip(files, entries, strict=True) if p not in failed]
             imageset = _group(images, kept, [(str(p), why) for p, why in failures])
