@@ -257,10 +257,13 @@ class Prediction:
     support: Support | None = None  # the images, for drawing
     query_images: torch.Tensor | None = None  # (Q, C, H, W) as the model saw them
 
-    def draw_explanations(self, folder: str | Path, most: int = 5) -> list[Path]:
-        """Per query, a PNG strip: the query beside the support images it leaned on most
-        (green: of the predicted class), named <index>_<query file stem>.png."""
-        from .explain import draw_strip, short
+    def draw_explanations(self, folder: str | Path, most: int = 5,
+                          truths: Mapping[str, str] | None = None) -> list[Path]:
+        """Per query, a PNG strip: the query, captioned with the prediction, beside the
+        support images it leaned on most (blue: of the predicted class, gray: of another),
+        named <index>_<query file stem>.png. `truths`: {query: its true class}, where known,
+        adds the true class to the caption, green when the prediction is right, else red."""
+        from .explain import explanation_strip
 
         if self.support is None or self.query_images is None:
             raise PredictError("nothing to draw: predict with explain=True")
@@ -276,12 +279,10 @@ class Prediction:
                 raise PredictError("nothing to draw: predict with explain=True")
             read = pred.most_read[:most]
             stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(pred.query).stem)
-            paths.append(draw_strip(
-                image.flatten(), f"query: {short(pred.predicted)}\n"
-                                 f"({100 * pred.probability:.0f} %)",
-                [images[s] for s, _, _ in read],
-                [f"{short(c)}\n{100 * w:.0f} % of the read" for _, c, w in read], shape,
-                folder / f"{q:04d}_{stem[:60]}.png", [c == pred.predicted for _, c, _ in read]))
+            paths.append(explanation_strip(
+                self.model, image.flatten(), pred.predicted, pred.probability,
+                [images[s] for s, _, _ in read], [(c, w) for _, c, w in read], shape,
+                folder / f"{q:04d}_{stem[:60]}.png", (truths or {}).get(pred.query)))
         return paths
 
     def to_dict(self) -> dict[str, Any]:
