@@ -86,35 +86,44 @@ def checkpoint_config(payload: dict[str, Any], path: str | Path = "checkpoint"
 def checkpoint_data(cfg: Config, path: str | Path, payload: dict[str, Any],
                     overrides: dict[str, Any] | None = None) -> Config:
     """`cfg` (a checkpoint's config) with its data section as evaluate and inspect read it:
-    the `overrides` that are not None (the command line's), and where Omniglot is.
+    the `overrides` that are not None (the command line's), the cache ($FEWSHOT_MANN_CACHE
+    before the stored one) and, for Omniglot, the data root `omniglot_root` finds."""
+    from .config import CACHE_DIR_ENV
 
-    The data root, first found: an explicit `overrides["data_root"]`; $FEWSHOT_MANN_DATA; the
-    stored root, absolute or (relative) resolved against the folder the run was trained from
-    ("trained_in", saved since checkpoints record it), then against each folder above the
-    checkpoint file (a run folder sits under the folder it was trained from) and the current
-    one; then data/. The cache: an explicit one, $FEWSHOT_MANN_CACHE, else the stored one."""
-    from .config import CACHE_DIR_ENV, DATA_ROOT_ENV
-    from .data.omniglot import omniglot_folder
-
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    data = dict(given)
+    data = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "cache_dir" not in data and os.environ.get(CACHE_DIR_ENV):
         data["cache_dir"] = os.environ[CACHE_DIR_ENV]
-    if "data_root" not in data:
-        if os.environ.get(DATA_ROOT_ENV):
-            data["data_root"] = os.environ[DATA_ROOT_ENV]
-        elif given.get("dataset", cfg.data.dataset) == "omniglot":
-            tried = stored_locations(cfg.data.data_root, path, payload.get("trained_in"))
-            found = next((p for p in tried if omniglot_folder(p) is not None), None)
-            if found is None and not data.get("download", cfg.data.download):
-                shown = ", ".join(str(p) for p in tried)
-                raise DataNotFoundError(
-                    f"Omniglot not found where {path} was trained from (its data root "
-                    f"{cfg.data.data_root!r}, looked in {shown}). Point --data-root or "
-                    f"$FEWSHOT_MANN_DATA at the folder holding omniglot-py/, or pass "
-                    f"--download to fetch it into data/ with torchvision.")
-            data["data_root"] = str(found or "data")
+    if data.get("dataset", cfg.data.dataset) == "omniglot":
+        data["data_root"] = omniglot_root(cfg.data.data_root, path, payload.get("trained_in"),
+                                          data.get("data_root"),
+                                          data.get("download", cfg.data.download))
     return replace(cfg, data=data) if data else cfg
+
+
+def omniglot_root(stored: str, path: str | Path, trained_in: str | None = None,
+                  explicit: str | None = None, download: bool = False) -> str:
+    """Where the Omniglot of the checkpoint at `path` is, first found: `explicit` (--data-root);
+    $FEWSHOT_MANN_DATA; the `stored` root, absolute or (relative) resolved against the folder
+    the run was trained from (`trained_in`, recorded in checkpoints), then against each folder
+    above the checkpoint file (a run folder sits under the folder it was trained from) and the
+    current one; then data/ (where `download` fetches it). DataNotFoundError, naming the places
+    looked in, when none holds it and `download` is false."""
+    from .config import DATA_ROOT_ENV
+    from .data.omniglot import omniglot_folder
+
+    if explicit:
+        return explicit
+    if os.environ.get(DATA_ROOT_ENV):
+        return os.environ[DATA_ROOT_ENV]
+    tried = stored_locations(stored, path, trained_in)
+    found = next((p for p in tried if omniglot_folder(p) is not None), None)
+    if found is None and not download:
+        raise DataNotFoundError(
+            f"Omniglot not found where {path} was trained from (its data root {stored!r}, "
+            f"looked in {', '.join(str(p) for p in tried)}). Point --data-root or "
+            f"$FEWSHOT_MANN_DATA at the folder holding omniglot-py/, or pass --download to "
+            f"fetch it into data/ with torchvision.")
+    return str(found or "data")
 
 
 def stored_locations(stored: str, path: str | Path, trained_in: str | None) -> list[Path]:
