@@ -99,7 +99,7 @@ def write_report(records: Sequence[Record], out_dir: str | Path, command: str,
         if curves:
             plots[group] = plot_curves(curves, out / f"{group}_curves.png", points=points,
                                        title=f"Santoro protocol, {SANTORO_TITLES[group]}, "
-                                             f"held-out classes")
+                                             f"held-out classes", n_way=SANTORO[group][0])
     paths.update({f"png_{group}": path for group, path in plots.items()})
     paths["md"].write_text(markdown(records, data, plots, command, episodes))
     return paths

@@ -8,6 +8,7 @@ good one was, and a truncated or damaged file is refused with a clear `Checkpoin
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from torch import nn
 from .config import Config, replace
 from .data.splits import ClassSplit
 from .episodes import LabelCode
-from .errors import CheckpointError
+from .errors import CheckpointError, DataNotFoundError
 from .models import build_model
 from .runtime import atomic_torch_save
 from .zoo import resolve_checkpoint
@@ -89,6 +90,62 @@ def checkpoint_config(payload: dict[str, Any], path: str | Path = "checkpoint"
         split.name = "santoro-trainval"
         cfg = replace(cfg, data={"split": split.name})
     return cfg, split
+
+
+def checkpoint_data(cfg: Config, path: str | Path, payload: dict[str, Any],
+                    overrides: dict[str, Any] | None = None) -> Config:
+    """`cfg` (a checkpoint's config) with its data section as evaluate and inspect read it:
+    the `overrides` that are not None (the command line's), the cache ($FEWSHOT_MANN_CACHE
+    before the stored one) and, for Omniglot, the data root `omniglot_root` finds."""
+    from .config import CACHE_DIR_ENV
+
+    data = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "cache_dir" not in data and os.environ.get(CACHE_DIR_ENV):
+        data["cache_dir"] = os.environ[CACHE_DIR_ENV]
+    if data.get("dataset", cfg.data.dataset) == "omniglot":
+        data["data_root"] = omniglot_root(cfg.data.data_root, path, payload.get("trained_in"),
+                                          data.get("data_root"),
+                                          data.get("download", cfg.data.download))
+    return replace(cfg, data=data) if data else cfg
+
+
+def omniglot_root(stored: str, path: str | Path, trained_in: str | None = None,
+                  explicit: str | None = None, download: bool = False) -> str:
+    """Where the Omniglot of the checkpoint at `path` is, first found: `explicit` (--data-root);
+    $FEWSHOT_MANN_DATA; the `stored` root, absolute or (relative) resolved against the folder
+    the run was trained from (`trained_in`, recorded in checkpoints), then against each folder
+    above the checkpoint file (a run folder sits under the folder it was trained from) and the
+    current one; then data/ (where `download` fetches it). DataNotFoundError, naming the places
+    looked in, when none holds it and `download` is false."""
+    from .config import DATA_ROOT_ENV
+    from .data.omniglot import omniglot_folder
+
+    if explicit:
+        return explicit
+    if os.environ.get(DATA_ROOT_ENV):
+        return os.environ[DATA_ROOT_ENV]
+    tried = stored_locations(stored, path, trained_in)
+    found = next((p for p in tried if omniglot_folder(p) is not None), None)
+    if found is None and not download:
+        raise DataNotFoundError(
+            f"Omniglot not found where {path} was trained from (its data root {stored!r}, "
+            f"looked in {', '.join(str(p) for p in tried)}). Point --data-root or "
+            f"$FEWSHOT_MANN_DATA at the folder holding omniglot-py/, or pass --download to "
+            f"fetch it into data/ with torchvision.")
+    return str(found or "data")
+
+
+def stored_locations(stored: str, path: str | Path, trained_in: str | None) -> list[Path]:
+    """Where a checkpoint's stored data root may be, most likely first, then data/."""
+    root = Path(stored).expanduser()
+    if root.is_absolute():
+        places = [root]
+    else:
+        folder = Path(path).resolve().parent
+        anchors = [*([Path(trained_in)] if trained_in else []), folder, *folder.parents,
+                   Path.cwd()]
+        places = list(dict.fromkeys((a / root).resolve() for a in anchors))
+    return [*places, Path("data").resolve()]
 
 
 def model_from_checkpoint(payload: dict[str, Any], path: str | Path = "checkpoint"

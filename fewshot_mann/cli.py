@@ -22,10 +22,10 @@ DEBUG_ENV = "FEWSHOT_MANN_DEBUG"  # set to get the traceback of an expected erro
 TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--dataset": ("data", "dataset", str, "omniglot, folder:PATH[,PATH...] or csv:PATH"),
     "--data-root": ("data", "data_root", str,
-                    "folder holding omniglot-py/ (default $FEWSHOT_MANN_DATA or data/)"),
+                    "folder holding omniglot-py/ (default: $FEWSHOT_MANN_DATA, else data/)"),
     "--cache-dir": ("data", "cache_dir", str,
-                    "where decoded image tensors are cached (default $FEWSHOT_MANN_CACHE or "
-                    "data/cache)"),
+                    "where decoded image tensors are cached (default: $FEWSHOT_MANN_CACHE, "
+                    "else data/cache)"),
     "--split": ("data", "split", str, "omniglot: santoro (default; 1,100 train / 100 "
                 "validation / 423 test) | vinyals | lake, or santoro-trainval | "
                 "vinyals-trainval | lake-trainval (validation classes trained on: no held-out "
@@ -71,7 +71,7 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
                            "of the last 100 steps' (0 = never)"),
     "--seed": ("train", "seed", int, "seed of the whole run"),
     "--device": ("train", "device", str, "auto | cpu | cuda | cuda:N"),
-    "--threads": ("train", "threads", int, "torch CPU threads (0 = torch default)"),
+    "--threads": ("train", "threads", int, "torch CPU threads (0: torch's own number)"),
     "--precision": ("train", "precision", str, "fp32 | tf32 (CUDA matmuls) | bf16 (autocast)"),
     "--eval-every": ("train", "eval_every", int, "steps between held-out evaluations"),
     "--eval-episodes": ("train", "eval_episodes", int, "episodes per held-out evaluation"),
@@ -109,6 +109,37 @@ TRAIN_SWITCHES: dict[str, tuple[str, str, bool, str]] = {
 }
 
 
+class _Help(argparse.HelpFormatter):
+    """Help that shows each option's default: the parser's, where it has one; a default that
+    comes from the config (parser default None) is written into the help text itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.default not in (None, argparse.SUPPRESS) and action.nargs != 0
+                and "default" not in text):
+            shown = (",".join(map(str, action.default))
+                     if isinstance(action.default, tuple) else action.default)
+            text += f" (default: {str(shown).replace('%', '%%')})"
+        return text
+
+
+def _config_default(section: str, name: str) -> str:
+    """The default of a config field as the help shows it."""
+    from .config import Config
+
+    value = getattr(getattr(Config(), section), name)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:,}" if isinstance(value, int) else str(value) if value != "" else "none"
+
+
+def _train_help(section: str, name: str, text: str) -> str:
+    """A train flag's help with the default of its config field, unless the text says it."""
+    if "default" in text:
+        return text
+    return f"{text} (default: {_config_default(section, name)})"
+
+
 INVERT = ("turn custom images light on dark as Omniglot is decoded: auto (when the model was "
           "trained on Omniglot), yes, no")
 
@@ -116,6 +147,9 @@ MODELS = ("The model zoo: each model's name (usable as --checkpoint), the classe
           "images it handles, its held-out accuracy with the command that measured it, its "
           "calibration, file size and sha256.")
 CHECKPOINT = "a checkpoint file, or a zoo model's name (`fewshot-mann models` lists them)"
+
+DEVICE = "auto (CUDA when present) | cpu | cuda | cuda:N"
+QUIET = "no progress bars, no lines on stdout"
 
 
 def _invert(choice: str) -> bool | None:
@@ -145,49 +179,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fewshot-mann",
         description="Few-shot classification with Memory-Augmented Neural Networks "
-                    "(Santoro et al. 2016) on Omniglot or your own images.")
+                    "(Santoro et al. 2016) on Omniglot or your own images.", formatter_class=_Help)
     parser.add_argument("--version", action=_Version)
-    sub = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a model on episodes",
-                           description="Train on episodes of the training classes; evaluate on "
-                                       "held-out classes as it goes; checkpoint to --out.")
-    train.add_argument("--config", type=Path, help="TOML config (flags override it)")
-    for flag, (_, _, kind, text) in TRAIN_FLAGS.items():
-        train.add_argument(flag, type=kind, help=text)
+    def sub(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, formatter_class=_Help, **kwargs)
+
+    train = sub("train", help="train a model on episodes",
+                description="Train on episodes of the training classes; evaluate on the "
+                            "split's validation classes as it goes; checkpoint to --out.")
+    train.add_argument("--config", type=Path,
+                       help="TOML config (flags override it; default: none, every setting "
+                            "at its default)")
+    for flag, (section, name, kind, text) in TRAIN_FLAGS.items():
+        train.add_argument(flag, type=kind, help=_train_help(section, name, text))
     for flag, (_, _, _, text) in TRAIN_SWITCHES.items():
         train.add_argument(flag, action="store_true", help=text)
     train.add_argument("--out", type=Path, required=True, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--stop-accuracy", type=float, default=0.0,
-                       help="stop once held-out 2nd-presentation accuracy reaches this (0-1)")
+                       help="stop once held-out 2nd-presentation accuracy reaches this (0-1; 0: "
+                            "never)")
     train.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
                        help="pause (checkpointed, resumable) at the first held-out evaluation "
                             "after this many seconds")
     train.add_argument("--pause-at", type=int, default=None, metavar="STEP",
                        help="pause (checkpointed, resumable) after this step: e.g. a run's "
-                            "state at a step between its checkpoints, regenerated exactly")
+                            "state at a step between its checkpoints, regenerated exactly "
+                            "(default: none, run to --steps)")
     train.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
 
-    ev = sub.add_parser("evaluate", help="evaluate a checkpoint on held-out classes",
+    ev = sub("evaluate", help="evaluate a checkpoint on held-out classes",
                         description="Per-instance and k-shot accuracy on the checkpoint's "
-                                    "held-out (test) classes, with 95%% CIs over episodes.")
+                                    "held-out (test) classes, with 95% CIs over episodes.")
     ev.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT)
-    ev.add_argument("--episodes", type=int, default=1000)
+    ev.add_argument("--episodes", type=int, default=1000,
+                    help="test episodes scored (the CIs shrink as 1/sqrt of this)")
     ev.add_argument("--out", type=Path, required=True, help="folder for metrics.json/.csv/.png")
     ev.add_argument("--presentations", type=int, default=None,
                     help="presentations per class (default: max(training value, 11), so that "
                          "10-shot accuracy exists)")
-    ev.add_argument("--batch-size", type=int, default=250)
+    ev.add_argument("--batch-size", type=int, default=250, help="episodes per forward pass")
     ev.add_argument("--seed", type=int, default=12345, help="seed of the test episodes")
-    ev.add_argument("--backend", choices=["reference", "batched"], default=None)
+    ev.add_argument("--backend", choices=["reference", "batched"], default=None,
+                    help="memory backend (default: the one it was trained with)")
     _data_flags(ev)
     ev.add_argument("--min-images", choices=["error", "skip"], default=None,
                     help="test classes with fewer images than the presentations: stop, or "
                          "leave them out (default: as in training)")
-    ev.add_argument("--quiet", action="store_true")
+    ev.add_argument("--quiet", action="store_true", help=QUIET)
 
-    pr = sub.add_parser("predict", help="classify new images from a few labelled ones",
+    pr = sub("predict", help="classify new images from a few labelled ones",
                         description="Classify query images among the classes of a support "
                                     "folder (one sub-folder of 1..K labelled images per "
                                     "class) with a trained checkpoint (MANN, LSTM, "
@@ -203,17 +246,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: json for an --out ending in .json, else csv")
     pr.add_argument("--top-k", type=int, default=3, help="classes listed per query")
     pr.add_argument("--orders", type=int, default=1,
-                    help="average over this many random support orders (sequence models)")
+                    help="average over this many random support orders; MANN, LSTM and "
+                         "feedforward models only: ProtoNets and MAML ignore the order, so "
+                         "more than 1 is ignored for them with a warning")
     pr.add_argument("--seed", type=int, default=0, help="seed of the support orders")
     pr.add_argument("--max-shots", type=int, default=None,
-                    help="use at most this many support images a class (drawn per order)")
+                    help="use at most this many support images a class (drawn per order; "
+                         "default: all)")
     pr.add_argument("--explain", type=Path, default=None, metavar="DIR",
-                    help="write per query a PNG of the support images the model leaned on")
+                    help="write per query a PNG of the support images the model leaned on "
+                         "(MANN, ProtoNets; default: none)")
     pr.add_argument("--invert", choices=["auto", "yes", "no"], default="auto", help=INVERT)
-    pr.add_argument("--device", default="auto")
-    pr.add_argument("--quiet", action="store_true")
+    pr.add_argument("--device", default="auto", help=DEVICE)
+    pr.add_argument("--quiet", action="store_true", help="no lines on stdout")
 
-    ins = sub.add_parser("inspect", help="draw a MANN's memory over one held-out episode",
+    ins = sub("inspect", help="draw a MANN's memory over one held-out episode",
                          description="Heatmaps of one held-out episode's read weights, write "
                                      "weights and usage over time (memory.png), and how often "
                                      "the most-read support image is of the predicted class "
@@ -222,37 +269,39 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--out", type=Path, required=True, help="folder for memory.png, "
                      "inspect.json")
     ins.add_argument("--tasks", type=int, default=200, help="held-out 1-shot tasks to measure")
-    ins.add_argument("--seed", type=int, default=12345)
+    ins.add_argument("--seed", type=int, default=12345,
+                     help="seed of the drawn episode and tasks")
     _data_flags(ins)
-    ins.add_argument("--quiet", action="store_true")
+    ins.add_argument("--quiet", action="store_true", help=QUIET)
 
-    models = sub.add_parser("models", help="list the named pretrained models",
-                            description=MODELS)
+    models = sub("models", help="list the named pretrained models",
+                 description=MODELS)
     models.add_argument("--json", action="store_true", help="the manifest entries as JSON")
 
-    bench = sub.add_parser("bench", help="throughput of both memory backends",
+    bench = sub("bench", help="throughput of both memory backends",
                            description="Training and inference episodes/s for the reference "
                                        "and batched backends across batch sizes and memory "
                                        "sizes, each record in a fresh process; prints the "
                                        "batched/reference ratios of this run.")
     bench.add_argument("--quick", action="store_true", help="a small grid, under a minute")
-    bench.add_argument("--device", default="auto")
+    bench.add_argument("--device", default="auto", help=DEVICE)
     bench.add_argument("--out", type=Path, default=None,
-                       help="JSON path (default results/bench/<device>.json); a PNG is written "
+                       help="JSON path (default: results/bench/<device>.json); a PNG is written "
                             "beside it")
-    bench.add_argument("--seconds", type=float, default=None, help="timed seconds per record")
+    bench.add_argument("--seconds", type=float, default=None,
+                       help="timed seconds per record (default: 3, 0.5 with --quick)")
     bench.add_argument("--compile", action="store_true", help="torch.compile each time step")
     bench.add_argument("--cuda-graph", action="store_true",
                        help="capture each step as a CUDA graph (CUDA only)")
     bench.add_argument("--batch-sizes", type=_int_list, default=None, metavar="B,B,...",
-                       help="batch sizes to time (default 16,64,256,1024)")
+                       help="batch sizes to time (default: 16,64,256,1024)")
     bench.add_argument("--memory-slots", type=_int_list, default=None, metavar="N,N,...",
-                       help="memory sizes to time (default 128,512,2048)")
+                       help="memory sizes to time (default: 128,512,2048)")
     bench.add_argument("--backends", type=_backend_list,
                        default=("reference", "batched"), metavar="NAME,NAME",
-                       help="reference,batched (default both)")
+                       help="memory backends to time: reference,batched (default: both)")
     bench.add_argument("--memories", type=_memory_list, default=("lrua",), metavar="NAME,...",
-                       help="memory variants to time: lrua,ntm,dnc,kv (default lrua)")
+                       help="memory variants to time: lrua,ntm,dnc,kv (default: lrua)")
     bench.add_argument("--reference-max-batch", type=int, default=256,
                        help="largest batch timed with the (slow, per-episode) reference backend")
     return parser
@@ -260,20 +309,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _data_flags(parser: argparse.ArgumentParser) -> None:
     """Where a checkpoint's classes are read from (evaluate, inspect)."""
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-root", default=None, help="override the data location")
-    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--device", default="auto", help=DEVICE)
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding omniglot-py/ (default: $FEWSHOT_MANN_DATA, else "
+                             "where the checkpoint was trained from, else data/)")
+    parser.add_argument("--download", action="store_true",
+                        help="download Omniglot with torchvision into --data-root (default: "
+                             "data/) if it is nowhere to be found")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where decoded image tensors are cached (default: "
+                             "$FEWSHOT_MANN_CACHE, else the checkpoint's)")
     parser.add_argument("--dataset", default=None, help="override the dataset, e.g. "
                         "folder:PATH on another machine (the classes must match the split), "
-                        "or another dataset with --classes")
+                        "or another dataset with --classes (default: the checkpoint's)")
     parser.add_argument("--classes", default=None, metavar="all|FILE",
                         help="use these classes of the data instead of the split's test "
-                             "classes: all, or a file naming them one a line")
+                             "classes: all, or a file naming them one a line (default: the "
+                             "split's test classes)")
     parser.add_argument("--invert", choices=["auto", "yes", "no"], default="auto", help=INVERT)
 
 
 def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"data_root": args.data_root, "cache_dir": args.cache_dir, "dataset": args.dataset,
+            "download": args.download or None,
             **({"min_images": args.min_images} if "min_images" in args else {})}
 
 

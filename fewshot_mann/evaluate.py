@@ -109,5 +109,6 @@ def write_outputs(result: EvalResult, out_dir: str | Path, extra: dict[str, Any]
     from .plots import plot_curves
 
     plot_curves({title or "model": (result.instance_accuracy, result.instance_ci95)},
-                paths["png"], title=f"{result.n_way}-way, {result.episodes} held-out episodes")
+                paths["png"], title=f"{result.n_way}-way, {result.episodes} held-out episodes",
+                n_way=result.n_way)
     return paths

@@ -21,6 +21,7 @@ feedforward network have nothing comparable to show.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,22 +144,62 @@ def _image(ax: Any, flat: torch.Tensor, shape: tuple[int, int, int], title: str,
     ax.set_yticks([])
 
 
+# support images of the predicted class / of another class: neutral marks, not right / wrong
+PREDICTED_CLASS, OTHER_CLASS = "tab:blue", "dimgray"
+RIGHT, WRONG = "green", "red"  # the answer, where the true class is known
+# per explainable model: the caption of a support image's share, and what the strip shows
+SHARE_WORDING = {
+    "mann": ("{:.0f} % of the read",
+             "support images whose memory writes the query's read drew on most "
+             "(share of the read)"),
+    "protonet": ("nearness {:.0f} %",
+                 "support images nearest the query in the ProtoNet's embedding (softmax of "
+                 "-squared distance); it answers by the nearest class prototype"),
+}
+
+
+def explanation_strip(kind: str, query: torch.Tensor, predicted: str, probability: float,
+                      support: Sequence[torch.Tensor], read: Sequence[tuple[str, float]],
+                      shape: tuple[int, int, int], path: str | Path,
+                      truth: str | None = None) -> Path:
+    """One query's PNG: the query captioned with the prediction (and the true class, green or
+    red, when known), then the support images it leaned on with their class and share (`read`:
+    (class, share) each), of the predicted class in blue, of others in gray."""
+    if kind not in SHARE_WORDING:
+        raise PredictError(f"--explain shows what a memory read or which examples were "
+                           f"nearest; a {kind} model has neither")
+    share, shows = SHARE_WORDING[kind]
+    query_title = f"predicted ({100 * probability:.0f} %):\n{short(predicted)}"
+    query_colour = "black"
+    if truth is not None:
+        query_title += f"\ntrue: {short(truth)}"
+        query_colour = RIGHT if truth == predicted else WRONG
+    titles = [f"{short(c)}\n{share.format(100 * w)}" for c, w in read]
+    colours = [PREDICTED_CLASS if c == predicted else OTHER_CLASS for c, _ in read]
+    note = f"{shows}; blue: of the predicted class, gray: of another class"
+    return draw_strip(query, query_title, support, titles, shape, path, colours,
+                      query_colour, note)
+
+
 def draw_strip(query: torch.Tensor, query_title: str, support: Sequence[torch.Tensor],
                titles: Sequence[str], shape: tuple[int, int, int], path: str | Path,
-               highlight: Sequence[bool] = ()) -> Path:
-    """A PNG: the query (as the model sees it), then the support images most read, titled."""
+               colours: Sequence[str] = (), query_colour: str = "black",
+               note: str = "") -> Path:
+    """A PNG: the query (as the model sees it), then support images, titled in `colours`
+    (black where none is given), with `note` in small print below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 1 + len(support), figsize=(1.5 * (1 + len(support)), 1.9),
+    fig, axes = plt.subplots(1, 1 + len(support), figsize=(1.6 * (1 + len(support)), 2.5),
                              dpi=100, squeeze=False)
-    _image(axes[0, 0], query, shape, query_title)
+    _image(axes[0, 0], query, shape, query_title, query_colour)
     for i, (image, title) in enumerate(zip(support, titles, strict=True)):
-        good = highlight[i] if i < len(highlight) else True
-        _image(axes[0, i + 1], image, shape, title, "green" if good else "red")
-    fig.tight_layout()
+        _image(axes[0, i + 1], image, shape, title, colours[i] if i < len(colours) else "black")
+    if note:
+        fig.text(0.01, 0.02, note, fontsize=6, wrap=True)
+    fig.tight_layout(rect=(0, 0.1 if note else 0, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
@@ -166,11 +207,15 @@ def draw_strip(query: torch.Tensor, query_title: str, support: Sequence[torch.Te
 
 def draw_heatmaps(maps: dict[str, torch.Tensor], correct: Sequence[bool], labels: Sequence[str],
                   path: str | Path, title: str = "") -> Path:
-    """One episode: each (T, N) map as a slots x steps heatmap, steps marked right / wrong."""
+    """One episode: each (T, N) map as a slots x steps heatmap, steps marked right / wrong.
+
+    The step labels (class letter, presentation) sit above the first panel, rotated, every
+    k-th one with k the smallest that keeps them apart; the bottom axis numbers the steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(len(maps), 1, figsize=(10, 2.6 * len(maps)), dpi=110,
                              sharex=True, squeeze=False)
@@ -180,15 +225,30 @@ def draw_heatmaps(maps: dict[str, torch.Tensor], correct: Sequence[bool], labels
         ax.set_ylabel(f"{name}\nslot")
         fig.colorbar(shown, ax=ax, fraction=0.02, pad=0.01)
     top = axes[0, 0]
-    top.set_xticks(range(len(labels)))
-    top.set_xticklabels(labels, fontsize=5, rotation=90)
-    top.tick_params(labelbottom=False, labeltop=True)
     for t, ok in enumerate(correct):
         top.axvline(t, ymin=1.0, ymax=1.03, color="green" if ok else "red", lw=3,
                     clip_on=False)
-    axes[-1, 0].set_xlabel("step (top: class of the step; green = answered right)")
+    # the axes share one x ticker, so the class labels get an axis of their own
+    classes = top.secondary_xaxis("top")
+    classes.tick_params(labelsize=5, pad=6)
+    bottom = axes[-1, 0]
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom.set_xlabel("step (top: class of the step; green = answered right)")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    for every in range(1, max(1, len(labels)) + 1):
+        steps = range(0, len(labels), every)
+        classes.set_xticks(list(steps), [labels[t] for t in steps], rotation=90)
+        if not labels_overlap(classes.get_xticklabels(), renderer):
+            break
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def labels_overlap(labels: Sequence[Any], renderer: Any) -> bool:
+    """Whether any two drawn tick labels (matplotlib Text) touch, side by side along x."""
+    boxes = sorted((t.get_window_extent(renderer) for t in labels
+                    if t.get_visible() and t.get_text()), key=lambda b: b.x0)
+    return any(b.x0 < a.x1 + 1 for a, b in itertools.pairwise(boxes))

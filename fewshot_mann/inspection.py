@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from .errors import PredictError
 from .explain import draw_heatmaps, record_memory
@@ -24,8 +25,7 @@ def inspect_checkpoint(checkpoint: str | Path, out_dir: str | Path, tasks: int =
     (`memory.png`), and measure on `tasks` held-out N-way 1-shot tasks (the predict protocol)
     how often the support image the query read most is of the predicted class and of the true
     one (`inspect.json`). Classes: the split's test classes, or `classes` as for evaluate."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .config import replace
+    from .checkpoint import checkpoint_data, load_checkpoint, model_from_checkpoint
     from .data import invert_custom, load_dataset
     from .episodes import LabelCode
     from .metrics import step_correct
@@ -42,12 +42,11 @@ def inspect_checkpoint(checkpoint: str | Path, out_dir: str | Path, tasks: int =
         raise PredictError(f"inspect draws a MANN's memory; {checkpoint} holds a "
                            f"{cfg.model.kind} model, which has none")
     trained_on = cfg.data.dataset
-    overrides = {k: v for k, v in (data_overrides or {}).items() if v is not None}
-    if overrides:
-        cfg = replace(cfg, data=overrides)
+    cfg = checkpoint_data(cfg, checkpoint, payload, data_overrides)
     dev = pick_device(device)
     model.to(dev).eval()
-    imageset = load_dataset(cfg.data, invert_custom(trained_on, cfg.data.dataset, invert))
+    imageset = load_dataset(cfg.data, invert_custom(trained_on, cfg.data.dataset, invert),
+                            progress)
     test = split.test if classes is None else chosen_classes(classes, imageset)
     e = cfg.episodes
     episode = make_sampler(cfg, imageset, test, side="test", device=dev, seed=seed).sample(1)
@@ -68,7 +67,8 @@ def inspect_checkpoint(checkpoint: str | Path, out_dir: str | Path, tasks: int =
                          presentations=2).sample(tasks)
     g = torch.Generator().manual_seed(seed)
     right = read_predicted = read_true = read_predicted_when_wrong = wrong = 0
-    for b in range(tasks):  # presentation 0 of each class: the support; 1: the query
+    for b in tqdm(range(tasks), desc="inspect", unit="task", disable=not progress):
+        # presentation 0 of each class: the support; 1: the query
         first = batch.presentation[b] == 0
         support_class, query_class = batch.classes[b][first], batch.classes[b][~first]
         probs, shares = sequence_probabilities(model, code, batch.images[b][first],

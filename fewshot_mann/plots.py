@@ -10,13 +10,24 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+
+def chance_line(ax: Axes, n_way: int | None, scale: float = 100.0) -> None:
+    """A dashed line at chance accuracy, 1/N of an N-way task (`scale` x 1/N: 100 for a
+    percentage axis), with its legend entry; none when N is unknown."""
+    if n_way:
+        ax.axhline(scale / n_way, color="gray", linestyle="--", lw=1,
+                   label=f"chance (1/{n_way})")
 
 
 def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                 path: str | Path, title: str = "",
-                points: Mapping[str, Mapping[int, float]] | None = None) -> Path:
+                points: Mapping[str, Mapping[int, float]] | None = None,
+                n_way: int | None = None) -> Path:
     """One line per model: accuracy (with a 95% CI band) against the presentation number;
-    `points` adds unconnected markers, e.g. published numbers {name: {presentation: acc}}."""
+    `points` adds unconnected markers, e.g. published numbers {name: {presentation: acc}};
+    `n_way`: a dashed line at chance, 1/N."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for name, (acc, ci) in curves.items():
         x = list(range(1, len(acc) + 1))
@@ -26,6 +37,7 @@ def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     for name, marks in (points or {}).items():
         ax.plot(list(marks), [100 * a for a in marks.values()], linestyle="none", marker="x",
                 ms=8, mew=2, color="black", label=name)
+    chance_line(ax, n_way)
     ax.set_xlabel("presentation of the class in the episode")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
@@ -41,14 +53,17 @@ def plot_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
 def plot_learning_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                          path: str | Path, xlabel: str = "training episodes",
                          ylabel: str = "held-out accuracy (%)", title: str = "",
-                         references: Mapping[str, float] | None = None) -> Path:
+                         references: Mapping[str, float] | None = None,
+                         n_way: int | None = None) -> Path:
     """One line per run, {name: (x, y)}: e.g. held-out accuracy (%) against training episodes;
-    `references` adds dotted horizontal lines {label: y}, e.g. a published number."""
+    `references` adds dotted horizontal lines {label: y}, e.g. a published number; `n_way`:
+    a dashed line at chance, 100/N % (for curves of accuracy in %)."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for name, (x, y) in curves.items():
         ax.plot(x, y, marker="o", ms=3, label=name)
     for label, y in (references or {}).items():
         ax.axhline(y, color="gray", linestyle=":", label=label)
+    chance_line(ax, n_way)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -94,9 +109,11 @@ HEALTH_SHOWN = ("slot_norm", "read_norm", "strengths_max", "write_gates_mean",
                 "saturated_gates", "logit")
 
 
-def plot_training(records: Sequence[dict], path: str | Path, title: str = "") -> Path:
+def plot_training(records: Sequence[dict], path: str | Path, title: str = "",
+                  n_way: int | None = None) -> Path:
     """A run's train_log.jsonl records against the step, in three panels: training and
-    held-out loss; held-out accuracy at the 2nd, 5th and 10th presentation; the memory's
+    held-out loss; held-out accuracy at the 2nd, 5th and 10th presentation, with chance (1/N,
+    N = `n_way` or the records' own, stepped along a curriculum) dashed; the memory's
     health (fewshot_mann/health.py; log scale above 0.01), with crosses for the diverged model
     of a rollback or stop. Rollbacks, stops and curriculum widenings are vertical lines in
     every panel."""
@@ -116,6 +133,12 @@ def plot_training(records: Sequence[dict], path: str | Path, title: str = "") ->
         if points:
             accuracy_ax.plot(*zip(*points, strict=True), marker="o", ms=3,
                              label=f"presentation {presentation}")
+    widths = [(r["step"], r["n_way"]) for r in heldout if "n_way" in r]
+    if n_way or len({w for _, w in widths}) <= 1:
+        chance_line(accuracy_ax, n_way or (widths[0][1] if widths else None))
+    else:  # a curriculum: chance falls as the episodes widen
+        accuracy_ax.plot([s for s, _ in widths], [100 / w for _, w in widths], color="gray",
+                         linestyle="--", lw=1, drawstyle="steps-post", label="chance (1/N)")
     accuracy_ax.set_ylabel("held-out accuracy (%)")
     diverged = [r for r in records if r.get("event") in ("rollback", "stop") and "health" in r]
     for name in HEALTH_SHOWN:

@@ -269,10 +269,13 @@ class Prediction:
     support: Support | None = None  # the images, for drawing
     query_images: torch.Tensor | None = None  # (Q, C, H, W) as the model saw them
 
-    def draw_explanations(self, folder: str | Path, most: int = 5) -> list[Path]:
-        """Per query, a PNG strip: the query beside the support images it leaned on most
-        (green: of the predicted class), named <index>_<query file stem>.png."""
-        from .explain import draw_strip, short
+    def draw_explanations(self, folder: str | Path, most: int = 5,
+                          truths: Mapping[str, str] | None = None) -> list[Path]:
+        """Per query, a PNG strip: the query, captioned with the prediction, beside the
+        support images it leaned on most (blue: of the predicted class, gray: of another),
+        named <index>_<query file stem>.png. `truths`: {query: its true class}, where known,
+        adds the true class to the caption, green when the prediction is right, else red."""
+        from .explain import explanation_strip
 
         if self.support is None or self.query_images is None:
             raise PredictError("nothing to draw: predict with explain=True")
@@ -288,12 +291,10 @@ class Prediction:
                 raise PredictError("nothing to draw: predict with explain=True")
             read = pred.most_read[:most]
             stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(pred.query).stem)
-            paths.append(draw_strip(
-                image.flatten(), f"query: {short(pred.predicted)}\n"
-                                 f"({100 * pred.probability:.0f} %)",
-                [images[s] for s, _, _ in read],
-                [f"{short(c)}\n{100 * w:.0f} % of the read" for _, c, w in read], shape,
-                folder / f"{q:04d}_{stem[:60]}.png", [c == pred.predicted for _, c, _ in read]))
+            paths.append(explanation_strip(
+                self.model, image.flatten(), pred.predicted, pred.probability,
+                [images[s] for s, _, _ in read], [(c, w) for _, c, w in read], shape,
+                folder / f"{q:04d}_{stem[:60]}.png", (truths or {}).get(pred.query)))
         return paths
 
     def to_dict(self) -> dict[str, Any]:
@@ -428,7 +429,8 @@ class Predictor:
         classes of `support` (a folder of class sub-folders, or {class: images}).
 
         `orders`: support orders (and label assignments) to average a sequence model's
-        probabilities over; `max_shots`: at most this many support images a class, drawn
+        probabilities over (other models answer regardless of the order: more than one is
+        noted and ignored); `max_shots`: at most this many support images a class, drawn
         afresh for each order; `explain`: record for each query which support images the
         model leaned on (`QueryPrediction.most_read`). Unreadable queries are skipped and
         listed in `Prediction.skipped`; warnings repeat what `Prediction.notes` records."""
@@ -441,6 +443,10 @@ class Predictor:
         colour: list[str] = []
         support_set = load_support(support, self.prepare, colour)
         notes: list[str] = []
+        if orders > 1 and self.kind not in SEQUENCE_KINDS:  # their answer has no order
+            notes.append(f"orders = {orders} ignored: a {self.kind} model's answer does not "
+                         f"depend on the order of the support set, one pass gives it")
+            orders = 1
         self.check_support(support_set, notes, max_shots)
         items = query_items(query)
         if not items:

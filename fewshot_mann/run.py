@@ -67,11 +67,12 @@ class Run:
 
 
 def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
-              requested: dict[str, dict[str, Any]] | None = None) -> Run:
+              requested: dict[str, dict[str, Any]] | None = None, progress: bool = True) -> Run:
     """The run `cfg` describes, in `out_dir`; with `resume`, the one checkpointed there.
 
     On resume the checkpoint's config rules: `requested` (the settings asked for by section;
     None: all of cfg) must agree with it except the RESUMABLE settings, which are adopted.
+    `progress`: a bar on stderr while the data is decoded (rank 0).
     """
     out_dir = Path(out_dir)
     if not cfg.data.split:  # saved as chosen: santoro, or ratio:0.8 for custom data
@@ -102,7 +103,8 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     torch.manual_seed(cfg.train.seed)
 
     # the split's training and validation images alone: the test classes are not loaded
-    imageset, split = load_training_data(cfg.data, cfg.episodes.n_way, saved_split)
+    imageset, split = load_training_data(cfg.data, cfg.episodes.n_way, saved_split,
+                                        progress=progress and dist.is_main)
     if not split.val:
         refuse_heldout_decisions(cfg, split)
     if len(split.test) < cfg.episodes.n_way:  # counted by name: no test image is read

@@ -7,8 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import replace
+from .checkpoint import checkpoint_data, load_checkpoint, model_from_checkpoint
 from .data import ImageSet, SplitError, invert_custom, load_dataset, resolve
 from .data.splits import base_name
 from .evaluate import EvalResult, evaluate, format_table, write_outputs
@@ -34,14 +33,13 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Pa
     payload = load_checkpoint(checkpoint)
     model, cfg, split = model_from_checkpoint(payload, checkpoint)
     trained_on = cfg.data.dataset
-    overrides = {k: v for k, v in (data_overrides or {}).items() if v is not None}
-    if overrides:
-        cfg = replace(cfg, data=overrides)
+    cfg = checkpoint_data(cfg, checkpoint, payload, data_overrides)
     if backend is not None and hasattr(model, "set_backend"):
         model.set_backend(backend)
     dev = pick_device(device)
     model.to(dev)
-    imageset = load_dataset(cfg.data, invert_custom(trained_on, cfg.data.dataset, invert))
+    imageset = load_dataset(cfg.data, invert_custom(trained_on, cfg.data.dataset, invert),
+                            progress)
     if classes is None:
         test, name = split.test, split.name
         try:

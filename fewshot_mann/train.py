@@ -88,7 +88,8 @@ class Trainer(TrainingLoop):
               requested: dict[str, dict[str, Any]] | None = None, **options: Any) -> Trainer:
         """The run of `cfg` in `out_dir` (`run.build_run`), ready to `run()`; `options`:
         stop_accuracy, time_limit_s, progress."""
-        return cls(build_run(cfg, out_dir, resume=resume, requested=requested), **options)
+        return cls(build_run(cfg, out_dir, resume=resume, requested=requested,
+                             progress=options.get("progress", True)), **options)
 
     # ---- the curriculum ----------------------------------------------------------------------
     def _set_stage(self, stage: int) -> None:
@@ -238,7 +239,10 @@ class Trainer(TrainingLoop):
         description = {"config": self.cfg.to_dict(), "split": self.split.to_dict(),
                        "image_shape": list(self.imageset.image_shape), "step": self.step,
                        "model": self.model.state_dict(), "machine": device_name(self.device),
-                       "torch": str(torch.__version__)}
+                       "torch": str(torch.__version__),
+                       # where relative paths of the config (data root, folder: datasets)
+                       # were read from: evaluate finds the data from elsewhere
+                       "trained_in": str(Path.cwd())}
         if not resumable:
             if self.dist.is_main:
                 save_checkpoint(path, **description)

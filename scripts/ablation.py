@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         {name: ([c["episodes"] for c in s["curve"]], [100 * c["heldout_2nd"] for c in s["curve"]])
          for name, s in summary.items()}, args.out / "ablation.png",
         ylabel="held-out accuracy, 2nd presentation (%)",
-        references={"Santoro et al. 2016: 82.8 %": 82.8})
+        references={"Santoro et al. 2016: 82.8 %": 82.8}, n_way=5)
 
     checkpoints = sorted({c["episodes"] for s in summary.values() for c in s["curve"]})
     marks = [e for e in checkpoints if e % 16_000 == 0] or checkpoints

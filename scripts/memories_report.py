@@ -32,7 +32,7 @@ def main() -> None:
         cells = " | ".join(f"{100 * acc[k]:.1f} +- {100 * ci[k]:.1f}" for k in (0, 1, 2, 4, 9))
         rows.append(f"| {name} | {episodes:,} episodes, {minutes:.0f} min | {cells} |")
     plot_curves(curves, RESULTS / "memories" / "curves.png",
-                title="Santoro 5-way, held-out classes, 1,000 episodes")
+                title="Santoro 5-way, held-out classes, 1,000 episodes", n_way=5)
     print("| memory | training | 1st | 2nd | 3rd | 5th | 10th |\n|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from fewshot_mann.config import Config
 from fewshot_mann.plots import plot_training
 
 
@@ -26,7 +27,10 @@ def main() -> None:
         if not log.is_file():
             parser.error(f"{log} does not exist")
         records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        print(plot_training(records, args.out or run / "training.png", title=str(run)))
+        config = run / "config.toml"
+        n_way = Config.from_toml(config).episodes.n_way if config.is_file() else None
+        print(plot_training(records, args.out or run / "training.png", title=str(run),
+                            n_way=n_way))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from fewshot_mann.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from fewshot_mann.cli import build_parser, main
 from fewshot_mann.config import Config, ConfigError, replace
+from fewshot_mann.runtime import atomic_torch_save
 from fewshot_mann.train import Trainer
 
 
@@ -159,3 +163,91 @@ def test_weights_of_another_configuration_are_rejected(tmp_path, data_root, cach
     payload["config"]["model"]["controller_size"] = 48
     with pytest.raises(CheckpointError, match="different model configuration"):
         model_from_checkpoint(payload)
+
+
+# ---- where evaluate and inspect find a checkpoint's data ----------------------------------------
+SANTORO = Path(__file__).resolve().parents[1] / "results" / "santoro-5way" / "model.pt"
+QUICK_EVAL = ["--episodes", "5", "--batch-size", "5", "--device", "cpu", "--quiet"]
+
+
+def with_data_root(out: Path, data_root: str) -> Path:
+    """A copy of the committed 5-way MANN at `out` whose config names `data_root`, as an
+    older checkpoint (no record of where it was trained from) would."""
+    payload = load_checkpoint(SANTORO)
+    payload["config"]["data"]["data_root"] = data_root
+    payload.pop("trained_in", None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(payload, out)
+    return out
+
+
+def run_cli(capsys, *argv: object) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def test_the_data_variable_and_flag_win_over_the_stored_root(tmp_path, data_root, cache_dir,
+                                                             capsys, monkeypatch):
+    checkpoint = with_data_root(tmp_path / "run" / "model.pt", "/nowhere/omniglot")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FEWSHOT_MANN_DATA", str(data_root))
+    code, err = run_cli(capsys, "evaluate", "--checkpoint", checkpoint, "--out", "e1",
+                        "--cache-dir", cache_dir, *QUICK_EVAL)
+    assert code == 0, err
+    monkeypatch.setenv("FEWSHOT_MANN_DATA", "/nowhere/else")
+    code, err = run_cli(capsys, "evaluate", "--checkpoint", checkpoint, "--out", "e2",
+                        "--cache-dir", cache_dir, "--data-root", data_root, *QUICK_EVAL)
+    assert code == 0, err
+    code, err = run_cli(capsys, "evaluate", "--checkpoint", checkpoint, "--out", "e3",
+                        "--cache-dir", cache_dir, *QUICK_EVAL)
+    assert code == 2 and "Omniglot not found under /nowhere/else" in err, err
+
+
+def test_a_relative_stored_root_is_found_from_the_checkpoints_folder(tmp_path, data_root,
+                                                                     cache_dir, capsys,
+                                                                     monkeypatch):
+    """An older checkpoint's relative data root, read elsewhere: resolved against the folders
+    above the checkpoint (where it was trained from), for evaluate and inspect alike."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "omni").symlink_to(data_root)
+    checkpoint = with_data_root(project / "runs" / "mann" / "model.pt", "omni")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.delenv("FEWSHOT_MANN_DATA", raising=False)
+    code, err = run_cli(capsys, "evaluate", "--checkpoint", checkpoint, "--out", "e",
+                        "--cache-dir", cache_dir, *QUICK_EVAL)
+    assert code == 0, err
+    code, err = run_cli(capsys, "inspect", "--checkpoint", checkpoint, "--out", "i",
+                        "--tasks", "2", "--cache-dir", cache_dir, "--device", "cpu", "--quiet")
+    assert code == 0, err
+    (project / "omni").unlink()
+    code, err = run_cli(capsys, "evaluate", "--checkpoint", checkpoint, "--out", "e",
+                        "--cache-dir", cache_dir, *QUICK_EVAL)
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    for named in (str(project / "omni"), "--data-root", "$FEWSHOT_MANN_DATA", "--download"):
+        assert named in err, err
+    args = build_parser().parse_args(["evaluate", "--checkpoint", "c", "--out", "o",
+                                      "--download"])
+    assert args.download  # every flag the hint names exists for evaluate
+
+
+def test_a_new_checkpoint_records_where_it_was_trained(tmp_path, data_root, cache_dir, capsys,
+                                                       monkeypatch):
+    """Trained from one folder with a relative --data-root, written to a run folder outside
+    it, evaluated from a third: the data is found through the recorded training folder."""
+    from test_cli import TINY
+
+    for folder in ("work", "runs", "elsewhere"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "work" / "omni").symlink_to(data_root)
+    monkeypatch.delenv("FEWSHOT_MANN_DATA", raising=False)
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["train", "--data-root", "omni", "--cache-dir", str(cache_dir), *TINY,
+                 "--steps", "1", "--out", str(tmp_path / "runs" / "r")]) == 0
+    checkpoint = tmp_path / "runs" / "r" / "model.pt"
+    assert load_checkpoint(checkpoint)["trained_in"] == str(tmp_path / "work")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, err = run_cli(capsys, "evaluate", "--checkpoint", checkpoint, "--out", "e",
+                        "--cache-dir", cache_dir, *QUICK_EVAL)
+    assert code == 0, err

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
 
-from fewshot_mann.cli import main
+from fewshot_mann.cli import build_parser, main
 
 TINY = ["--controller-size", "32", "--memory-slots", "16", "--memory-width", "8",
         "--read-heads", "2", "--batch-size", "4", "--eval-every", "2", "--eval-episodes", "8",
@@ -20,6 +21,34 @@ def test_help_lists_the_commands():
                          capture_output=True, text=True).stdout
     for command in ("train", "evaluate"):
         assert command in out
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_option_of_every_command_has_help_and_its_default():
+    """Each option says what it does and, when it takes a value and is not required, its
+    default; no unexpanded '%%' or '%(' is left in what --help prints."""
+    commands = subcommands()
+    assert set(commands) >= {"train", "evaluate", "predict", "inspect", "bench"}
+    for name, parser in commands.items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            flag = f"{name} {action.option_strings[0]}"
+            assert action.help and action.help != argparse.SUPPRESS, f"{flag} has no help"
+            text = formatter._expand_help(action)
+            if action.nargs != 0 and not action.required:
+                assert "default" in text, f"{flag} does not show its default: {text!r}"
+        rendered = parser.format_help()
+        assert "%%" not in rendered and "%(" not in rendered, rendered
+    train = commands["train"].format_help()
+    assert "optimiser updates (default: 20,000)" in " ".join(train.split())
+    assert "95% CIs" in commands["evaluate"].format_help()
 
 
 def test_version_names_the_package_torch_and_python():

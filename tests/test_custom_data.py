@@ -44,6 +44,21 @@ def test_train_and_evaluate_on_a_folder_of_mixed_images(tmp_path, image_tree, ca
     assert "warning" not in capsys.readouterr().err  # every file of every format was read
 
 
+def test_decoding_shows_a_progress_bar_unless_quiet(tmp_path, image_tree, capsys):
+    """Decoding files (tens of seconds for Omniglot) draws a bar on stderr, in a terminal or
+    not; --quiet draws none."""
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", f"folder:{image_tree}", "--split", "ratio:0.5",
+                 "--cache-dir", str(tmp_path / "quiet"), *TINY, "--steps", "1", "--out",
+                 str(run)]) == 0
+    assert "decoding" not in capsys.readouterr().err  # TINY has --quiet
+    assert main(["evaluate", "--checkpoint", str(run / "model.pt"), "--episodes", "4",
+                 "--batch-size", "4", "--cache-dir", str(tmp_path / "shown"), "--out",
+                 str(tmp_path / "eval")]) == 0
+    err = capsys.readouterr().err
+    assert f"decoding folder:{image_tree}" in err and "320/320" in err, err
+
+
 def test_mixed_files_decode_alike(image_tree, tmp_path):
     """Each format, size and mode of the same drawing lands on the same grid: no inversion, no
     Omniglot size assumed. (Image 02 is stored inverted and must stay so.)"""

@@ -10,12 +10,14 @@ here on the background alphabets."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import random
 import shutil
 from pathlib import Path
 
+import matplotlib.text
 import numpy as np
 import pytest
 import torch
@@ -32,15 +34,17 @@ from fewshot_mann.baselines.tasks import (
     split_support_query,
     task_sampler,
 )
-from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint
+from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
 from fewshot_mann.cli import main
 from fewshot_mann.data import ClassSplit
-from fewshot_mann.explain import record_memory
+from fewshot_mann.explain import draw_heatmaps, record_memory, short
 from fewshot_mann.predict import PredictError, Predictor, Preprocessing
+from fewshot_mann.run import make_sampler
 from fewshot_mann.run_eval import evaluate_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SANTORO = REPO / "results" / "santoro-5way" / "model.pt"  # MANN, 5-way, santoro split
+PROTONET = REPO / "results" / "compare-runs" / "protonet-1shot" / "model.pt"  # 28x28, 60-way
 
 
 @pytest.fixture
@@ -274,6 +278,74 @@ def test_explain_and_inspect(data_root, cache_dir, tmp_path, cli):
     assert summary["accuracy"] > 0.8 and len(summary["episode"]["correct"]) == 50
     assert (tmp_path / "inspect" / "memory.png").stat().st_size > 20_000
     assert "the most-read support image is of the predicted class" in out
+    assert "inspect: 100%" in err and "20/20" in err, err  # the tasks' progress bar
+
+
+@pytest.fixture
+def figures(monkeypatch) -> list:
+    """The figures drawn, kept open (the drawing functions close each after saving)."""
+    import matplotlib.pyplot as plt
+
+    kept: list = []
+    monkeypatch.setattr(plt, "close", kept.append)
+    return kept
+
+
+def test_explanation_strips_name_the_prediction_and_fit_the_model(data_root, tmp_path,
+                                                                  figures):
+    """The query's caption is the prediction (and the truth, green or red, when known);
+    support images are blue (predicted class) or gray (another class), never red or green;
+    the share's wording fits the model: a ProtoNet has no memory to read."""
+    _, split = checkpoint_config(load_checkpoint(SANTORO))
+    root = tmp_path / "task"
+    write_task(data_root, root, split.test[20:25], 1, 1, random.Random(1))
+    truths = {str(q): q.parent.name for q in (root / "query").glob("*/*.png")}
+    for checkpoint, wording in ((SANTORO, "% of the read"), (PROTONET, "nearness")):
+        figures.clear()
+        result = Predictor.from_checkpoint(checkpoint, device="cpu").predict(
+            root / "support", root / "query", explain=True)
+        result.draw_explanations(tmp_path / checkpoint.parent.name, truths=truths)
+        assert len(figures) == 5
+        for figure, q in zip(figures, result.queries, strict=True):
+            query_ax, *support_axes = figure.axes
+            truth = truths[q.query]
+            assert query_ax.get_title().startswith(
+                f"predicted ({100 * q.probability:.0f} %):\n{short(q.predicted)}\n")
+            assert f"true: {short(truth)}" in query_ax.get_title()
+            assert query_ax.title.get_color() == ("green" if q.predicted == truth else "red")
+            for ax, (_, c, _) in zip(support_axes, q.most_read, strict=True):
+                assert wording in ax.get_title()
+                assert ax.title.get_color() == ("tab:blue" if c == q.predicted else "dimgray")
+            text = " ".join(t.get_text() for t in figure.findobj(matplotlib.text.Text))
+            if checkpoint == PROTONET:
+                assert "read" not in text and "memory" not in text, text
+
+
+def test_memory_picture_step_labels_do_not_overlap(omniglot, tmp_path, figures):
+    """memory.png of 50- and 100-step episodes: every axis's tick labels stand apart, and
+    the class labels above still name at least every other step."""
+    model, cfg, split = model_from_checkpoint(load_checkpoint(SANTORO))
+    for presentations in (10, 20):
+        episode = make_sampler(cfg, omniglot, split.test, side="test", device="cpu", seed=0,
+                               presentations=presentations).sample(1)
+        with torch.no_grad(), record_memory(model) as record:
+            model(episode.images, episode.prev_labels)
+        steps = [f"{chr(65 + c)}{p + 1}" for c, p in zip(episode.classes[0].tolist(),
+                                                        episode.presentation[0].tolist(),
+                                                        strict=True)]
+        draw_heatmaps({k: v[0] for k, v in record.heatmaps().items()}, [True] * len(steps),
+                      steps, tmp_path / "memory.png")
+        figure = figures[-1]
+        renderer = figure.canvas.get_renderer()
+        axes = [*figure.axes, *(c for ax in figure.axes for c in ax.child_axes)]
+        for ax in axes:
+            boxes = sorted((t.get_window_extent(renderer) for t in ax.get_xticklabels()
+                            if t.get_visible() and t.get_text()), key=lambda b: b.x0)
+            assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes)), \
+                [t.get_text() for t in ax.get_xticklabels()]
+        [classes] = [c for ax in figure.axes for c in ax.child_axes]
+        named = [t.get_text() for t in classes.get_xticklabels() if t.get_text()]
+        assert len(named) >= len(steps) // 2 and set(named) <= set(steps)
 
 
 def test_protonet_explains_by_nearest_support_images(protonet_background, omniglot28,
@@ -507,6 +579,23 @@ def test_bad_options_and_models_without_an_explanation(tiny_runs, image_tree, tm
     predictor = Predictor.from_checkpoint(tiny_runs["mann"] / "model.pt", device="cpu")
     with pytest.raises(PredictError, match=r"shape \(1, 20, 20\)"):
         predictor.predict(support, torch.zeros(3, 28, 28))
+
+
+def test_orders_on_a_protonet_is_ignored_with_one_warning(data_root, tmp_path, cli):
+    """A ProtoNet's answer has no support order: --orders 5 gives the one-pass answer and says
+    so once on stderr (it ended in a shape error)."""
+    root = tmp_path / "task"
+    write_task(data_root, root, ["Tifinagh/character01", "Tifinagh/character02",
+                                 "Tifinagh/character03"], 1, 2, random.Random(0))
+    args = ["predict", "--checkpoint", PROTONET, "--support", root / "support", "--query",
+            root / "query", "--device", "cpu", "--quiet"]
+    code, _, err = cli(*args, "--out", root / "one.json")
+    assert code == 0 and err == "", err
+    code, _, err = cli(*args, "--out", root / "five.json", "--orders", "5")
+    assert code == 0, err
+    assert err.count("warning:") == 1 and "orders = 5 ignored" in err, err
+    one, five = (json.loads((root / f"{n}.json").read_text()) for n in ("one", "five"))
+    assert five["orders"] == 1 and five["predictions"] == one["predictions"]
 
 
 def test_maml_can_tell_at_most_its_ways_apart(omniglot28):

@@ -65,8 +65,10 @@ def to_mode(im: Image.Image, channels: int) -> Image.Image:
 
 
 def decode_files(files: Sequence[Path], size: int, channels: int, invert: bool,
-                 desc: str) -> tuple[torch.Tensor, list[tuple[Path, str]]]:
-    """Decode many files, with a progress bar in a terminal.
+                 desc: str, progress: bool = True
+                 ) -> tuple[torch.Tensor, list[tuple[Path, str]]]:
+    """Decode many files, with a progress bar on stderr unless `progress` is false (a first
+    decode of Omniglot takes tens of seconds).
 
     Returns (images (n_ok, C, size, size) uint8, failures [(path, reason)]), the images in the
     order of `files` with the failures left out.
@@ -79,7 +81,7 @@ def decode_files(files: Sequence[Path], size: int, channels: int, invert: bool,
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(tqdm(pool.map(one, files), total=len(files), desc=desc, unit="img",
-                            leave=False, mininterval=1.0, disable=None))  # None: terminals only
+                            mininterval=1.0, disable=not progress))
     ok = [r for r in results if isinstance(r, np.ndarray)]
     failures = [(p, r) for p, r in zip(files, results, strict=True) if isinstance(r, str)]
     images = torch.from_numpy(np.stack(ok)) if ok else torch.zeros(0, channels, size, size,

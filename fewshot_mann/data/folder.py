@@ -60,26 +60,28 @@ class FolderDataset:
     @classmethod
     def from_spec(cls, spec: str, image_size: int = 20, channels: int = 1,
                   cache_dir: str | Path | None = None, bad_files: str = "skip",
-                  invert: bool = False, classes: Collection[str] | None = None
-                  ) -> FolderDataset:
+                  invert: bool = False, classes: Collection[str] | None = None,
+                  progress: bool = True) -> FolderDataset:
         """`folder:PATH[,PATH...]` or `csv:FILE` -> the decoded dataset (from the cache when it
         is current; `cache_dir` defaults to $FEWSHOT_MANN_CACHE or data/cache). `invert`:
         light on dark, as Omniglot is decoded (for a model trained on Omniglot). `classes`:
-        decode these classes alone (the files of the others are never opened)."""
+        decode these classes alone (the files of the others are never opened). `progress`: a
+        bar on stderr while files are decoded."""
         entries, source = cls.entries(spec)
         if classes is not None:
             entries = [(file, name) for file, name in entries if name in classes]
             chosen = "|".join(sorted(set(classes)))
             source += f"#classes={hashlib.sha256(chosen.encode()).hexdigest()[:12]}"
         return cls.from_entries(entries, image_size, channels, cache_dir, bad_files, source,
-                                invert)
+                                invert, progress)
 
     @classmethod
     def from_entries(cls, entries: Sequence[tuple[Path, str]], image_size: int = 20,
                      channels: int = 1, cache_dir: str | Path | None = None,
                      bad_files: str = "skip", source: str = "entries",
-                     invert: bool = False) -> FolderDataset:
-        """(file, class name) pairs -> the decoded dataset, through a cache named by `source`."""
+                     invert: bool = False, progress: bool = True) -> FolderDataset:
+        """(file, class name) pairs -> the decoded dataset, through a cache named by `source`
+        (decoding: with a progress bar on stderr unless `progress` is false)."""
         if bad_files not in ("skip", "error"):
             raise DatasetError(f"bad_files must be 'skip' or 'error', got {bad_files!r}")
         files = [Path(p).resolve() for p, _ in entries]
@@ -92,7 +94,7 @@ class FolderDataset:
         imageset = ImageSet.load(cache, key)
         if imageset is None:
             images, failures = decode_files(files, image_size, channels, invert=invert,
-                                            desc=f"decoding {source}")
+                                            desc=f"decoding {source}", progress=progress)
             failed = {p for p, _ in failures}
             kept = [name for p, (_, name) in zip(files, entries, strict=True) if p not in failed]
             imageset = _group(images, kept, [(str(p), why) for p, why in failures])

@@ -21,15 +21,25 @@ BACKGROUND, EVALUATION = "images_background", "images_evaluation"
 NUM_CHARACTERS = 1623
 
 
+def omniglot_folder(data_root: str | Path) -> Path | None:
+    """The `omniglot-py` folder under `data_root` (or `data_root` itself if it is one), or
+    None when neither holds both Omniglot groups."""
+    root = Path(data_root).expanduser()
+    for candidate in (root / "omniglot-py", root):
+        if (candidate / BACKGROUND).is_dir() and (candidate / EVALUATION).is_dir():
+            return candidate
+    return None
+
+
 def find_omniglot(data_root: str | Path, download: bool = False) -> Path:
     """The `omniglot-py` folder under `data_root` (or `data_root` itself if it is one).
 
     Downloads with torchvision when missing and `download` is true.
     """
     root = Path(data_root).expanduser()
-    for candidate in (root / "omniglot-py", root):
-        if (candidate / BACKGROUND).is_dir() and (candidate / EVALUATION).is_dir():
-            return candidate
+    found = omniglot_folder(root)
+    if found is not None:
+        return found
     if download:
         from torchvision.datasets import Omniglot
 
@@ -45,8 +55,9 @@ def find_omniglot(data_root: str | Path, download: bool = False) -> Path:
 
 
 def load_omniglot(data_root: str | Path, cache_dir: str | Path, image_size: int = 20,
-                  download: bool = False) -> ImageSet:
-    """All 1,623 characters, decoded at `image_size`, from the cache when it is current."""
+                  download: bool = False, progress: bool = True) -> ImageSet:
+    """All 1,623 characters, decoded at `image_size`, from the cache when it is current
+    (decoding: with a progress bar on stderr unless `progress` is false)."""
     folder = find_omniglot(data_root, download)
     files, names, groups, counts = [], [], [], []
     for group in (BACKGROUND, EVALUATION):
@@ -68,7 +79,8 @@ def load_omniglot(data_root: str | Path, cache_dir: str | Path, image_size: int 
     if cached is not None:
         return cached
     images, failures = decode_files(files, image_size, channels=1, invert=True,
-                                    desc=f"decoding Omniglot at {image_size}px")
+                                    desc=f"decoding Omniglot at {image_size}px (once, cached "
+                                         f"in {cache})", progress=progress)
     if failures:
         listed = "\n".join(f"  {p}: {why}" for p, why in failures[:10])
         raise DatasetError(f"{len(failures)} Omniglot files could not be read:\n{listed}")
