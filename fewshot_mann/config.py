@@ -196,8 +196,12 @@ class Config:
             raise ConfigError(f"unknown config section(s): {sorted(unknown)}; "
                               f"expected {sorted(sections)}")
         model = raw.get("model")
-        kind = model.get("kind", "mann") if isinstance(model, dict) else "mann"
-        cfg = cls.for_method(kind) if kind in METHOD_DEFAULTS else cls()
+        kind = model.get("kind") if isinstance(model, dict) else None
+        cfg = cls()
+        # defaults < the method's defaults < raw
+        for name, values in (METHOD_DEFAULTS.get(kind, {}) if isinstance(kind, str)
+                             else {}).items():
+            _update_section(getattr(cfg, name), name, values)
         for name, values in raw.items():
             _update_section(getattr(cfg, name), name, values)
         cfg._derive(raw)
@@ -206,12 +210,7 @@ class Config:
     @classmethod
     def for_method(cls, kind: str) -> Config:
         """The defaults of method `kind` (METHOD_DEFAULTS)."""
-        cfg = cls()
-        cfg.model.kind = kind
-        for name, values in METHOD_DEFAULTS.get(kind, {}).items():
-            _update_section(getattr(cfg, name), name, values)
-        cfg._derive({})
-        return cfg
+        return cls.from_dict({"model": {"kind": kind}})
 
     def _derive(self, raw: dict[str, Any]) -> None:
         """The settings a support/query method derives from others: its default split, its
@@ -252,7 +251,7 @@ class Config:
             "model.memory_slots": m.memory_slots, "model.memory_width": m.memory_width,
             "model.read_heads": m.read_heads, "model.hidden_size": m.hidden_size,
             "model.write_heads": m.write_heads, "model.kv_neighbours": m.kv_neighbours,
-            "episodes.shots": e.shots, "episodes.queries": e.queries,
+            "episodes.shots": e.shots,
             "model.adapt_steps": m.adapt_steps, "model.test_adapt_steps": m.test_adapt_steps,
             "train.steps": t.steps, "train.batch_size": t.batch_size,
             "train.eval_every": t.eval_every, "train.eval_episodes": t.eval_episodes,
@@ -342,6 +341,8 @@ class Config:
         e, m, t = self.episodes, self.model, self.train
         if not m.fast_lr > 0:
             raise ConfigError(f"model.fast_lr must be > 0, got {m.fast_lr}")
+        if e.queries < 1:  # 0 became shots (_derive): a negative count
+            raise ConfigError(f"episodes.queries must be a positive integer, got {e.queries}")
         unsupported = [name for name, used in (
             ("episodes.labels = 'five-hot'", e.labels != "one-hot"),
             ("episodes.class_counts = 'random'", e.class_counts != "equal"),
