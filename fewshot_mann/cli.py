@@ -181,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint on held-out classes",
                         description="Per-instance and k-shot accuracy on the checkpoint's "
-                                    "held-out (test) classes, with 95%% CIs over episodes.")
+                                    "held-out (test) classes, with 95%% CIs over episodes; "
+                                    "for ProtoNets and MAML, the accuracy on K-shot N-way "
+                                    "tasks of those classes.")
     ev.add_argument("--checkpoint", type=Path, required=True)
     ev.add_argument("--episodes", type=int, default=1000)
     ev.add_argument("--out", type=Path, required=True, help="folder for metrics.json/.csv/.png")
