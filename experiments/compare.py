@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 
-from fewshot_mann.baselines.checkpoint import load_baseline
 from fewshot_mann.baselines.pixels import PIXEL_BASELINES
 from fewshot_mann.baselines.tasks import SETTINGS, TEST_SEED, Setting, eval_episodes, score
 from fewshot_mann.checkpoint import (
@@ -45,7 +44,7 @@ from fewshot_mann.checkpoint import (
     model_from_checkpoint,
 )
 from fewshot_mann.cli import TRAIN_FLAGS, TRAIN_SWITCHES
-from fewshot_mann.config import Config
+from fewshot_mann.config import SUPPORT_QUERY, Config
 from fewshot_mann.data.imageset import ImageSet
 from fewshot_mann.data.omniglot import load_omniglot
 from fewshot_mann.data.splits import omniglot_split
@@ -53,12 +52,11 @@ from fewshot_mann.evaluate import evaluate_episodes
 from fewshot_mann.run_eval import evaluate_checkpoint
 from fewshot_mann.runtime import device_name, pick_device
 
-MODEL = "model.pt"  # the file a finished run leaves (fewshot-mann train and baselines.train)
+MODEL = "model.pt"  # the file a finished run leaves (fewshot-mann train)
 SANTORO = {"santoro5": (5, "one-hot"), "santoro15": (15, "five-hot")}  # n_way, label code
 SANTORO_PRESENTATIONS = 10
 SANTORO_INSTANCES = (1, 2, 3, 4, 5, 10)
 STANDARD = {s.name: s for s in SETTINGS}
-BASELINE_TRAIN = "python -m fewshot_mann.baselines.train"
 TRAIN = "fewshot-mann train"
 
 
@@ -70,7 +68,7 @@ class Run:
     method: str
     settings: tuple[str, ...]
     folder: str | None  # under the runs root; None: nothing to train (scikit-learn)
-    program: str = ""  # "fewshot-mann train" or BASELINE_TRAIN
+    program: str = ""  # "fewshot-mann train"
     args: str = ""  # what it trains (everything but budget, threads and output); {runs}: root
     steps: int = 0  # the full budget
     options: str = "--threads 1"  # after --steps in the full-budget command
@@ -82,9 +80,9 @@ class Run:
 
     @property
     def sequence_model(self) -> bool:
-        """Trained by `fewshot-mann train` (MANN, LSTM, feedforward): it reads episodes as
-        sequences and its checkpoint is the package's own format."""
-        return self.program == TRAIN
+        """A MANN, LSTM or feedforward run: it reads episodes as sequences (ProtoNets and MAML
+        classify the K-shot query from a support set)."""
+        return self.folder is not None and dict(self.expect).get("model.kind") not in SUPPORT_QUERY
 
     @property
     def command(self) -> str:
@@ -307,27 +305,31 @@ def _plan() -> tuple[Run, ...]:
     # s/step, 60-way episodes with 5 queries: 1-shot 0.097, 5-shot 0.15
     for shots in (1, 5):
         runs.append(Run(
-            "protonet", (f"5w{shots}s", f"20w{shots}s"), f"protonet-{shots}shot", BASELINE_TRAIN,
+            "protonet", (f"5w{shots}s", f"20w{shots}s"), f"protonet-{shots}shot", TRAIN,
             f"--method protonet --shots {shots}", 20000,
-            expect=(("method", "protonet"), ("shots", shots), ("classes", "train"))))
+            expect=(("model.kind", "protonet"), ("episodes.shots", shots),
+                    ("data.split", "vinyals"))))
     runs.append(Run(  # the 1-shot run at its full budget (the CNN of mann-kv-fixed)
-        "protonet-full", ("5w1s", "20w1s"), "protonet-1shot-full", BASELINE_TRAIN,
+        "protonet-full", ("5w1s", "20w1s"), "protonet-1shot-full", TRAIN,
         "--method protonet --shots 1", 20000,
-        expect=(("method", "protonet"), ("shots", 1), ("classes", "train"))))
+        expect=(("model.kind", "protonet"), ("episodes.shots", 1), ("data.split", "vinyals"))))
     runs.append(Run(  # ... and on the training + validation classes (the CNN of mann-kv-trainval)
-        "protonet-trainval", ("5w1s", "20w1s"), "protonet-1shot-trainval", BASELINE_TRAIN,
-        "--method protonet --shots 1 --classes trainval", 20000,
-        expect=(("method", "protonet"), ("shots", 1), ("classes", "trainval"))))
+        "protonet-trainval", ("5w1s", "20w1s"), "protonet-1shot-trainval", TRAIN,
+        "--method protonet --shots 1 --split vinyals-trainval", 20000,
+        expect=(("model.kind", "protonet"), ("episodes.shots", 1),
+                ("data.split", "vinyals-trainval"))))
     # s/step: 5w1s 0.39, 5w5s 1.07 (second order); 20-way first order (second order costs
     # about 3x): 20w1s 0.54, 20w5s 2.2
-    inner = {5: "--batch 32 --fast-lr 0.4 --adapt-steps 1 --test-adapt-steps 3",
-             20: "--batch 16 --fast-lr 0.1 --adapt-steps 5 --test-adapt-steps 5 --first-order"}
+    inner = {5: "--batch-size 32 --fast-lr 0.4 --adapt-steps 1 --test-adapt-steps 3",
+             20: "--batch-size 16 --fast-lr 0.1 --adapt-steps 5 --test-adapt-steps 5 "
+                 "--first-order"}
     steps = {"5w1s": 10000, "5w5s": 5000, "20w1s": 10000, "20w5s": 3000}
     for s in SETTINGS:
         runs.append(Run(
-            "maml", (s.name,), f"maml-{s.name}", BASELINE_TRAIN,
-            f"--method maml --ways {s.n_way} --shots {s.shots} {inner[s.n_way]}",
-            steps[s.name], expect=(("method", "maml"), ("ways", s.n_way), ("shots", s.shots))))
+            "maml", (s.name,), f"maml-{s.name}", TRAIN,
+            f"--method maml --n-way {s.n_way} --shots {s.shots} {inner[s.n_way]}",
+            steps[s.name], expect=(("model.kind", "maml"), ("episodes.n_way", s.n_way),
+                                   ("episodes.shots", s.shots))))
     runs += [Run(name, tuple(STANDARD), None) for name in PIXEL_BASELINES]
     return tuple(_queued(run) for run in runs)
 
@@ -453,20 +455,16 @@ def _reused(ctx: Context, base: Record, setting: str) -> Record | None:
 def _describe_checkpoint(record: Record, run: Run, path: Path) -> None:
     """Fill in what the checkpoint says about its training; ValueError if it is not the
     configuration the run asks for."""
-    if run.sequence_model:
-        payload = load_checkpoint(path)
-        config, _ = checkpoint_config(payload, path)
-        have = {f"{section}.{key}": value
-                for section, values in config.to_dict().items() for key, value in values.items()}
-        record.train_command = _train_command(config, path.parent)
-        record.train_wall_s = _logged_elapsed(path.parent / "train_log.jsonl")
-        record.train_machine = payload.get("machine")  # recorded since 2026-11-26
-    else:
-        payload = load_baseline(path)[1]
-        have = payload["train"]
-        record.train_command = payload["command"]
-        record.train_wall_s = payload["elapsed_s"]
-        record.train_machine = payload["machine"]
+    payload = load_checkpoint(path)
+    config, _ = checkpoint_config(payload, path)
+    have = {f"{section}.{key}": value
+            for section, values in config.to_dict().items() for key, value in values.items()}
+    # a checkpoint of the former ProtoNets/MAML trainer keeps its command and time (in
+    # today's form: fewshot_mann.baselines.checkpoint.from_legacy)
+    record.train_command = payload.get("command") or _train_command(config, path.parent)
+    record.train_wall_s = payload.get("elapsed_s",
+                                      _logged_elapsed(path.parent / "train_log.jsonl"))
+    record.train_machine = payload.get("machine")  # recorded since 2026-11-26
     wrong = [f"{key} = {have.get(key)!r} (expected {value!r})" for key, value in run.expect
              if have.get(key) != value]
     if wrong:
@@ -500,7 +498,7 @@ def _score(run: Run, path: Path | None, setting: str, record: Record, ctx: Conte
         record.episodes = result.episodes
         return
     classifier = (PIXEL_BASELINES[run.method] if path is None
-                  else load_baseline(path)[0].to(device))
+                  else model_from_checkpoint(load_checkpoint(path), path)[0].to(device))
     imageset = ctx.imageset(28)
     test = omniglot_split("vinyals", imageset).test
     result = score(classifier, eval_episodes(imageset, test, s, ctx.episodes, device=device),
@@ -509,11 +507,15 @@ def _score(run: Run, path: Path | None, setting: str, record: Record, ctx: Conte
 
 
 def _train_command(cfg: Config, out: Path) -> str:
-    """A `fewshot-mann train` command that reproduces `cfg` (machine paths left out)."""
-    have, default = cfg.to_dict(), Config().to_dict()
-    args = ["fewshot-mann", "train"]
+    """A `fewshot-mann train` command that reproduces `cfg` (machine paths left out; the
+    settings a method derives, such as the presentations of ProtoNets and MAML, too)."""
+    kind = cfg.model.kind
+    have, default = cfg.to_dict(), Config.for_method(kind).to_dict()
+    args = ["fewshot-mann", "train"] + (["--method", kind] if kind != "mann" else [])
+    derived = ("presentations",) if kind in SUPPORT_QUERY else ()
     for flag, (section, key, _, _) in TRAIN_FLAGS.items():
-        if key not in ("data_root", "cache_dir") and have[section][key] != default[section][key]:
+        if key not in ("data_root", "cache_dir", "kind", *derived) \
+                and have[section][key] != default[section][key]:
             args += [flag, str(have[section][key])]
     for flag, (section, key, value, _) in TRAIN_SWITCHES.items():
         if key != "download" and have[section][key] == value != default[section][key]:

@@ -32,13 +32,23 @@ def save_checkpoint(path: str | Path, **payload: Any) -> None:
     atomic_torch_save({"format": FORMAT, **payload}, Path(path))
 
 
+# the former ProtoNets/MAML trainer's (read, converted: baselines/checkpoint.py)
+LEGACY_BASELINE_FORMAT = "fewshot-mann-baseline-v1"
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The payload of a MANN/LSTM/feedforward checkpoint, or CheckpointError saying why not."""
-    return check_complete(read_payload(path, FORMAT, "a fewshot-mann checkpoint"), path)
+    """The payload of a checkpoint of any method, or CheckpointError saying why not. One of the
+    former ProtoNets/MAML trainer comes converted (`baselines.checkpoint.from_legacy`)."""
+    payload = read_payload(path, (FORMAT, LEGACY_BASELINE_FORMAT), "a fewshot-mann checkpoint")
+    if payload["format"] == LEGACY_BASELINE_FORMAT:
+        from .baselines.checkpoint import from_legacy
+
+        payload = from_legacy(payload, str(path))
+    return check_complete(payload, path)
 
 
 def check_complete(payload: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """`payload` if it holds everything a MANN/LSTM/feedforward model needs."""
+    """`payload` if it holds everything a model needs."""
     missing = [key for key in REQUIRED if key not in payload]
     if missing:
         raise CheckpointError(f"{path} is incomplete: it lacks {missing}")

@@ -42,7 +42,14 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--labels": ("episodes", "labels", str, "one-hot | five-hot"),
     "--class-counts": ("episodes", "class_counts", str,
                        "training episodes: equal (each class --presentations times) | random"),
-    "--model": ("model", "kind", str, "mann | lstm | feedforward"),
+    "--method": ("model", "kind", str,
+                 "mann (default) | lstm | feedforward | protonet | maml; protonet and maml "
+                 "start from their papers' settings (fewshot_mann/config.py METHOD_DEFAULTS)"),
+    "--model": ("model", "kind", str, "the same as --method"),
+    "--shots": ("episodes", "shots", int, "protonet, maml: support images a class (K)"),
+    "--queries": ("episodes", "queries", int,
+                  "protonet, maml: query images a class in training episodes (default: "
+                  "protonet 5, maml as many as --shots)"),
     "--backend": ("model", "backend", str, "memory backend: reference | batched"),
     "--memory": ("model", "memory", str, "external memory: lrua | ntm | dnc | kv"),
     "--write-heads": ("model", "write_heads", int, "ntm, dnc: write heads"),
@@ -59,11 +66,18 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--read-heads": ("model", "read_heads", int, "read heads"),
     "--cosine-eps": ("model", "cosine_eps", float,
                      "added to |k||M(i)| in the memory's cosines (>= 1e-3: less float32 noise)"),
+    "--fast-lr": ("model", "fast_lr", float, "maml: inner-loop step size"),
+    "--adapt-steps": ("model", "adapt_steps", int, "maml: inner steps while meta-training"),
+    "--test-adapt-steps": ("model", "test_adapt_steps", int,
+                           "maml: inner steps at test time (evaluate, predict)"),
     "--steps": ("train", "steps", int, "optimiser updates"),
     "--batch-size": ("train", "batch_size", int, "episodes per update"),
     "--optimizer": ("train", "optimizer", str, "adam | rmsprop"),
     "--lr": ("train", "lr", float, "peak learning rate"),
     "--lr-min": ("train", "lr_min", float, "learning rate at the last step (cosine decay)"),
+    "--lr-halve-every": ("train", "lr_halve_every", int,
+                         "protonet, maml: halve the learning rate every this many steps, 0 "
+                         "never (default: protonet 2000, maml 0)"),
     "--warmup-steps": ("train", "warmup_steps", int, "linear warm-up steps"),
     "--grad-clip": ("train", "grad_clip", float, "max gradient norm (0 = off)"),
     "--skip-grad-spikes": ("train", "skip_grad_spikes", float,
@@ -102,6 +116,7 @@ TRAIN_SWITCHES: dict[str, tuple[str, str, bool, str]] = {
     "--freeze-query": ("model", "freeze_query", True,
                        "kv, --kv-query encoder: keep W_q at its initialisation (the identity "
                        "where the widths agree): queries are the encoder's metric"),
+    "--first-order": ("model", "first_order", True, "maml: first-order meta-gradient"),
     "--compile": ("train", "compile", True,
                   "torch.compile each MANN time step (tens of seconds to compile)"),
     "--cuda-graph": ("train", "cuda_graph", True,
@@ -187,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, formatter_class=_Help, **kwargs)
 
     train = sub("train", help="train a model on episodes",
-                description="Train on episodes of the training classes; evaluate on the "
+                description="Train a MANN, LSTM, feedforward network, ProtoNet or MAML "
+                            "(--method) on episodes of the training classes; evaluate on the "
                             "split's validation classes as it goes; checkpoint to --out.")
     train.add_argument("--config", type=Path,
                        help="TOML config (flags override it; default: none, every setting "
@@ -212,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub("evaluate", help="evaluate a checkpoint on held-out classes",
                         description="Per-instance and k-shot accuracy on the checkpoint's "
-                                    "held-out (test) classes, with 95% CIs over episodes.")
+                                    "held-out (test) classes, with 95% CIs over episodes; "
+                                    "for ProtoNets and MAML, the accuracy on K-shot N-way "
+                                    "tasks of those classes.")
     ev.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT)
     ev.add_argument("--episodes", type=int, default=1000,
                     help="test episodes scored (the CIs shrink as 1/sqrt of this)")
@@ -224,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=12345, help="seed of the test episodes")
     ev.add_argument("--backend", choices=["reference", "batched"], default=None,
                     help="memory backend (default: the one it was trained with)")
+    ev.add_argument("--n-way", type=int, default=None,
+                    help="protonet, maml: classes per test episode (default: as trained)")
+    ev.add_argument("--shots", type=int, default=None,
+                    help="protonet, maml: support images a class (default: as trained)")
     _data_flags(ev)
     ev.add_argument("--min-images", choices=["error", "skip"], default=None,
                     help="test classes with fewer images than the presentations: stop, or "
@@ -367,6 +389,9 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     win), by config section. Settings it does not name keep their defaults."""
     from .config import ConfigError, read_toml
 
+    if args.method and args.model and args.method != args.model:
+        raise ConfigError(f"--method {args.method} and --model {args.model} name two methods "
+                          f"(--model is another name for --method): give one")
     sections = read_toml(args.config) if args.config else {}
     for name, values in sections.items():
         if not isinstance(values, dict):
@@ -413,11 +438,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer.close()
     if not trainer.dist.is_main:
         return 0
-    last = next((r for r in reversed(history) if "heldout_instance_accuracy" in r), None)
+    last = next((r for r in reversed(history)
+                 if "heldout_instance_accuracy" in r or "val_accuracy" in r), None)
     if last and not args.quiet:
-        acc = last["heldout_instance_accuracy"]
-        print(f"done: step {trainer.step}, validation accuracy by presentation: "
-              + " ".join(f"{a:.3f}" for a in acc))
+        if "val_accuracy" in last:  # protonet, maml
+            print(f"done: step {trainer.step}, validation accuracy "
+                  f"{100 * last['val_accuracy']:.2f} +- {100 * last['val_ci95']:.2f} %")
+        else:
+            acc = last["heldout_instance_accuracy"]
+            print(f"done: step {trainer.step}, validation accuracy by presentation: "
+                  + " ".join(f"{a:.3f}" for a in acc))
     print(f"checkpoint: {Path(args.out) / 'checkpoint.pt'}")
     return 0
 
@@ -430,7 +460,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         seed=args.seed, device=args.device, backend=args.backend,
                         data_overrides=_data_overrides(args),
                         progress=not args.quiet, classes=args.classes,
-                        invert=_invert(args.invert))
+                        invert=_invert(args.invert), n_way=args.n_way, shots=args.shots)
     return 0
 
 

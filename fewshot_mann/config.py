@@ -4,8 +4,12 @@ A run is described by four sections, each a dataclass:
 
     [data]      which images and which class split
     [episodes]  how an episode is built (N-way, presentations per class, label code)
-    [model]     the network (MANN, LSTM or feedforward) and its sizes
+    [model]     the method (`kind`: MANN, LSTM, feedforward, ProtoNets or MAML) and its sizes
     [train]     optimisation, schedule, evaluation and checkpoint cadence
+
+Each method starts from its own defaults (`METHOD_DEFAULTS`, applied by `Config.from_dict` and
+`Config.for_method`): ProtoNets and MAML train as their papers did, the sequence models as
+the MANN does.
 
 `Config.validate()` rejects impossible values with a message that names the field, so a bad
 config fails before any data is read.
@@ -35,6 +39,32 @@ def default_cache_dir() -> str:
     return os.environ.get(CACHE_DIR_ENV, str(Path("data") / "cache"))
 
 
+SEQUENCE_MODELS = ("mann", "lstm", "feedforward")  # read an episode step by step
+SUPPORT_QUERY = ("protonet", "maml")  # classify queries from a support set (baselines/)
+METHODS = SEQUENCE_MODELS + SUPPORT_QUERY
+
+# The settings in which a method's defaults differ from the MANN's. ProtoNets as Snell et al.
+# 2017 (sec. 3.1) trained on Omniglot: 60-way episodes with 5 queries a class, Adam 1e-3 halved
+# every 2,000 episodes. MAML as Finn et al. 2017 (sec. 5.2): 5-way, 32 tasks per meta-batch,
+# one inner step of 0.4 (three at test; their 20-way runs take 16 tasks and 5 steps of 0.1:
+# pass those), Adam 1e-3. Both: 28x28 images of the Vinyals split (data.split "" becomes
+# "vinyals" on Omniglot), whose rotations are classes of their own, so no rotation
+# augmentation; no gradient clipping; a validation score of 200 episodes every 1,000 steps.
+_SUPPORT_QUERY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {"image_size": 28, "rotate_classes": False},
+    "train": {"lr": 1e-3, "grad_clip": 0.0, "eval_every": 1000, "eval_episodes": 200,
+              "checkpoint_every": 1000, "log_every": 100},
+}
+METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "protonet": {"data": _SUPPORT_QUERY_DEFAULTS["data"],
+                 "episodes": {"n_way": 60, "queries": 5},
+                 "train": {**_SUPPORT_QUERY_DEFAULTS["train"], "batch_size": 1,
+                           "lr_halve_every": 2000}},
+    "maml": {"data": _SUPPORT_QUERY_DEFAULTS["data"], "episodes": {"n_way": 5},
+             "train": {**_SUPPORT_QUERY_DEFAULTS["train"], "batch_size": 32}},
+}
+
+
 @dataclass
 class DataConfig:
     dataset: str = "omniglot"  # "omniglot", "folder:PATH[,PATH...]" or "csv:PATH"
@@ -62,11 +92,15 @@ class EpisodeConfig:
     # episodes stay "equal"; results/memories/README.md)
     class_counts: str = "equal"
     labels: str = "one-hot"  # "one-hot" or "five-hot" (Santoro's 5-character strings)
+    # protonet, maml: a training episode shows each class `shots` times as its support set and
+    # `queries` more times as queries (0: as many as shots), so presentations = shots + queries
+    shots: int = 1
+    queries: int = 0
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "mann"  # "mann" | "lstm" | "feedforward"
+    kind: str = "mann"  # the method (--method): "mann" | "lstm" | "feedforward" | SUPPORT_QUERY
     controller_size: int = 200
     memory_slots: int = 128
     memory_width: int = 40
@@ -91,6 +125,10 @@ class ModelConfig:
     encoder_init: str = ""  # a ProtoNets checkpoint whose CNN starts a "convbase" encoder
     freeze_encoder: bool = False  # keep the initialised encoder fixed while the rest trains
     hidden_size: int = 200  # feedforward baseline width
+    fast_lr: float = 0.4  # maml: inner-loop step size alpha (Finn et al. 2017, eq. 1)
+    adapt_steps: int = 1  # maml: inner steps on the support set while meta-training
+    test_adapt_steps: int = 3  # maml: inner steps at test time (evaluate, predict)
+    first_order: bool = False  # maml: no second-order terms in the meta-gradient
 
 
 @dataclass
@@ -100,6 +138,9 @@ class TrainConfig:
     optimizer: str = "adam"  # "adam" | "rmsprop"
     lr: float = 3e-3  # peak; with 1e-3 and batch 32 the plateau lasts far longer (results/plateau)
     lr_min: float = 1e-4  # cosine decay target; equal to lr for a constant rate
+    # protonet, maml: their schedule, lr halved every this many steps (0: constant) in place of
+    # the sequence models' cosine decay to lr_min
+    lr_halve_every: int = 0
     warmup_steps: int = 0
     grad_clip: float = 10.0  # max global grad norm; 0 disables clipping
     # skip the update (weights and optimiser state untouched) when the gradient norm before
@@ -154,10 +195,39 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config section(s): {sorted(unknown)}; "
                               f"expected {sorted(sections)}")
+        model = raw.get("model")
+        kind = model.get("kind") if isinstance(model, dict) else None
         cfg = cls()
+        # defaults < the method's defaults < raw
+        for name, values in (METHOD_DEFAULTS.get(kind, {}) if isinstance(kind, str)
+                             else {}).items():
+            _update_section(getattr(cfg, name), name, values)
         for name, values in raw.items():
             _update_section(getattr(cfg, name), name, values)
+        cfg._derive(raw)
         return cfg
+
+    @classmethod
+    def for_method(cls, kind: str) -> Config:
+        """The defaults of method `kind` (METHOD_DEFAULTS)."""
+        return cls.from_dict({"model": {"kind": kind}})
+
+    def _derive(self, raw: dict[str, Any]) -> None:
+        """The settings a support/query method derives from others: its default split, its
+        queries (0: as many as shots) and presentations (shots + queries); ConfigError when
+        `raw` sets presentations to something else."""
+        d, e = self.data, self.episodes
+        if self.model.kind not in SUPPORT_QUERY:
+            return
+        if not d.split and d.dataset == "omniglot":
+            d.split = "vinyals"
+        e.queries = e.queries or e.shots
+        given = (raw.get("episodes") or {}).get("presentations")
+        if given is not None and given != e.shots + e.queries:
+            raise ConfigError(f"{self.model.kind} episodes have shots + queries presentations "
+                              f"a class ({e.shots} + {e.queries}); episodes.presentations = "
+                              f"{given!r} disagrees: set episodes.shots and episodes.queries")
+        e.presentations = e.shots + e.queries
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Config:
@@ -181,6 +251,8 @@ class Config:
             "model.memory_slots": m.memory_slots, "model.memory_width": m.memory_width,
             "model.read_heads": m.read_heads, "model.hidden_size": m.hidden_size,
             "model.write_heads": m.write_heads, "model.kv_neighbours": m.kv_neighbours,
+            "episodes.shots": e.shots,
+            "model.adapt_steps": m.adapt_steps, "model.test_adapt_steps": m.test_adapt_steps,
             "train.steps": t.steps, "train.batch_size": t.batch_size,
             "train.eval_every": t.eval_every, "train.eval_episodes": t.eval_episodes,
             "train.checkpoint_every": t.checkpoint_every, "train.log_every": t.log_every,
@@ -197,7 +269,7 @@ class Config:
         _choice("data.bad_files", d.bad_files, ("error", "skip"))
         _choice("episodes.labels", e.labels, ("one-hot", "five-hot"))
         _choice("episodes.class_counts", e.class_counts, ("equal", "random"))
-        _choice("model.kind", m.kind, ("mann", "lstm", "feedforward"))
+        _choice("model.kind", m.kind, METHODS)
         _choice("model.backend", m.backend, ("reference", "batched"))
         _choice("model.encoder", m.encoder, ("none", "conv", "convbase"))
         _choice("model.memory", m.memory, ("lrua", "ntm", "dnc", "kv"))
@@ -253,9 +325,34 @@ class Config:
         if not (t.lr > 0 and 0 < t.lr_min <= t.lr):
             raise ConfigError(f"need 0 < train.lr_min <= train.lr, got lr={t.lr}, "
                               f"lr_min={t.lr_min}")
-        if t.warmup_steps < 0 or t.grad_clip < 0 or t.threads < 0:
-            raise ConfigError("train.warmup_steps, train.grad_clip and train.threads must be >= 0")
+        if t.warmup_steps < 0 or t.grad_clip < 0 or t.threads < 0 or t.lr_halve_every < 0:
+            raise ConfigError("train.warmup_steps, train.grad_clip, train.threads and "
+                              "train.lr_halve_every must be >= 0")
+        if m.kind in SUPPORT_QUERY:
+            self._validate_support_query()
+        elif t.lr_halve_every:
+            raise ConfigError(f"train.lr_halve_every is the schedule of {list(SUPPORT_QUERY)}; "
+                              f"a {m.kind} decays its learning rate by a cosine to "
+                              f"train.lr_min")
         return self
+
+    def _validate_support_query(self) -> None:
+        """What ProtoNets and MAML training (baselines/trainer.py) cannot do."""
+        e, m, t = self.episodes, self.model, self.train
+        if not m.fast_lr > 0:
+            raise ConfigError(f"model.fast_lr must be > 0, got {m.fast_lr}")
+        if e.queries < 1:  # 0 became shots (_derive): a negative count
+            raise ConfigError(f"episodes.queries must be a positive integer, got {e.queries}")
+        unsupported = [name for name, used in (
+            ("episodes.labels = 'five-hot'", e.labels != "one-hot"),
+            ("episodes.class_counts = 'random'", e.class_counts != "equal"),
+            ("train.curriculum", bool(t.curriculum.strip())),
+            ("train.warmup_steps", t.warmup_steps > 0), ("train.compile", t.compile),
+            ("train.cuda_graph", t.cuda_graph)) if used]
+        if unsupported:
+            raise ConfigError(f"{m.kind} trains on one-hot support/query tasks with a constant "
+                              f"or halved learning rate; it does not take "
+                              f"{', '.join(unsupported)}")
 
 
 def curriculum_widths(cfg: Config) -> list[int]:
@@ -328,5 +425,6 @@ def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
     return out
 
 
-__all__ = ["Config", "ConfigError", "DataConfig", "EpisodeConfig", "ModelConfig", "TrainConfig",
+__all__ = ["METHODS", "METHOD_DEFAULTS", "SEQUENCE_MODELS", "SUPPORT_QUERY", "Config",
+           "ConfigError", "DataConfig", "EpisodeConfig", "ModelConfig", "TrainConfig",
            "curriculum_widths", "read_toml", "replace"]

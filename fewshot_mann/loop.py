@@ -1,5 +1,5 @@
-"""The training loop every trainable model shares: the MANN family (`train.Trainer`) and the
-episodic baselines (`baselines.train.BaselineTrainer`).
+"""The training loop every trainable model shares: the MANN family (`train.Trainer`) and, through
+it, ProtoNets and MAML (`baselines.trainer.SupportQueryTrainer`).
 
 The loop owns what is the same for all of them: the learning-rate schedule applied each step
 (scaled down by rollbacks), the update (backward, gradient averaging over processes, clipping,

@@ -48,7 +48,8 @@ from PIL import Image
 from torch import nn
 
 from .calibration import temper
-from .checkpoint import FORMAT, check_complete, model_from_checkpoint, read_payload
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .config import SEQUENCE_MODELS
 from .data import invert_custom
 from .data.decode import prepare_image
 from .episodes import LabelCode
@@ -57,8 +58,7 @@ from .runtime import pick_device
 from .zoo import zoo_model_of
 
 ImageLike = str | Path | Image.Image | torch.Tensor  # a file, a Pillow image or a (C, H, W) tensor
-BASELINE_FORMAT = "fewshot-mann-baseline-v1"  # fewshot_mann.baselines.checkpoint.FORMAT
-SEQUENCE_KINDS = ("mann", "lstm", "feedforward")
+SEQUENCE_KINDS = SEQUENCE_MODELS
 EXPLAINABLE = ("mann", "protonet")  # fewshot_mann.explain
 QUERY_CHUNK = 256  # queries run side by side (each its own episode) per forward pass
 SHOWN = 10  # files named in a warning
@@ -355,38 +355,26 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: str = "auto",
                         invert: bool | None = None,
                         temperature: float | None = None) -> Predictor:
-        """A MANN / LSTM / feedforward checkpoint (`fewshot-mann train`) or a ProtoNets / MAML
-        one (`python -m fewshot_mann.baselines.train`), or a zoo model's name
-        (`fewshot-mann models`). `invert`: turn images light on dark; None: when the model was
-        trained on Omniglot (whose files are dark ink on paper). `temperature`: of the
+        """A checkpoint of any method (`fewshot-mann train --method ...`), or a zoo model's
+        name (`fewshot-mann models`). `invert`: turn images light on dark; None: when the model
+        was trained on Omniglot (whose files are dark ink on paper). `temperature`: of the
         probabilities; None: a zoo model's calibrated one (by name or by its file's bytes),
         else 1."""
-        payload = read_payload(path, (FORMAT, BASELINE_FORMAT),
-                               "a fewshot-mann model or baseline checkpoint")
+        payload = load_checkpoint(path)
         if temperature is None:
             zoo_model = zoo_model_of(path)
             temperature = zoo_model.temperature if zoo_model else 1.0
         if not temperature > 0:
             raise PredictError(f"temperature must be positive, got {temperature}")
-        dev = pick_device(device)
-        if payload["format"] == BASELINE_FORMAT:
-            from .baselines.checkpoint import baseline_from_payload  # learn2learn: gym notice
-
-            model = baseline_from_payload(payload, path)
-            network = payload["network"]
-            size = int(network["image_size"])
-            return cls(model, network["method"],
-                       Preprocessing((1, size, size), invert_custom("omniglot", "", invert)),
-                       trained_way=int(network.get("ways", 0)), device=dev,
-                       checkpoint=str(path), temperature=temperature)
-        model, cfg, _ = model_from_checkpoint(check_complete(payload, path), path)
+        model, cfg, _ = model_from_checkpoint(payload, path)
         e = cfg.episodes
+        sequence = cfg.model.kind in SEQUENCE_KINDS
         return cls(model, cfg.model.kind,
                    Preprocessing(tuple(payload["image_shape"]),
                                  invert_custom(cfg.data.dataset, "", invert)),
-                   code=LabelCode.make(e.labels, e.n_way), trained_way=e.n_way,
-                   trained_steps=e.n_way * e.presentations, device=dev, checkpoint=str(path),
-                   temperature=temperature)
+                   code=LabelCode.make(e.labels, e.n_way) if sequence else None,
+                   trained_way=e.n_way, trained_steps=e.n_way * e.presentations if sequence else 0,
+                   device=pick_device(device), checkpoint=str(path), temperature=temperature)
 
     # ---- checks ------------------------------------------------------------------------------
     def check_support(self, support: Support, notes: list[str],
@@ -417,8 +405,8 @@ class Predictor:
                              f"a class")
         elif self.kind == "maml" and n > self.trained_way:
             raise PredictError(f"the support set has {n} classes, but this MAML network has "
-                               f"{self.trained_way} outputs: train one with --ways {n} or more "
-                               f"(python -m fewshot_mann.baselines.train --method maml)")
+                               f"{self.trained_way} outputs: train one with "
+                               f"fewshot-mann train --method maml --n-way {n}")
 
     # ---- prediction --------------------------------------------------------------------------
     def predict(self, support: str | Path | Mapping[str, Any],

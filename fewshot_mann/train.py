@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from . import health
 from .checkpoint import save_checkpoint
-from .config import Config, TrainConfig, curriculum_widths
+from .config import SUPPORT_QUERY, Config, TrainConfig, curriculum_widths
 from .cuda_graphs import GraphedInference, graph_training_forward
 from .distributed import shutdown
 from .evaluate import evaluate
@@ -87,9 +87,15 @@ class Trainer(TrainingLoop):
     def build(cls, cfg: Config, out_dir: str | Path, *, resume: bool = False,
               requested: dict[str, dict[str, Any]] | None = None, **options: Any) -> Trainer:
         """The run of `cfg` in `out_dir` (`run.build_run`), ready to `run()`; `options`:
-        stop_accuracy, time_limit_s, progress."""
-        return cls(build_run(cfg, out_dir, resume=resume, requested=requested,
-                             progress=options.get("progress", True)), **options)
+        stop_accuracy, time_limit_s, progress. ProtoNets and MAML runs (the kind of `cfg`,
+        or of the checkpoint resumed) get their subclass (`baselines.trainer`)."""
+        run = build_run(cfg, out_dir, resume=resume, requested=requested,
+                        progress=options.get("progress", True))
+        if cls is Trainer and run.cfg.model.kind in SUPPORT_QUERY:
+            from .baselines.trainer import SupportQueryTrainer
+
+            cls = SupportQueryTrainer
+        return cls(run, **options)
 
     # ---- the curriculum ----------------------------------------------------------------------
     def _set_stage(self, stage: int) -> None:

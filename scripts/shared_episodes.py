@@ -24,11 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from experiments.compare import STANDARD, Context
-from fewshot_mann.baselines.checkpoint import FORMAT as BASELINE
-from fewshot_mann.baselines.checkpoint import baseline_from_payload
 from fewshot_mann.baselines.tasks import eval_episodes, score
-from fewshot_mann.checkpoint import FORMAT, model_from_checkpoint, read_payload
-from fewshot_mann.config import default_cache_dir, default_data_root
+from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
+from fewshot_mann.config import SUPPORT_QUERY, default_cache_dir, default_data_root
 from fewshot_mann.data.splits import omniglot_split
 from fewshot_mann.evaluate import evaluate_episodes
 
@@ -78,21 +76,16 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         p.error(f"unknown settings {unknown}; choose from {list(STANDARD)}")
     torch.set_num_threads(args.threads)
-    payload = read_payload(args.checkpoint, (BASELINE, FORMAT),
-                           "a ProtoNets or MANN checkpoint, nor a MAML one")
-    model, classifier = None, None
-    if payload["format"] == BASELINE:
-        classifier = baseline_from_payload(payload, args.checkpoint)  # modes as the report's
-        size = getattr(classifier, "image_size", 28)  # MAML's network takes 28x28 only
+    model, cfg, _ = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
+    size, classifier = cfg.data.image_size, None
+    if cfg.model.kind in SUPPORT_QUERY:
+        classifier, model = model, None  # its modes as the report's
         if args.nearest_neighbour:
             if not hasattr(classifier, "embed"):
                 p.error(f"{args.checkpoint}: a MAML network has no embedding to score")
             classifier = CosineNearest(classifier.eval().embed)
-    else:
-        model, cfg, _ = model_from_checkpoint(payload, args.checkpoint)
-        size = cfg.data.image_size
-        if args.nearest_neighbour:
-            classifier = CosineNearest(mann_embedding(model.eval()))
+    elif args.nearest_neighbour:
+        classifier = CosineNearest(mann_embedding(model.eval()))
     imageset = Context(runs=None, results=None, data_root=args.data_root,
                        cache_dir=args.cache_dir).imageset(size)
     test = omniglot_split("vinyals", imageset).test

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from fewshot_mann.baselines.checkpoint import load_baseline
+from fewshot_mann.baselines.checkpoint import modern_command
 from fewshot_mann.baselines.pixels import PIXEL_BASELINES
 from fewshot_mann.baselines.tasks import (
     Setting,
@@ -16,7 +19,9 @@ from fewshot_mann.baselines.tasks import (
     split_support_query,
     task_sampler,
 )
-from fewshot_mann.baselines.train import main as train_main
+from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
+from fewshot_mann.cli import main as cli_main
+from fewshot_mann.config import Config
 from fewshot_mann.data.splits import omniglot_split
 from fewshot_mann.episodes import EpisodeSampler, LabelCode
 
@@ -26,10 +31,12 @@ def test_classes(omniglot28):
     return omniglot_split("vinyals", omniglot28).test
 
 
-def train_args(method, out, data_root, cache_dir, *extra):
-    return ["--method", method, "--data-root", str(data_root), "--cache-dir", str(cache_dir),
-            "--device", "cpu", "--log-every", "1", "--eval-every", "2", "--val-episodes", "10",
-            "--checkpoint-every", "2", "--quiet", "--out", str(out), *extra]
+def train(method, out, data_root, cache_dir, *extra) -> int:
+    """`fewshot-mann train --method METHOD` with a small cadence, on the CPU."""
+    return cli_main(["train", "--method", method, "--data-root", str(data_root), "--cache-dir",
+                     str(cache_dir), "--device", "cpu", "--log-every", "1", "--eval-every", "2",
+                     "--eval-episodes", "10", "--checkpoint-every", "2", "--quiet", "--out",
+                     str(out), *extra])
 
 
 @pytest.mark.parametrize("shots, presentations", [(1, 2), (3, 4), (2, 5)])
@@ -91,35 +98,195 @@ def test_pixel_knn_is_well_above_chance(omniglot28, test_classes):
     assert logreg.mean > 0.35, logreg
 
 
-def test_protonet_trains_resumes_and_round_trips(tmp_path, data_root, cache_dir, omniglot28,
-                                                 test_classes):
-    """A few steps of 5-way 1-shot ProtoNet training: the log, the checkpoints, resuming (which
-    continues exactly as an uninterrupted run) and loading with weights_only=True."""
-    common = ("--shots", "1", "--ways", "5", "--queries", "2", "--batch", "2")
+def first_images(data_root, classes: int) -> dict[str, list]:
+    """The PNG files of the first `classes` characters of an Omniglot evaluation alphabet."""
+    alphabet = data_root / "omniglot-py" / "images_evaluation" / "Atlantean"
+    return {d.name: sorted(d.glob("*.png")) for d in sorted(alphabet.iterdir())[:classes]}
+
+
+def predict_on_files(checkpoint, data_root, tmp_path, classes: int = 5) -> dict:
+    """`fewshot-mann predict` with one support PNG a class and two queries a class."""
+    support = tmp_path / "support"
+    queries = []
+    for name, files in first_images(data_root, classes).items():
+        (support / name).mkdir(parents=True)
+        shutil.copy(files[0], support / name / files[0].name)
+        queries += files[1:3]
+    out = tmp_path / "predictions.json"
+    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--support", str(support),
+                     "--query", *map(str, queries), "--out", str(out), "--device", "cpu",
+                     "--quiet"]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("method, flags", [
+    ("protonet", ("--n-way", "5", "--queries", "2", "--batch-size", "2")),
+    ("maml", ("--batch-size", "2", "--test-adapt-steps", "2"))])
+def test_train_method_resumes_exactly_evaluates_and_predicts(tmp_path, data_root, cache_dir,
+                                                            method, flags):
+    """`fewshot-mann train --method protonet|maml`: the MANN's files in --out, a run stopped at
+    step 2 and resumed ends with the very weights of one that ran 4 steps straight, and the
+    model.pt evaluates (K-shot N-way on the test classes) and predicts."""
     straight, paused = tmp_path / "straight", tmp_path / "paused"
-    assert train_main(train_args("protonet", straight, data_root, cache_dir, *common,
-                                 "--steps", "4")) == 0
-    assert train_main(train_args("protonet", paused, data_root, cache_dir, *common,
-                                 "--steps", "2")) == 0
-    assert train_main(train_args("protonet", paused, data_root, cache_dir, *common,
-                                 "--steps", "4", "--resume")) == 0
+    assert train(method, straight, data_root, cache_dir, *flags, "--steps", "4") == 0
+    assert train(method, paused, data_root, cache_dir, *flags, "--steps", "2") == 0
+    assert train(method, paused, data_root, cache_dir, *flags, "--steps", "4", "--resume") == 0
+    for name in ("config.toml", "split.json", "train_log.jsonl", "checkpoint.pt", "model.pt"):
+        assert (paused / name).is_file(), name
     log = [json.loads(line) for line in (paused / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2, 3, 4]
-    assert "val_accuracy" in log[1] and "val_accuracy" in log[3]
-    model, payload = load_baseline(straight / "model.pt")
-    resumed, resumed_payload = load_baseline(paused / "model.pt")
-    first, then = resumed_payload["command"].split(" && ")
-    assert "--steps 2" in first and "--steps 4 --resume" in then
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
-    assert payload["step"] == 4 and payload["network"] == {"method": "protonet",
-                                                           "image_size": 28}
-    assert payload["train"]["ways"] == 5 and payload["train"]["classes"] == "train"
-    assert payload["command"].startswith("python -m fewshot_mann.baselines.train --method")
-    assert payload["elapsed_s"] > 0 and payload["machine"]
-    setting = Setting(20, 1)  # trained 5-way, tested 20-way: prototypes work for any N
-    result = score(model, eval_episodes(omniglot28, test_classes, setting, 10), setting.shots)
-    assert result.episodes == 10 and 0 <= result.mean <= 1
+    assert [r["step"] for r in log] == [1, 2, 2, 3, 4]
+    assert log[2]["changed"] == {"train.steps": [2, 4]}
+    assert "val_accuracy" in log[1] and "val_accuracy" in log[4]
+    a, b = (load_checkpoint(run / "model.pt") for run in (straight, paused))
+    assert a["step"] == b["step"] == 4
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    cfg, split = checkpoint_config(b)
+    assert cfg.model.kind == method and cfg.data.split == split.name == "vinyals"
+    assert cfg.data.image_size == 28 and not cfg.data.rotate_classes
+    assert cfg.episodes.shots == 1 and cfg.train.grad_clip == 0 and cfg.train.lr == 1e-3
+    assert cfg.episodes.presentations == 1 + cfg.episodes.queries
+    assert Config.from_toml(paused / "config.toml") == cfg
+
+    out = tmp_path / "eval"
+    assert cli_main(["evaluate", "--checkpoint", str(paused / "model.pt"), "--episodes", "6",
+                     "--data-root", str(data_root), "--cache-dir", str(cache_dir),
+                     "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["episodes"] == 6 and metrics["n_way"] == 5 and metrics["shots"] == 1
+    assert metrics["split"] == "vinyals" and metrics["test_classes"] == 1692
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["ci95"] > 0
+    assert metrics["model"] == method and metrics["trained_steps"] == 4
+    predictions = predict_on_files(paused / "model.pt", data_root, tmp_path)
+    assert predictions["model"] == method and len(predictions["predictions"]) == 10
+
+
+def test_methods_start_from_their_papers_settings():
+    """The defaults BaselineConfig had, now the methods' defaults in the one Config."""
+    proto, maml = Config.for_method("protonet"), Config.for_method("maml")
+    assert (proto.episodes.n_way, proto.episodes.queries, proto.train.batch_size,
+            proto.train.lr_halve_every) == (60, 5, 1, 2000)
+    assert (maml.episodes.n_way, maml.train.batch_size, maml.model.fast_lr,
+            maml.model.adapt_steps, maml.model.test_adapt_steps, maml.model.first_order,
+            maml.train.lr_halve_every) == (5, 32, 0.4, 1, 3, False, 0)
+    five_shot = Config.from_dict({"model": {"kind": "maml"}, "episodes": {"shots": 5}})
+    assert five_shot.episodes.queries == 5 and five_shot.episodes.presentations == 10
+    for cfg in (proto, maml):
+        assert cfg.data.split == "vinyals" and cfg.train.lr == 1e-3 and cfg.train.grad_clip == 0
+        assert cfg.validate() is cfg
+    assert Config.from_dict({"model": {"kind": "protonet"},
+                             "data": {"dataset": "folder:x"}}).data.split == ""  # its default
+    assert Config().train.lr_halve_every == 0 and Config().data.split == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "protonet", "--labels", "five-hot"], "does not take episodes.labels"),
+    (["--method", "maml", "--curriculum", "3"], "does not take train.curriculum"),
+    (["--method", "protonet", "--presentations", "4"], "episodes.presentations = 4 disagrees"),
+    (["--method", "mann", "--lr-halve-every", "100"], "train.lr_halve_every is the schedule"),
+    (["--method", "maml", "--model", "lstm"], "name two methods"),
+    (["--method", "nonsense"], "model.kind must be one of"),
+])
+def test_bad_method_settings_are_one_clear_line(tmp_path, data_root, cache_dir, capsys, args,
+                                                message):
+    assert train("protonet", tmp_path / "r", data_root, cache_dir, "--steps", "1", *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def as_legacy(payload: dict) -> dict:
+    """A checkpoint payload as the former `python -m fewshot_mann.baselines.train` wrote it
+    (format "fewshot-mann-baseline-v1": "network" and "train" dicts, no config or split)."""
+    c = payload["config"]
+    d, e, m, t = c["data"], c["episodes"], c["model"], c["train"]
+    network = ({"method": "protonet", "image_size": d["image_size"]} if m["kind"] == "protonet"
+               else {"method": "maml", "ways": e["n_way"], "image_size": d["image_size"],
+                     "fast_lr": m["fast_lr"], "adapt_steps": m["adapt_steps"],
+                     "test_adapt_steps": m["test_adapt_steps"], "first_order": m["first_order"]})
+    settings = {
+        "method": m["kind"], "shots": e["shots"], "ways": e["n_way"], "queries": e["queries"],
+        "batch": t["batch_size"], "steps": t["steps"], "lr": t["lr"],
+        "lr_halve_every": t["lr_halve_every"], "fast_lr": m["fast_lr"],
+        "adapt_steps": m["adapt_steps"], "test_adapt_steps": m["test_adapt_steps"],
+        "first_order": m["first_order"], "image_size": d["image_size"],
+        "classes": "trainval" if d["split"] == "vinyals-trainval" else "train",
+        "seed": t["seed"], "data_root": d["data_root"], "cache_dir": d["cache_dir"],
+        "device": t["device"], "log_every": t["log_every"], "eval_every": t["eval_every"],
+        "val_episodes": t["eval_episodes"], "checkpoint_every": t["checkpoint_every"]}
+    kept = ("step", "model", "optimizer", "history", "lr_scale", "rollbacks", "guard",
+            "sampler_rng", "torch_rng", "machine", "torch")
+    return {"format": "fewshot-mann-baseline-v1", "network": network, "train": settings,
+            "elapsed_s": payload["history"][-1]["elapsed_s"],
+            "command": "python -m fewshot_mann.baselines.train --method protonet --ways 5",
+            **{key: payload[key] for key in kept if key in payload}}
+
+
+def test_a_checkpoint_of_the_former_trainer_resumes_exactly(tmp_path, data_root, cache_dir):
+    """A run whose checkpoint.pt the former baseline trainer wrote (its settings a "train"
+    dict) resumes with `fewshot-mann train --resume` as if it had never stopped."""
+    flags = ("--n-way", "5", "--queries", "2", "--batch-size", "2")
+    straight, old = tmp_path / "straight", tmp_path / "old"
+    assert train("protonet", straight, data_root, cache_dir, *flags, "--steps", "4") == 0
+    assert train("protonet", old, data_root, cache_dir, *flags, "--steps", "2") == 0
+    payload = torch.load(old / "checkpoint.pt", weights_only=True)
+    torch.save(as_legacy(payload), old / "checkpoint.pt")
+    (old / "config.toml").unlink()
+    converted = load_checkpoint(old / "checkpoint.pt")
+    assert converted["command"] == "fewshot-mann train --method protonet --n-way 5"
+    assert checkpoint_config(converted)[0] == Config.from_dict(payload["config"])
+    assert cli_main(["train", "--data-root", str(data_root), "--cache-dir", str(cache_dir),
+                     "--steps", "4", "--resume", "--quiet", "--out", str(old)]) == 0
+    a, b = (load_checkpoint(run / "model.pt") for run in (straight, old))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert (old / "config.toml").is_file()
+
+
+def test_modern_command_gives_the_same_settings():
+    """The former trainer's flags, each in today's form; other commands as they were."""
+    old = ("python -m fewshot_mann.baselines.train --method maml --ways 20 --batch 16 "
+           "--classes trainval --val-episodes=50 --first-order --out 'a b' && "
+           "python -m fewshot_mann.baselines.train --method maml --resume --out 'a b'")
+    assert modern_command(old) == (
+        "fewshot-mann train --method maml --n-way 20 --batch-size 16 --split vinyals-trainval "
+        "--eval-episodes=50 --first-order --out 'a b' && "
+        "fewshot-mann train --method maml --resume --out 'a b'")
+    assert modern_command("fewshot-mann train --steps 3") == "fewshot-mann train --steps 3"
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "compare-runs"
+LEGACY = sorted(path for path in COMMITTED.glob("*/model.pt")
+                if torch.load(path, weights_only=True, map_location="cpu")["format"]
+                == "fewshot-mann-baseline-v1")
+
+
+@pytest.mark.parametrize("path", LEGACY, ids=[p.parent.name for p in LEGACY])
+def test_committed_checkpoints_of_the_former_trainer_keep_their_settings(path):
+    """Each committed ProtoNets/MAML checkpoint of the former trainer: its settings as a
+    Config, and its recorded command, in today's form, asks for those very settings."""
+    from fewshot_mann.cli import build_parser, requested_settings
+
+    payload = load_checkpoint(path)
+    cfg, split = checkpoint_config(payload, path)
+    legacy = torch.load(path, weights_only=True, map_location="cpu")["train"]
+    assert cfg.model.kind == legacy["method"] and cfg.episodes.n_way == legacy["ways"]
+    assert cfg.train.batch_size == legacy["batch"] and cfg.episodes.shots == legacy["shots"]
+    first = shlex.split(payload["command"].split(" && ")[0])
+    assert first[:2] == ["fewshot-mann", "train"]
+    asked = Config.from_dict(requested_settings(build_parser().parse_args(first[1:])))
+    machine = {("data", "data_root"), ("data", "cache_dir"), ("train", "device"),
+               ("train", "threads"), ("train", "steps")}  # where and how long, not what
+    differ = {(section, key) for section, values in cfg.to_dict().items()
+              for key, value in values.items() if asked.to_dict()[section][key] != value}
+    assert differ <= machine, differ
+    assert split.name == cfg.data.split and len(split.test) == 1692
+
+
+def test_committed_protonet_and_maml_of_the_former_trainer_predict(tmp_path, data_root):
+    for run in ("protonet-1shot", "maml-5w1s"):
+        predictions = predict_on_files(COMMITTED / run / "model.pt", data_root, tmp_path / run)
+        correct = [p["predicted"] == Path(p["query"]).parent.name
+                   for p in predictions["predictions"]]
+        assert sum(correct) >= 7, (run, correct)  # chance: 2 of 10
 
 
 def test_a_baseline_nan_is_rolled_back_by_the_shared_loop(tmp_path, data_root, cache_dir,
@@ -138,14 +305,13 @@ def test_a_baseline_nan_is_rolled_back_by_the_shared_loop(tmp_path, data_root, c
 
     monkeypatch.setattr(ProtoNet, "meta_loss", nan_once)
     run = tmp_path / "nan"
-    assert train_main(train_args("protonet", run, data_root, cache_dir, "--ways", "5",
-                                 "--queries", "1", "--steps", "4")) == 0
+    assert train("protonet", run, data_root, cache_dir, "--n-way", "5", "--queries", "1",
+                 "--steps", "4") == 0
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     events = [r for r in log if r.get("event") == "rollback"]
     assert len(events) == 1 and events[0]["step"] == 2 and events[0]["lr_scale"] == 0.5
     assert "the loss became nan at step 3" in events[0]["reason"]
-    _, payload = load_baseline(run / "model.pt")
-    assert payload["step"] == 4
+    assert load_checkpoint(run / "model.pt")["step"] == 4
     assert log[-1]["step"] == 4 and log[-1]["lr"] == pytest.approx(0.5e-3)
 
 
@@ -155,10 +321,9 @@ def test_protonet_learns_in_a_hundred_steps(tmp_path, data_root, cache_dir, omni
     measured 0.74 and 0.71 (seeds 0 and 1, +- 0.04), against 0.41 untrained and 0.485 for
     pixel 1-NN."""
     run = tmp_path / "learn"
-    assert train_main(train_args("protonet", run, data_root, cache_dir, "--shots", "1",
-                                 "--ways", "20", "--steps", "100", "--log-every", "100",
-                                 "--eval-every", "100")) == 0
-    model, _ = load_baseline(run / "model.pt")
+    assert train("protonet", run, data_root, cache_dir, "--shots", "1", "--n-way", "20",
+                 "--steps", "100", "--log-every", "100", "--eval-every", "100") == 0
+    model = model_from_checkpoint(load_checkpoint(run / "model.pt"))[0]
     setting = Setting(5, 1)
     result = score(model, eval_episodes(omniglot28, test_classes, setting, 100), setting.shots)
     assert result.mean > 0.6, result
@@ -167,11 +332,11 @@ def test_protonet_learns_in_a_hundred_steps(tmp_path, data_root, cache_dir, omni
 def test_maml_meta_step_and_prediction(tmp_path, data_root, cache_dir, omniglot28,
                                        test_classes):
     run = tmp_path / "maml"
-    assert train_main(train_args("maml", run, data_root, cache_dir, "--shots", "1",
-                                 "--batch", "2", "--steps", "1", "--test-adapt-steps", "2")) == 0
-    model, payload = load_baseline(run / "model.pt")
-    assert payload["network"]["ways"] == 5 and payload["network"]["test_adapt_steps"] == 2
-    assert payload["train"]["queries"] == 1  # MAML queries default to the shots
+    assert train("maml", run, data_root, cache_dir, "--shots", "1", "--batch-size", "2",
+                 "--steps", "1", "--test-adapt-steps", "2") == 0
+    model, cfg, _ = model_from_checkpoint(load_checkpoint(run / "model.pt"))
+    assert model.ways == 5 and model.test_adapt_steps == 2
+    assert cfg.episodes.queries == 1  # MAML queries default to the shots
     before = {k: v.clone() for k, v in model.state_dict().items()}
     setting = Setting(5, 1)
     result = score(model, eval_episodes(omniglot28, test_classes, setting, 6), setting.shots)

@@ -25,7 +25,6 @@ from PIL import Image, ImageOps
 from test_cli import TINY
 from test_robustness import copy_tree
 
-from fewshot_mann.baselines.checkpoint import save_baseline
 from fewshot_mann.baselines.protonet import ProtoNet
 from fewshot_mann.baselines.tasks import (
     Setting,
@@ -34,8 +33,14 @@ from fewshot_mann.baselines.tasks import (
     split_support_query,
     task_sampler,
 )
-from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
+from fewshot_mann.checkpoint import (
+    checkpoint_config,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from fewshot_mann.cli import main
+from fewshot_mann.config import Config
 from fewshot_mann.data import ClassSplit
 from fewshot_mann.explain import draw_heatmaps, record_memory, short
 from fewshot_mann.predict import PredictError, Predictor, Preprocessing
@@ -146,7 +151,10 @@ def protonet_background(omniglot28, tmp_path_factory) -> Path:
         loss.backward()
         optimizer.step()
     path = tmp_path_factory.mktemp("protonet") / "model.pt"
-    save_baseline(path, {"method": "protonet", "image_size": 28}, model, step=150)
+    cfg = Config.from_dict({"model": {"kind": "protonet"}, "episodes": {"n_way": 5}})
+    split = ClassSplit("background", background, evaluation_classes(omniglot28))
+    save_checkpoint(path, config=cfg.to_dict(), split=split.to_dict(), image_shape=[1, 28, 28],
+                    step=150, model=model.state_dict())
     return path
 
 

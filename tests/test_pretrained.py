@@ -7,8 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fewshot_mann.baselines.checkpoint import load_baseline
-from fewshot_mann.baselines.train import main as train_baseline
 from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
 from fewshot_mann.cli import main
 from fewshot_mann.models.encoder import bare
@@ -18,11 +16,16 @@ from fewshot_mann.models.encoder import bare
 def protonet(tmp_path_factory, data_root, cache_dir):
     """A ProtoNet trained for 20 steps on the Vinyals training classes (a few seconds)."""
     out = tmp_path_factory.mktemp("protonet")
-    assert train_baseline(["--method", "protonet", "--data-root", str(data_root),
-                           "--cache-dir", str(cache_dir), "--device", "cpu", "--steps", "20",
-                           "--ways", "5", "--eval-every", "20", "--val-episodes", "10",
-                           "--quiet", "--out", str(out)]) == 0
+    assert main(["train", "--method", "protonet", "--data-root", str(data_root),
+                 "--cache-dir", str(cache_dir), "--device", "cpu", "--steps", "20",
+                 "--n-way", "5", "--eval-every", "20", "--eval-episodes", "10", "--quiet",
+                 "--out", str(out)]) == 0
     return out / "model.pt"
+
+
+def protonet_cnn(path) -> dict[str, torch.Tensor]:
+    """The ConvBase weights of a ProtoNets checkpoint."""
+    return model_from_checkpoint(load_checkpoint(path))[0].encoder.state_dict()
 
 
 def train_mann(data_root, cache_dir, out, *extra: str) -> int:
@@ -44,7 +47,7 @@ def test_encoder_starts_from_the_protonet_and_stays_fixed_when_frozen(
     flags = ("--encoder-init", str(protonet)) + (("--freeze-encoder",) if frozen else ())
     run = tmp_path / "run"
     assert train_mann(data_root, cache_dir, run, "--steps", "3", *flags) == 0
-    source = load_baseline(protonet)[0].encoder.state_dict()
+    source = protonet_cnn(protonet)
     trained, cfg, _ = model_from_checkpoint(load_checkpoint(run / "model.pt"))
     assert cfg.model.encoder_init == str(protonet) and cfg.model.freeze_encoder is frozen
     after = encoder_state(trained)
@@ -70,25 +73,29 @@ def test_resumed_run_keeps_its_frozen_encoder(tmp_path, data_root, cache_dir, pr
     payload = load_checkpoint(run / "model.pt")
     assert payload["step"] == 4
     model = model_from_checkpoint(payload)[0]
-    source = load_baseline(protonet)[0].encoder.state_dict()
+    source = protonet_cnn(protonet)
     assert all(torch.equal(encoder_state(model)[k], v) for k, v in source.items())
 
 
 def test_an_encoder_trained_on_the_validation_classes_starts_a_trainval_run(
         tmp_path_factory, tmp_path, data_root, cache_dir, capsys):
-    """--classes trainval (Snell et al.'s final training) saw the vinyals validation classes:
-    refused where a run validates on them (vinyals), taken where it trains on them too
-    (vinyals-trainval, whose classes are the vinyals train + val, tested on the same test)."""
+    """A ProtoNet of --split vinyals-trainval (Snell et al.'s final training) saw the vinyals
+    validation classes: refused where a run validates on them (vinyals), taken where it
+    trains on them too (vinyals-trainval, whose classes are the vinyals train + val, tested on
+    the same test). That ProtoNet run, without validation classes, has no held-out
+    evaluation."""
     from fewshot_mann.data.splits import shipped_split
 
     split, vinyals = shipped_split("vinyals-trainval"), shipped_split("vinyals")
     assert sorted(split.train) == sorted(vinyals.train + vinyals.val)
     assert split.test == vinyals.test and not split.val
     out = tmp_path_factory.mktemp("protonet-trainval")
-    assert train_baseline(["--method", "protonet", "--classes", "trainval", "--data-root",
-                           str(data_root), "--cache-dir", str(cache_dir), "--device", "cpu",
-                           "--steps", "2", "--ways", "5", "--eval-every", "2",
-                           "--val-episodes", "10", "--quiet", "--out", str(out)]) == 0
+    assert main(["train", "--method", "protonet", "--split", "vinyals-trainval",
+                 "--data-root", str(data_root), "--cache-dir", str(cache_dir), "--device",
+                 "cpu", "--steps", "2", "--n-way", "5", "--eval-every", "2",
+                 "--eval-episodes", "10", "--quiet", "--out", str(out)]) == 0
+    log = (out / "train_log.jsonl").read_text()
+    assert '"step": 2' in log and "val_accuracy" not in log
     init = ("--encoder-init", str(out / "model.pt"), "--freeze-encoder", "--steps", "1")
     capsys.readouterr()
     assert train_mann(data_root, cache_dir, tmp_path / "refused", *init) == 2

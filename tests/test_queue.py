@@ -1,6 +1,7 @@
 """The comparison's training queues come from the one plan: on the CPU budget they are the very
 commands that trained the committed checkpoints of results/compare-runs (the former
-scripts/run_comparison.sh), and every run of the plan has exactly one queue."""
+scripts/run_comparison.sh; its ProtoNets and MAML commands in today's `fewshot-mann train
+--method` form, the same settings), and every run of the plan has exactly one queue."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ from experiments.compare import NOT_ON_CPU, PLAN, QUEUES, STAGES
 from experiments.queue import main, run_queues, stage_commands, stage_runs
 
 T = "fewshot-mann train --data-root D --threads 1 --quiet"
-B = "python -m fewshot_mann.baselines.train --data-root D --threads 1 --quiet"
 P = "--model mann --encoder convbase --encoder-init R/protonet-1shot/model.pt --freeze-encoder"
-MAML5 = "--batch 32 --fast-lr 0.4 --adapt-steps 1 --test-adapt-steps 3"
-MAML20 = "--batch 16 --fast-lr 0.1 --adapt-steps 5 --test-adapt-steps 5 --first-order"
+MAML5 = "--batch-size 32 --fast-lr 0.4 --adapt-steps 1 --test-adapt-steps 3"
+MAML20 = "--batch-size 16 --fast-lr 0.1 --adapt-steps 5 --test-adapt-steps 5 --first-order"
 VINYALS = "--split vinyals --image-size 28 --no-rotate"
 # scripts/run_comparison.sh before the queues were generated, with RUNS=R and DATA=D, a line a run
 # ruff: noqa: E501
@@ -25,14 +25,14 @@ SHELL_SCRIPT = {
           f"{T} --model feedforward --split santoro --n-way 15 --labels five-hot --steps 1000 --out R/feedforward-santoro15",
           f"{T} --model lstm --split santoro --n-way 15 --labels five-hot --steps 4000 --out R/lstm-santoro15",
           f"{T} --model mann --split santoro --n-way 15 --labels five-hot --steps 5000 --out R/mann-santoro15",
-          f"{B} --method protonet --shots 1 --steps 5000 --out R/protonet-1shot"],
+          f"{T} --method protonet --shots 1 --steps 5000 --out R/protonet-1shot"],
     "b": [f"{T} --model mann --encoder none {VINYALS} --n-way 5 --labels one-hot --steps 10000 --out R/mann-vinyals5",
-          f"{B} --method protonet --shots 5 --steps 4000 --out R/protonet-5shot",
-          f"{B} --method maml --ways 5 --shots 1 {MAML5} --steps 1500 --out R/maml-5w1s",
-          f"{B} --method maml --ways 5 --shots 5 {MAML5} --steps 600 --out R/maml-5w5s"],
+          f"{T} --method protonet --shots 5 --steps 4000 --out R/protonet-5shot",
+          f"{T} --method maml --n-way 5 --shots 1 {MAML5} --steps 1500 --out R/maml-5w1s",
+          f"{T} --method maml --n-way 5 --shots 5 {MAML5} --steps 600 --out R/maml-5w5s"],
     "c": [f"{T} --model mann --encoder none {VINYALS} --n-way 20 --labels one-hot --steps 10000 --out R/mann-vinyals20"],
-    "d": [f"{B} --method maml --ways 20 --shots 1 {MAML20} --steps 7000 --out R/maml-20w1s"],
-    "e": [f"{B} --method maml --ways 20 --shots 5 {MAML20} --steps 1000 --out R/maml-20w5s"],
+    "d": [f"{T} --method maml --n-way 20 --shots 1 {MAML20} --steps 7000 --out R/maml-20w1s"],
+    "e": [f"{T} --method maml --n-way 20 --shots 5 {MAML20} --steps 1000 --out R/maml-20w5s"],
     "f": [f"{T} --model mann --encoder conv {VINYALS} --n-way 5 --labels one-hot --steps 4500 --time-limit 8400 --out R/mann-conv-vinyals5"],
     "g": [f"{T} {P} {VINYALS} --n-way 5 --labels one-hot --steps 5000 --out R/mann-pretrained-vinyals5",
           f"{T} {P} {VINYALS} --n-way 20 --presentations 6 --labels one-hot --steps 8000 --out R/mann-pretrained-vinyals20"],

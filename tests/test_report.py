@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from experiments.compare import SANTORO_INSTANCES
-from fewshot_mann.baselines.train import main as train_baseline
 from fewshot_mann.cli import main as fewshot_mann
 from fewshot_mann.errors import CheckpointError
 
@@ -42,11 +41,12 @@ def test_report_from_tiny_checkpoints(tmp_path, data_root, cache_dir, omniglot, 
     assert fewshot_mann(["train", *data, *TINY, "--split", "vinyals", "--image-size", "28",
                          "--no-rotate", "--n-way", "5", "--out", str(runs / "mann-vinyals5")]) == 0
     shutil.copytree(runs / "mann-santoro5", runs / "lstm-santoro5")  # a MANN where an LSTM goes
-    base = [*data, "--device", "cpu", "--quiet", "--shots", "1", "--ways", "5"]
-    assert train_baseline(["--method", "protonet", *base, "--steps", "2",
-                           "--out", str(runs / "protonet-1shot")]) == 0
-    assert train_baseline(["--method", "maml", *base, "--steps", "1", "--batch", "2",
-                           "--out", str(runs / "maml-5w1s")]) == 0
+    base = ["train", *data, "--device", "cpu", "--quiet", "--shots", "1", "--n-way", "5",
+            "--eval-episodes", "10"]
+    assert fewshot_mann([*base, "--method", "protonet", "--steps", "2",
+                         "--out", str(runs / "protonet-1shot")]) == 0
+    assert fewshot_mann([*base, "--method", "maml", "--steps", "1", "--batch-size", "2",
+                         "--out", str(runs / "maml-5w1s")]) == 0
 
     args = ["--runs", str(runs), "--out", str(out), "--episodes", "20", *data, "--quiet"]
     assert load_script().main(args) == 0
@@ -66,7 +66,9 @@ def test_report_from_tiny_checkpoints(tmp_path, data_root, cache_dir, omniglot, 
         assert entry["status"] == "ok" and entry["episodes"] == 20, (method, setting)
         assert 0 <= entry["mean"] <= 1 and entry["eval_wall_s"] > 0 and entry["machine"]
     assert report["protonet"]["5w1s"]["train_command"].startswith(
-        "python -m fewshot_mann.baselines.train --method protonet")
+        "fewshot-mann train --method protonet --n-way 5 --steps 2 --device cpu")
+    assert report["maml"]["5w1s"]["train_command"].startswith(
+        "fewshot-mann train --method maml --steps 1 --batch-size 2")
     assert report["sklearn-knn"]["5w1s"]["checkpoint"] is None
     # missing runs, and a checkpoint of another configuration, are "not run", never numbers
     for method, setting in [("mann", "20w1s"), ("mann-conv", "5w1s"), ("protonet", "5w5s"),
@@ -107,7 +109,7 @@ def test_nearest_neighbour_scores_both_kinds_of_checkpoint(capsys, tmp_path, dat
         accuracy = float(capsys.readouterr().out.split("5w1s: ")[1].split()[0])
         assert accuracy > 85, (run, accuracy)
     torch.save({"format": "something else"}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="not a ProtoNets or MANN checkpoint"):
+    with pytest.raises(CheckpointError, match="not a fewshot-mann checkpoint"):
         module.main([str(tmp_path / "other.pt"), "--nearest-neighbour"])
 
 

@@ -1,53 +1,103 @@
-"""Checkpoints of the episodic baselines: the network's config and weights, plus what a run
-needs to resume (optimiser, RNG states, step) in the periodic `checkpoint.pt`.
+"""ProtoNets and MAML networks built from a run's config, and the checkpoints of their former
+trainer read as the package's own.
 
-Written atomically like the MANN's and read by the same checked loader
-(`fewshot_mann.checkpoint.read_payload`: checksums first, weights_only=True).
+Runs of `fewshot-mann train --method protonet|maml` write the package's checkpoint format
+(`fewshot_mann.checkpoint`: config, split, image shape, step, weights). Checkpoints written
+before, by `python -m fewshot_mann.baselines.train`, have the format "fewshot-mann-baseline-v1":
+the network's constructor arguments ("network") and the run's settings ("train": method,
+shots, ways, queries, batch, classes, ...). `from_legacy` turns such a payload into the
+package's: its settings as a `Config`, its classes as the shipped Vinyals split, its command
+in today's form; weights, optimiser, RNG states, step and history stay as they were, so an old
+checkpoint loads, evaluates, predicts and resumes like a new one.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import shlex
 from typing import Any
 
 from torch import nn
 
-from ..checkpoint import CheckpointError, read_payload
-from ..errors import ConfigError
-from ..runtime import atomic_torch_save
-from .maml import MAML
-from .protonet import ProtoNet
+from ..checkpoint import FORMAT
+from ..config import Config, ModelConfig
+from ..data.splits import shipped_split
+from ..episodes import LabelCode
+from ..errors import CheckpointError, ConfigError
 
-FORMAT = "fewshot-mann-baseline-v1"
-NETWORKS: dict[str, type[nn.Module]] = {"protonet": ProtoNet, "maml": MAML}
-
-
-def build_network(network: dict[str, Any]) -> nn.Module:
-    """{"method": "protonet" | "maml", **constructor arguments} -> a fresh network."""
-    kwargs = dict(network)
-    method = kwargs.pop("method")
-    if method not in NETWORKS:
-        raise ConfigError(f"unknown baseline {method!r}; choose one of {list(NETWORKS)}")
-    return NETWORKS[method](**kwargs)
+LEGACY_PROGRAM = ["python", "-m", "fewshot_mann.baselines.train"]
+# the former trainer's flags that are named otherwise by `fewshot-mann train`
+LEGACY_FLAGS = {"--ways": "--n-way", "--batch": "--batch-size", "--val-episodes": "--eval-episodes"}
 
 
-def save_baseline(path: str | Path, network: dict[str, Any], model: nn.Module,
-                  **extra: Any) -> None:
-    atomic_torch_save({"format": FORMAT, "network": network, "model": model.state_dict(),
-                       **extra}, Path(path))
+def build_network(cfg: ModelConfig, image_shape: tuple[int, int, int],
+                  code: LabelCode) -> nn.Module:
+    """The ProtoNet or MAML network of `cfg` for images of `image_shape`; a MAML network has
+    one output per symbol of the one-hot label code (the episode's N class slots)."""
+    from .maml import MAML  # learn2learn, imported only when one of them is built
+    from .protonet import ProtoNet
+
+    channels, height, width = image_shape
+    if height != width:
+        raise ConfigError(f"{cfg.kind} takes square images, got {height}x{width}")
+    if cfg.kind == "protonet":
+        return ProtoNet(image_size=height, channels=channels)
+    if channels != 1:
+        raise ConfigError("MAML's network (learn2learn's OmniglotCNN) takes grayscale images "
+                          "(--channels 1)")
+    return MAML(code.symbols, image_size=height, fast_lr=cfg.fast_lr,
+                adapt_steps=cfg.adapt_steps, test_adapt_steps=cfg.test_adapt_steps,
+                first_order=cfg.first_order)
 
 
-def load_baseline(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The network a checkpoint describes, with its weights, and the whole payload."""
-    payload = read_payload(path, FORMAT, "a fewshot-mann baseline checkpoint")
-    return baseline_from_payload(payload, path), payload
-
-
-def baseline_from_payload(payload: dict[str, Any], path: str | Path) -> nn.Module:
-    """The network a baseline checkpoint's payload describes, with its weights."""
+def from_legacy(payload: dict[str, Any], path: str) -> dict[str, Any]:
+    """A "fewshot-mann-baseline-v1" payload as a package checkpoint payload (see the module
+    doc); CheckpointError when its settings are unreadable."""
     try:
-        model = build_network(payload["network"])
-        model.load_state_dict(payload["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: network config or weights unusable: {err}") from err
-    return model
+        t = payload["train"]
+        split = "vinyals-trainval" if t["classes"] == "trainval" else "vinyals"
+        cfg = Config.from_dict({
+            "data": {"split": split, "image_size": t["image_size"], "data_root": t["data_root"],
+                     "cache_dir": t["cache_dir"]},
+            "episodes": {"n_way": t["ways"], "shots": t["shots"], "queries": t["queries"]},
+            "model": {"kind": t["method"], "fast_lr": float(t["fast_lr"]),
+                      "adapt_steps": t["adapt_steps"], "test_adapt_steps": t["test_adapt_steps"],
+                      "first_order": t["first_order"]},
+            "train": {"steps": t["steps"], "batch_size": t["batch"], "lr": float(t["lr"]),
+                      "lr_halve_every": t["lr_halve_every"], "seed": t["seed"],
+                      "device": t["device"], "log_every": t["log_every"],
+                      "eval_every": t["eval_every"], "eval_episodes": t["val_episodes"],
+                      "checkpoint_every": t["checkpoint_every"]}}).validate()
+    except (KeyError, TypeError, ValueError) as err:  # ConfigError is a ValueError
+        raise CheckpointError(f"{path}: the settings of this ProtoNets/MAML checkpoint are "
+                              f"unreadable: {err}") from err
+    kept = {key: value for key, value in payload.items() if key not in ("train", "network")}
+    size = cfg.data.image_size
+    return {**kept, "format": FORMAT, "config": cfg.to_dict(),
+            "split": shipped_split(split).to_dict(), "image_shape": [1, size, size],
+            "command": modern_command(str(payload.get("command", "")))}
+
+
+def modern_command(command: str) -> str:
+    """A command line of the former trainer (`python -m fewshot_mann.baselines.train ...`, or
+    several joined by " && ") as the `fewshot-mann train` command of the same settings; other
+    commands unchanged."""
+    if not command:
+        return command
+    return " && ".join(_modern(part) for part in command.split(" && "))
+
+
+def _modern(command: str) -> str:
+    argv = shlex.split(command)
+    if argv[:3] != LEGACY_PROGRAM:
+        return command
+    out = ["fewshot-mann", "train"]
+    args = iter(argv[3:])
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag == "--classes":
+            classes = value if eq else next(args, "")
+            out += ["--split", "vinyals-trainval" if classes == "trainval" else "vinyals"]
+        else:
+            flag = LEGACY_FLAGS.get(flag, flag)
+            out.append(f"{flag}={value}" if eq else flag)
+    return shlex.join(out)

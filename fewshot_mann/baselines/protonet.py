@@ -22,14 +22,15 @@ from .tasks import Tasks
 
 
 class ProtoNet(nn.Module):
-    def __init__(self, image_size: int = 28, hidden: int = 64, layers: int = 4) -> None:
+    def __init__(self, image_size: int = 28, hidden: int = 64, layers: int = 4,
+                 channels: int = 1) -> None:
         super().__init__()
-        self.image_size = image_size
-        self.encoder = ConvBase(hidden=hidden, channels=1, max_pool=False, layers=layers)
+        self.image_shape = (channels, image_size, image_size)
+        self.encoder = ConvBase(hidden=hidden, channels=channels, max_pool=False, layers=layers)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(..., D) flat images -> (..., hidden) embeddings."""
-        return mean_pooled(self.encoder, images, (1, self.image_size, self.image_size))
+        return mean_pooled(self.encoder, images, self.image_shape)
 
     def class_logits(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """support (B, N, K, D), query (B, M, D) -> (B, M, N): minus the squared distance of
