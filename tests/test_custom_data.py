@@ -105,7 +105,7 @@ def test_cli_trains_on_a_manifest_and_on_combined_folders(tmp_path, image_tree, 
     assert main(["train", "--dataset", dataset, "--split", "ratio:0.6", "--cache-dir",
                  str(tmp_path / "cache"), *TINY, "--steps", "2", "--out", str(run)]) == 0
     split = ClassSplit.load(run / "split.json")
-    assert len(split.train) + len(split.test) == (16 if spec == "csv" else 18)
+    assert len(split.train) + len(split.val) + len(split.test) == (16 if spec == "csv" else 18)
 
 
 def test_cache_is_reused_until_a_file_changes(tmp_path, image_tree, monkeypatch):
@@ -145,7 +145,8 @@ def test_ratio_split_is_fixed_by_its_seed():
     a, b, c = (custom_split("ratio:0.75", names, seed) for seed in (3, 3, 4))
     assert a == b and a.train != c.train
     for split in (a, c):
-        assert len(split.train) == 30 and sorted(split.train + split.test) == names
+        assert (len(split.train), len(split.val)) == (26, 4)  # 10 % of the classes validate
+        assert sorted(split.train + split.val + split.test) == names
     with_val = custom_split("ratio:0.6,0.2", list(reversed(names)), 3)
     assert (len(with_val.train), len(with_val.val), len(with_val.test)) == (24, 8, 8)
     assert with_val == custom_split("ratio:0.6,0.2", names, 3)  # listing order does not matter
@@ -179,8 +180,8 @@ def test_lists_split_is_saved_with_the_run(tmp_path, image_tree):
 def test_python_api_from_a_notebook(tmp_path, image_tree):
     ds = FolderDataset.from_spec(f"folder:{image_tree}", image_size=20,
                                  cache_dir=tmp_path / "cache")
-    split = ds.split("ratio:0.6", seed=1)
-    assert set(split.train) | set(split.test) == set(ds.imageset.class_names)
+    split = ds.split("ratio:0.6", seed=1, n_way=5)  # as the run below, 5-way by default
+    assert set(split.train) | set(split.val) | set(split.test) == set(ds.imageset.class_names)
     cfg = replace(Config(), data={"dataset": f"folder:{image_tree}", "split": "ratio:0.6",
                                   "split_seed": 1, "cache_dir": str(tmp_path / "cache")},
                   model={"controller_size": 16, "memory_slots": 8, "memory_width": 4,
@@ -188,5 +189,6 @@ def test_python_api_from_a_notebook(tmp_path, image_tree):
                   train={"steps": 2, "batch_size": 2, "eval_episodes": 4, "device": "cpu"})
     trainer = Trainer.build(cfg, tmp_path / "run", progress=False)
     trainer.run()
-    assert trainer.split == split and trainer.imageset.images.equal(ds.imageset.images)
+    assert trainer.split == split  # and the run holds its training and validation images alone
+    assert trainer.imageset.images.equal(ds.imageset.subset(split.train + split.val).images)
     assert torch.isfinite(torch.tensor(trainer.history[-1]["loss"]))

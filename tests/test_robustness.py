@@ -95,7 +95,7 @@ def same_named_trees(root: Path) -> None:
     (None, "tree", ["--split", "ratio:eighty"], "use ratio:0.8"),
     (None, "tree", ["--split", "ratio:0.99"], "needs training and test classes"),
     (None, "tree", ["--split", "ratio:0.8"], "5-way episodes need at least 5 test classes; the "
-                                             "split has 2 usable ones"),
+                                             "split has 2: lower --n-way"),
     (None, "tree", ["--split", "lists:{tmp}/nolists"], "train.txt not found"),
     (None, "tree", ["--device", "nonsense"], "unknown device 'nonsense'"),
 ])
@@ -179,7 +179,15 @@ def test_unreadable_files_are_skipped_and_named_or_stop_the_run(tmp_path, image_
     bad = write_bad_files(root / "blac03")
     (root / "zz_broken").mkdir()
     shutil.copy(bad[0], root / "zz_broken" / "only.png")
-    code, err = cli(*train_args(tmp_path, f"folder:{root}", "--bad-files", policy))
+    # both damaged classes train: a training run opens the files of its own classes alone
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    names = sorted(p.name for p in root.iterdir())
+    test = [n for n in names if n not in ("blac03", "zz_broken")][:5]
+    (lists / "train.txt").write_text("\n".join(n for n in names if n not in test))
+    (lists / "test.txt").write_text("\n".join(test))
+    code, err = cli(*train_args(tmp_path, f"folder:{root}", "--bad-files", policy,
+                                "--split", f"lists:{lists}"))
     assert "Traceback" not in err
     for path in [*bad, root / "zz_broken" / "only.png"]:
         assert str(path) in err
@@ -237,7 +245,7 @@ def test_images_of_any_mode_and_bit_depth_are_converted(tmp_path):
     ("[train]\nlr = nan\n", "train.lr must be a finite number, got nan"),
     ("[model]\nkey_strength_init = inf\n", "model.key_strength_init must be a finite number"),
     ("[model]\nmemory_slots = 1\n", "model.read_heads (4) cannot exceed model.memory_slots (1)"),
-    ("[train]\nwarmup_steps = -1\n", "train.warmup_steps, train.grad_clip and train.threads"),
+    ("[train]\nwarmup_steps = -1\n", "train.warmup_steps, train.grad_clip, train.threads"),
     ("[model]\ncosine_eps = 0.0\n", "model.cosine_eps must be > 0, got 0.0"),
     ("[train]\nskip_grad_spikes = 0.5\n", "train.skip_grad_spikes must be 0 (off) or > 1, got 0.5"),
     ("[train\nlr = 1\n", "not valid TOML"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection
 
 from ..config import DataConfig
@@ -19,8 +20,8 @@ from .splits import (
 )
 
 
-def load_dataset(cfg: DataConfig, invert: bool = False,
-                 classes: Collection[str] | None = None, progress: bool = True) -> ImageSet:
+def load_dataset(cfg: DataConfig, invert: bool = False, progress: bool = True,
+                 classes: Collection[str] | None = None) -> ImageSet:
     """The images a data config names, decoded (or read from the cache). `invert`: custom
     images light on dark, as Omniglot's are decoded (Omniglot always is). `classes`: these
     classes alone (custom files of other classes are never opened). `progress`: a bar on
@@ -54,7 +55,9 @@ def load_training_data(cfg: DataConfig, n_way: int, split: ClassSplit | None = N
         return load_dataset(cfg, classes=keep, progress=progress), split
     if not cfg.dataset.startswith(("folder:", "csv:")):
         load_dataset(cfg)  # the unknown-dataset error
-    names = sorted({name for _, name in FolderDataset.entries(cfg.dataset)[0]})
+    with warnings.catch_warnings():  # what the listing finds amiss is said by the load below
+        warnings.simplefilter("ignore")
+        names = sorted({name for _, name in FolderDataset.entries(cfg.dataset)[0]})
     split = custom_split(spec, names, cfg.split_seed, n_way)
     imageset = load_dataset(cfg, classes=set(split.train + split.val), progress=progress)
     # classes without a readable image (skipped and reported by the load) leave the split
