@@ -89,7 +89,7 @@ class EpisodeConfig:
     # training episodes: "equal" shows each class `presentations` times; "random" draws the
     # n_way * presentations steps from min(2 * presentations, images) images of each class, so
     # that counting a label's showings cannot tell that its class is done (held-out and test
-    # episodes stay "equal"; results/memories/README.md)
+    # episodes stay "equal"; docs/memories.md)
     class_counts: str = "equal"
     labels: str = "one-hot"  # "one-hot" or "five-hot" (Santoro's 5-character strings)
     # protonet, maml: a training episode shows each class `shots` times as its support set and
@@ -136,7 +136,7 @@ class TrainConfig:
     steps: int = 20_000  # optimiser updates
     batch_size: int = 16  # episodes per update
     optimizer: str = "adam"  # "adam" | "rmsprop"
-    lr: float = 3e-3  # peak; with 1e-3 and batch 32 the plateau lasts far longer (results/plateau)
+    lr: float = 3e-3  # peak; with 1e-3 and batch 32 the MANN's plateau lasts far longer
     lr_min: float = 1e-4  # cosine decay target; equal to lr for a constant rate
     # protonet, maml: their schedule, lr halved every this many steps (0: constant) in place of
     # the sequence models' cosine decay to lr_min
@@ -144,10 +144,10 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 10.0  # max global grad norm; 0 disables clipping
     # skip the update (weights and optimiser state untouched) when the gradient norm before
-    # clipping is above this x the median of the last 100 steps' norms: one batch's exact
-    # gradient, 14x and about 100x the usual, began both collapses of
-    # results/scaling/cpu-collapse, clipped and then followed by Adam; 0: never skip. It decides
-    # on the host, so on CUDA it keeps a read-back of the norm every step (TrainingLoop)
+    # clipping is above this x the median of the last 100 steps' norms: a single batch whose
+    # exact gradient is far above the usual can, even clipped, set Adam's direction for the
+    # steps that follow (docs/training.md, divergence); 0: never skip. It decides on the host,
+    # so on CUDA it keeps a read-back of the norm every step (TrainingLoop)
     skip_grad_spikes: float = 0.0
     seed: int = 0
     device: str = "auto"  # "auto" picks cuda when present

@@ -15,8 +15,7 @@ captures one such graph per input shape, for the trainer's held-out evaluations.
 With `MANN.compile_step()` (train.compile) the training graphs hold the compiled time step's
 fused kernels: the warm-up runs before each capture compile it (torch.compile must never
 compile during a capture). The inference graphs capture the uncompiled step (`MANN.uncompiled`):
-compiling the inference shape took about 10 s on an H200 (results/time_to_accuracy) for
-evaluations that take milliseconds either way.
+compiling the inference shape costs seconds for evaluations that take milliseconds either way.
 """
 
 from __future__ import annotations

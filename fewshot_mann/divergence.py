@@ -2,7 +2,7 @@
 
 A large-batch MANN run can blow up without a single non-finite number: the training loss jumps
 far above where it was, held-out accuracy falls to chance, and the run then settles on a
-constant, useless output while the loss stays finite (issue 10; results/scaling). The trainer
+constant, useless output while the loss stays finite (docs/training.md). The trainer
 shows every log record to a `DivergenceGuard`:
 
     loss spike          the record's mean training loss is above `spike_factor` x the median of
@@ -18,10 +18,9 @@ and, before each update, its gradient norm (`skip_update`, when `skip_factor` > 
 
     gradient spike      the norm before clipping is above `skip_factor` x the median of the last
                         `NORM_WINDOW` steps' norms (once `MIN_NORMS` are known): the update is
-                        skipped. Both collapses of results/scaling/cpu-collapse began with one
-                        batch whose exact gradient was 14x (step 2,317) and about 100x (step
-                        1,820) the usual: clipped to train.grad_clip it still set Adam's
-                        direction, and the next steps ran away. Every norm joins the history,
+                        skipped. A collapse can begin with one batch whose exact gradient is
+                        tens of times the usual: clipped to train.grad_clip it still sets
+                        Adam's direction, and the next steps run away. Every norm joins the history,
                         skipped or not, so that a lasting change of scale is adopted after
                         NORM_WINDOW / 2 steps instead of stalling the run.
 

@@ -1,7 +1,7 @@
 """Signs of a MANN running away: what its memory and controller do over a few episodes.
 
-Issue 10's large-batch run collapsed with nothing in its log but the loss: a jump to 33 - 44
-nats (confident wrong answers), then chance, for good. These are the quantities that say which
+A large-batch run can collapse with nothing in its log but the loss: a jump to tens of nats
+(confident wrong answers), then chance, for good. These are the quantities that say which
 part ran away. The trainer records their summary over a few held-out episodes at every
 held-out evaluation (`train_log.jsonl`, field "health"; `train.health_episodes`), and
 scripts/diagnose_memory.py prints them step by step for any checkpoint:

@@ -97,8 +97,8 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     if cfg.train.precision == "bf16" and cfg.train.compile and device.type == "cuda":
         # tests/test_cuda.py::test_compiled_step_under_the_graph_trains_in_bf16 (xfail)
         raise ConfigError("train.precision bf16 with train.compile fails on CUDA inside the "
-                          "compiled backward (torch 2.11 on an H200: a float32 matmul into a "
-                          "bf16 buffer); use --precision tf32 with --compile, or bf16 "
+                          "compiled backward (torch 2.11: a float32 matmul into a bf16 "
+                          "buffer); use --precision tf32 with --compile, or bf16 "
                           "without --compile")
     torch.manual_seed(cfg.train.seed)
 

@@ -80,9 +80,9 @@ def set_process_flags(threads: int, precision: str) -> None:
 
 def adam(params: Iterable[torch.nn.Parameter], lr: float, fused: bool | None = None,
          ) -> torch.optim.Adam:
-    """Adam; `fused` None: one fused kernel on CUDA (the eager multi-tensor step took 2.0 of a
-    graphed step's 8.6 ms at batch 64 on an H100), torch's default multi-tensor step on the
-    CPU (the one every committed CPU run used)."""
+    """Adam; `fused` None: one fused kernel on CUDA (the eager multi-tensor step launches a
+    kernel per parameter group, a large share of a graphed small-batch step), torch's default
+    multi-tensor step on the CPU."""
     params = list(params)
     if fused is None:
         fused = bool(params) and params[0].is_cuda

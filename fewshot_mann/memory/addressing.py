@@ -16,7 +16,7 @@ The cosine is k.M(i) / (|k||M(i)| + eps), eps = model.cosine_eps (1e-8), so that
 read as 0. The gradient with respect to a row M(i) is about
 k / (|k||M(i)| + eps), large for nearly empty rows, and early in an episode an LRUA memory is
 mostly such rows (at initialisation, rows of norm 6e-4 - 8e-3 over the first steps, written with
-read weights of about 1/N). At eps 1e-8 this did two kinds of harm (results/scaling/README.md):
+read weights of about 1/N). At eps 1e-8 this does two kinds of harm (docs/training.md):
 at initialisation the intermediate gradients of an episode grow to 1e18 - 1e20 and the
 parameter gradient left where they cancel is float32 rounding noise (29,983 where float64
 gives 10.2); later in training it is real: one episode's exact gradient of 1,052 through a row
@@ -26,8 +26,7 @@ began a collapse from which the run never recovered. eps = 1e-2 bounds both (the
 run trained with it from the start left the MANN plateau later and collapsed through another
 source (a gradient exploding backward through the controller-memory loop); so 1e-8 stays the
 default. What prevented both collapses is a clip near the usual gradient norm (`--grad-clip 1`);
-`--skip-grad-spikes` and the divergence guard's rollback protect a run too
-(results/scaling/README.md).
+`--skip-grad-spikes` and the divergence guard's rollback protect a run too.
 """
 
 from __future__ import annotations
@@ -63,8 +62,8 @@ def least_used(usage: torch.Tensor, n: int) -> torch.Tensor:
     usage is >= 0, so its float32 bit pattern orders like the value, and the low bits break ties
     exactly as a stable sort does. The keys are distinct, so the n smallest are one top-k
     (eager), or n argmin passes under torch.compile, which inductor turns into fused reductions
-    where it would leave a top-k to ATen's kernel (14 ms of a 225 ms training step at batch
-    16,384 on an H100, results/bench/h100-profile-b16384-tf32-compiled.txt).
+    where it would leave a top-k to ATen's kernel (a measurable share of a large-batch
+    compiled training step on a GPU; docs/benchmarks.md).
     """
     slots = usage.shape[-1]
     bits_for_index = max(1, (slots - 1).bit_length())

@@ -13,8 +13,8 @@ Key strength. Eq. 18 as printed is softmax(cosine): with cosines in [-1, 1] over
 read weights are nearly uniform (the best match gets at most e^2 times the weight of the worst),
 so reads return a blur of the whole memory. Like the NTM's content addressing we multiply the
 cosine by a learned strength beta_t >= 1 (`key_strength`, on by default; off = eq. 18 exactly).
-Its bias starts at beta_0 = `key_strength_init` (11). Measured on this CPU
-(results/plateau, 64,000 training episodes, held-out 2nd-presentation accuracy): with Adam 1e-3
+Its bias starts at beta_0 = `key_strength_init` (11). Measured after 64,000 training episodes
+(held-out 2nd-presentation accuracy; docs/memories.md): with Adam 1e-3
 and batch 32, beta_0 = 1.7 stays on the MANN plateau (31.5 %) while beta_0 = 11 leaves it
 (53.4 %); with the package's Adam 3e-3 and batch 16, beta_0 = 11 reaches 81.4 % and no key
 strength at all 61.3 %.
@@ -24,8 +24,8 @@ Read normalisation (`read_norm`, off by default: an ablation). LRUA adds every w
 grows with the episode (in 150-step 15-way episodes the largest slot norm of a CPU-trained model
 grows from about 1 to 10; scripts/diagnose_memory.py), and the read vectors r_t feed the output
 layer and the next controller step unnormalised. `read_norm` layer-normalises each read vector
-(no parameters). Tried as a fix for the large-batch collapse of issue 10, it slows learning badly
-on the 5-way protocol (results/scaling/README.md), so it stays off.
+(no parameters). Tried against the collapse of large-batch runs, it slows learning badly on the
+5-way protocol (docs/training.md), so it stays off.
 """
 
 from __future__ import annotations
