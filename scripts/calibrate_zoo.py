@@ -32,13 +32,11 @@ from fewshot_mann.calibration import (
     nll,
     temper,
 )
-from fewshot_mann.checkpoint import FORMAT, checkpoint_config, read_payload
+from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint
 from fewshot_mann.config import default_cache_dir, default_data_root
 from fewshot_mann.data import ImageSet, resolve
 from fewshot_mann.data.omniglot import load_omniglot
-from fewshot_mann.data.splits import shipped_split
-from fewshot_mann.predict import BASELINE_FORMAT, Predictor
-from fewshot_mann.pretrained import pretrained_classes
+from fewshot_mann.predict import Predictor
 from fewshot_mann.runtime import device_name
 
 FIT_SEED = 0
@@ -46,16 +44,8 @@ FIT_SEED = 0
 
 def class_sides(name: str) -> tuple[list[str], str, list[str], str]:
     """(calibration classes, what they are, test classes, what they are) of a zoo model."""
-    payload = read_payload(name, (FORMAT, BASELINE_FORMAT), "a fewshot-mann checkpoint")
-    if payload["format"] == BASELINE_FORMAT:
-        vinyals = shipped_split("vinyals")
-        trained = pretrained_classes(payload)
-        split_name = f"vinyals ({payload['train']['classes']})"
-        held = [c for c in vinyals.val if c not in set(trained)]
-        test = vinyals.test
-    else:
-        _, split = checkpoint_config(payload, name)
-        split_name, trained, held, test = split.name, split.train, split.val, split.test
+    _, split = checkpoint_config(load_checkpoint(name), name)  # any method's checkpoint
+    split_name, trained, held, test = split.name, split.train, split.val, split.test
     if held:
         fit = (held, f"the {len(held)} validation classes of split {split_name}, not trained on")
     else:

@@ -446,15 +446,16 @@ def test_an_omniglot_model_transfers_to_a_folder_of_its_test_characters(data_roo
 
 
 # ---- the default split of custom data ------------------------------------------------------------
-def test_custom_data_gets_a_seeded_80_20_split(image_tree, tmp_path, cli):
+def test_custom_data_gets_a_seeded_default_split(image_tree, tmp_path, cli):
     args = ["train", "--dataset", f"folder:{image_tree}", "--cache-dir", tmp_path / "cache",
             "--n-way", "3", *TINY, "--steps", "2"]
     code, out, err = cli(*args, "--out", tmp_path / "a")
     assert code == 0, err
     split = ClassSplit.load(tmp_path / "a" / "split.json")
-    assert split.name == "ratio:0.8 (seed 0)" and (len(split.train), len(split.test)) == (13, 3)
-    assert "split: ratio:0.8 (seed 0), chosen as no --split was given: 13 training" in out
-    assert 'split = "ratio:0.8"' in (tmp_path / "a" / "config.toml").read_text()
+    assert split.name == "auto (seed 0)"
+    assert (len(split.train), len(split.val), len(split.test)) == (10, 3, 3)
+    assert "split: auto (seed 0), chosen as no --split was given: 10 training, 3 validation" in out
+    assert 'split = "auto"' in (tmp_path / "a" / "config.toml").read_text()
     code, out, err = cli(*args, "--split-seed", "4", "--out", tmp_path / "b")
     assert code == 0 and ClassSplit.load(tmp_path / "b" / "split.json").test != split.test
     code, out, err = cli(*args, "--split", "ratio:0.5", "--out", tmp_path / "c")
