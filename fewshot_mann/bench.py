@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .config import BACKENDS
 from .episodes import LabelCode
 from .errors import ConfigError
 from .metrics import episode_loss
@@ -157,7 +158,7 @@ def _peak_rss_mb() -> float:
 
 def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None = None,
               min_seconds: float | None = None, compile: bool = False,
-              backends: tuple[str, ...] = ("reference", "batched"),
+              backends: tuple[str, ...] = BACKENDS,
               reference_max_batch: int = 256, progress: bool = True,
               batch_sizes: tuple[int, ...] | None = None,
               memory_slots: tuple[int, ...] | None = None,

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .config import BACKENDS, MEMORY_NAMES
+
 DEBUG_ENV = "FEWSHOT_MANN_DEBUG"  # set to get the traceback of an expected error
 
 # flag -> (config section, field, type, help)
@@ -319,10 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="batch sizes to time (default: 16,64,256,1024)")
     bench.add_argument("--memory-slots", type=_int_list, default=None, metavar="N,N,...",
                        help="memory sizes to time (default: 128,512,2048)")
-    bench.add_argument("--backends", type=_backend_list,
-                       default=("reference", "batched"), metavar="NAME,NAME",
+    bench.add_argument("--backends", type=_names_of(BACKENDS, "backend(s)"),
+                       default=BACKENDS, metavar="NAME,NAME",
                        help="memory backends to time: reference,batched (default: both)")
-    bench.add_argument("--memories", type=_memory_list, default=("lrua",), metavar="NAME,...",
+    bench.add_argument("--memories", type=_names_of(MEMORY_NAMES, "memory variant(s)"),
+                       default=("lrua",), metavar="NAME,...",
                        help="memory variants to time: lrua,ntm,dnc,kv (default: lrua)")
     bench.add_argument("--reference-max-batch", type=int, default=256,
                        help="largest batch timed with the (slow, per-episode) reference backend")
@@ -368,20 +371,15 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _backend_list(text: str) -> tuple[str, ...]:
-    names = tuple(text.split(","))
-    unknown = [n for n in names if n not in ("reference", "batched")]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown backend(s) {unknown}: reference, batched")
-    return names
-
-
-def _memory_list(text: str) -> tuple[str, ...]:
-    names = tuple(text.split(","))
-    unknown = [n for n in names if n not in ("lrua", "ntm", "dnc", "kv")]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown memory variant(s) {unknown}: lrua, ntm, dnc, kv")
-    return names
+def _names_of(choices: tuple[str, ...], what: str) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: comma-separated names, each one of `choices`."""
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(text.split(","))
+        unknown = [n for n in names if n not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what} {unknown}: {', '.join(choices)}")
+        return names
+    return parse
 
 
 def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

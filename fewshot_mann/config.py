@@ -39,6 +39,8 @@ def default_cache_dir() -> str:
     return os.environ.get(CACHE_DIR_ENV, str(Path("data") / "cache"))
 
 
+MEMORY_NAMES = ("lrua", "ntm", "dnc", "kv")  # the memory registry's keys (memory.MEMORIES)
+BACKENDS = ("reference", "batched")  # the two forms of every memory's step
 SEQUENCE_MODELS = ("mann", "lstm", "feedforward")  # read an episode step by step
 SUPPORT_QUERY = ("protonet", "maml")  # classify queries from a support set (baselines/)
 METHODS = SEQUENCE_MODELS + SUPPORT_QUERY
@@ -270,9 +272,9 @@ class Config:
         _choice("episodes.labels", e.labels, ("one-hot", "five-hot"))
         _choice("episodes.class_counts", e.class_counts, ("equal", "random"))
         _choice("model.kind", m.kind, METHODS)
-        _choice("model.backend", m.backend, ("reference", "batched"))
+        _choice("model.backend", m.backend, BACKENDS)
         _choice("model.encoder", m.encoder, ("none", "conv", "convbase"))
-        _choice("model.memory", m.memory, ("lrua", "ntm", "dnc", "kv"))
+        _choice("model.memory", m.memory, MEMORY_NAMES)
         _choice("model.kv_query", m.kv_query, ("controller", "encoder"))
         _choice("train.optimizer", t.optimizer, ("adam", "rmsprop"))
         _choice("train.precision", t.precision, ("fp32", "tf32", "bf16"))

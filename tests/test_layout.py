@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -136,3 +137,23 @@ def test_a_script_does_nothing_when_imported(script, tmp_path, monkeypatch):
     spec.loader.exec_module(module)
     assert callable(getattr(module, "main", None)), f"{script.name} has no main()"
     assert list(tmp_path.iterdir()) == [] and _snapshot(REPO) == before
+
+
+def test_the_public_api_is_importable_from_the_top_and_light():
+    """Every exported name resolves; importing the package alone loads no torch (the CLI's
+    --help and the config stay quick)."""
+    import fewshot_mann
+
+    for name in fewshot_mann.__all__:
+        assert getattr(fewshot_mann, name) is not None
+    code = ("import sys, fewshot_mann, fewshot_mann.config, fewshot_mann.cli; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_memories_and_backends_are_named_once():
+    from fewshot_mann.config import BACKENDS, MEMORY_NAMES
+    from fewshot_mann.memory import MEMORIES
+
+    assert tuple(MEMORIES) == MEMORY_NAMES
+    assert all(hasattr(variant, backend) for variant in MEMORIES.values() for backend in BACKENDS)

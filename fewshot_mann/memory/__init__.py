@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..config import ModelConfig
+from ..config import BACKENDS, MEMORY_NAMES, ModelConfig
 from ..errors import ConfigError
 from .base import Interface, Memory
 from .dnc import BatchedDNC, DNCInterface, ReferenceDNC
@@ -31,7 +31,7 @@ MEMORIES: dict[str, Variant] = {
     "dnc": Variant(DNCInterface, ReferenceDNC, BatchedDNC),  # Graves et al. 2016
     "kv": Variant(KVInterface, ReferenceKV, BatchedKV),  # Kaiser et al. 2017
 }
-BACKENDS = ("reference", "batched")
+assert tuple(MEMORIES) == MEMORY_NAMES, "config.MEMORY_NAMES names the registry's keys"
 
 
 def make_memory(name: str, backend: str, cfg: ModelConfig, label_size: int) -> Memory:
