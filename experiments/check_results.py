@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from fewshot_mann.config import default_cache_dir, default_data_root
-from fewshot_mann.run_eval import evaluate_checkpoint
+from fewshot_mann.evaluation.heldout import evaluate_checkpoint
 from fewshot_mann.runtime import set_process_flags
 
 from .compare import PLAN, Context, evaluate_run

@@ -5,9 +5,9 @@ Two protocols, each with one set of test episodes that every method sees (fixed 
     santoro5, santoro15   Santoro et al. 2016 (sec. 4.1): the MANN, LSTM and feedforward
                           networks on 10-presentation episodes of the santoro split's test
                           classes, 5-way one-hot and 15-way five-hot labels; per-instance
-                          accuracy (`fewshot_mann.run_eval`)
+                          accuracy (`fewshot_mann.evaluation.heldout`)
     5w1s, 5w5s, 20w1s,    standard N-way K-shot on the Vinyals test classes at 28x28
-    20w5s                 (`fewshot_mann.baselines.tasks`): the MANN reads the episode as a
+    20w5s                 (`fewshot_mann.methods.tasks`): the MANN reads the episode as a
                           sequence and is scored on presentation K; ProtoNets, MAML and the
                           scikit-learn baselines classify that same presentation from the K
                           before it
@@ -35,8 +35,6 @@ from typing import Any
 
 import torch
 
-from fewshot_mann.baselines.pixels import PIXEL_BASELINES
-from fewshot_mann.baselines.tasks import SETTINGS, TEST_SEED, Setting, eval_episodes, score
 from fewshot_mann.checkpoint import (
     CheckpointError,
     checkpoint_config,
@@ -48,8 +46,10 @@ from fewshot_mann.config import SUPPORT_QUERY, Config
 from fewshot_mann.data.imageset import ImageSet
 from fewshot_mann.data.omniglot import load_omniglot
 from fewshot_mann.data.splits import omniglot_split
-from fewshot_mann.evaluate import evaluate_episodes
-from fewshot_mann.run_eval import evaluate_checkpoint
+from fewshot_mann.evaluation.heldout import evaluate_checkpoint
+from fewshot_mann.evaluation.scoring import evaluate_episodes
+from fewshot_mann.methods.pixels import PIXEL_BASELINES
+from fewshot_mann.methods.tasks import SETTINGS, TEST_SEED, Setting, eval_episodes, score
 from fewshot_mann.runtime import device_name, pick_device
 
 MODEL = "model.pt"  # the file a finished run leaves (fewshot-mann train)
@@ -460,7 +460,7 @@ def _describe_checkpoint(record: Record, run: Run, path: Path) -> None:
     have = {f"{section}.{key}": value
             for section, values in config.to_dict().items() for key, value in values.items()}
     # a checkpoint of the former ProtoNets/MAML trainer keeps its command and time (in
-    # today's form: fewshot_mann.baselines.checkpoint.from_legacy)
+    # today's form: fewshot_mann.methods.networks.from_legacy)
     record.train_command = payload.get("command") or _train_command(config, path.parent)
     record.train_wall_s = payload.get("elapsed_s",
                                       _logged_elapsed(path.parent / "train_log.jsonl"))

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fewshot_mann.baselines.tasks import TEST_SEED
-from fewshot_mann.plots import plot_curves
+from fewshot_mann.evaluation.plots import plot_curves
+from fewshot_mann.methods.tasks import TEST_SEED
 
 from .compare import SANTORO, SANTORO_INSTANCES, SANTORO_PRESENTATIONS, STANDARD, Record
 

@@ -4,9 +4,10 @@ The public API, importable from the top (each name is loaded on first use, so th
 `import fewshot_mann` and the command line stay quick):
 
     Config, read_toml                  a run's settings (config.py)
-    Trainer, build_run                 build a run from a Config and train it (train.py, run.py)
-    evaluate_checkpoint                a checkpoint on held-out classes (run_eval.py)
-    Predictor                          a trained model on your own images (predict.py)
+    build_trainer, Trainer, build_run  build a run from a Config and train it (trainers.py,
+                                       training/)
+    evaluate_checkpoint                a checkpoint on held-out classes (evaluation/)
+    Predictor                          a trained model on your own images (inference/)
     load_checkpoint, model_from_checkpoint
     MANN, build_model                  the models (models/)
     MEMORIES, make_memory              the memory variants and their registry (memory/)
@@ -25,9 +26,9 @@ __version__ = "0.1.0"
 # name -> the module (relative to this package) that defines it
 _EXPORTS = {
     "Config": "config", "read_toml": "config",
-    "Trainer": "train", "build_run": "run",
-    "evaluate_checkpoint": "run_eval",
-    "Predictor": "predict",
+    "Trainer": "training.trainer", "build_run": "training.run", "build_trainer": "trainers",
+    "evaluate_checkpoint": "evaluation.heldout",
+    "Predictor": "inference.predictor",
     "load_checkpoint": "checkpoint", "model_from_checkpoint": "checkpoint",
     "MANN": "models", "build_model": "models",
     "MEMORIES": "memory", "make_memory": "memory",

@@ -74,8 +74,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """One record, in this process: spec has memory, backend, mode, batch_size, memory_slots,
     device, min_seconds, compile."""
     from .config import ModelConfig
-    from .cuda_graphs import graph_inference, graph_training_forward
     from .models import MANN
+    from .training.cuda_graphs import graph_inference, graph_training_forward
 
     device = torch.device(spec["device"])
     B, T = spec["batch_size"], 50
@@ -168,7 +168,7 @@ def run_bench(device: str = "auto", quick: bool = False, out: str | Path | None 
     On the CPU each record runs in a subprocess; on CUDA in this process, where
     `max_memory_allocated` gives each record's own peak and an out-of-memory error is caught.
     Returns (and writes) the JSON document."""
-    from .plots import plot_throughput
+    from .evaluation.plots import plot_throughput
 
     dev = pick_device(device)
     if cuda_graph and dev.type != "cuda":

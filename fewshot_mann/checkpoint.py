@@ -32,18 +32,18 @@ def save_checkpoint(path: str | Path, **payload: Any) -> None:
     atomic_torch_save({"format": FORMAT, **payload}, Path(path))
 
 
-# the former ProtoNets/MAML trainer's (read, converted: baselines/checkpoint.py)
+# the former ProtoNets/MAML trainer's (read, converted: methods/networks.py)
 LEGACY_BASELINE_FORMAT = "fewshot-mann-baseline-v1"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The payload of a checkpoint of any method, or CheckpointError saying why not. One of the
-    former ProtoNets/MAML trainer comes converted (`baselines.checkpoint.from_legacy`)."""
+    former ProtoNets/MAML trainer comes converted (`methods.networks.from_legacy`)."""
     payload = read_payload(path, (FORMAT, LEGACY_BASELINE_FORMAT), "a fewshot-mann checkpoint")
     if payload["format"] == LEGACY_BASELINE_FORMAT:
-        from .baselines.checkpoint import from_legacy
+        from .methods.networks import from_legacy
 
-        payload = from_legacy(payload, str(path))
+        payload = {**from_legacy(payload, str(path)), "format": FORMAT}
     return check_complete(payload, path)
 
 

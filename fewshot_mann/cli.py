@@ -406,14 +406,14 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config, ConfigError
-    from .distributed import shutdown
     from .runtime import set_process_flags
-    from .train import Trainer
+    from .trainers import build_trainer
+    from .training.distributed import shutdown
 
     requested = requested_settings(args)
     trainer = None
     try:  # under torchrun each process runs this; the trainer asks distributed.py its rank
-        trainer = Trainer.build(Config.from_dict(requested), args.out, resume=args.resume,
+        trainer = build_trainer(Config.from_dict(requested), args.out, resume=args.resume,
                                 requested=requested, stop_accuracy=args.stop_accuracy,
                                 time_limit_s=args.time_limit, progress=not args.quiet)
         set_process_flags(trainer.cfg.train.threads, trainer.cfg.train.precision)
@@ -451,7 +451,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .run_eval import evaluate_checkpoint
+    from .evaluation.heldout import evaluate_checkpoint
 
     evaluate_checkpoint(args.checkpoint, episodes=args.episodes, out_dir=args.out,
                         presentations=args.presentations, batch_size=args.batch_size,
@@ -463,11 +463,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import Predictor
+    from .inference.predictor import Predictor
 
     checkpoint = args.checkpoint
     if checkpoint is None:
-        from .predict import support_shape
+        from .inference.predictor import support_shape
         from .zoo import choose
 
         classes, shots = support_shape(args.support)
@@ -496,7 +496,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspection import inspect_checkpoint
+    from .inference.inspection import inspect_checkpoint
 
     inspect_checkpoint(args.checkpoint, args.out, tasks=args.tasks, seed=args.seed,
                        device=args.device, classes=args.classes, invert=_invert(args.invert),

@@ -42,7 +42,7 @@ def default_cache_dir() -> str:
 MEMORY_NAMES = ("lrua", "ntm", "dnc", "kv")  # the memory registry's keys (memory.MEMORIES)
 BACKENDS = ("reference", "batched")  # the two forms of every memory's step
 SEQUENCE_MODELS = ("mann", "lstm", "feedforward")  # read an episode step by step
-SUPPORT_QUERY = ("protonet", "maml")  # classify queries from a support set (baselines/)
+SUPPORT_QUERY = ("protonet", "maml")  # classify queries from a support set (methods/)
 METHODS = SEQUENCE_MODELS + SUPPORT_QUERY
 
 # The settings in which a method's defaults differ from the MANN's. ProtoNets as Snell et al.
@@ -161,7 +161,7 @@ class TrainConfig:
     eval_episodes: int = 256
     # with each held-out evaluation of a MANN, its "health" on this many held-out episodes
     # drawn from the evaluation's seed (slot and read norms, key strengths, gates, saturated
-    # LSTM gates, largest logit: fewshot_mann/health.py); 0: none
+    # LSTM gates, largest logit: fewshot_mann/training/health.py); 0: none
     health_episodes: int = 16
     checkpoint_every: int = 500
     log_every: int = 50
@@ -339,7 +339,7 @@ class Config:
         return self
 
     def _validate_support_query(self) -> None:
-        """What ProtoNets and MAML training (baselines/trainer.py) cannot do."""
+        """What ProtoNets and MAML training (methods/trainer.py) cannot do."""
         e, m, t = self.episodes, self.model, self.train
         if not m.fast_lr > 0:
             raise ConfigError(f"model.fast_lr must be > 0, got {m.fast_lr}")

@@ -5,7 +5,7 @@ images of N classes, K of each, grouped by class, with their labels. A MANN need
 `episodes_from_l2l` draws tasks, shuffles each task's images into a random order of T = N*K
 steps, gives each class a fresh label from a `LabelCode` and adds the previous-step label
 inputs (Santoro et al. 2016, sec. 4.1), exactly as `EpisodeSampler` does for the package's own
-data. The result feeds `fewshot_mann.evaluate.evaluate_episodes`:
+data. The result feeds `fewshot_mann.evaluation.scoring.evaluate_episodes`:
 
     taskset = l2l.data.Taskset(meta, [NWays(meta, 5), KShots(meta, 11), LoadData(meta),
                                       RemapLabels(meta)])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from fewshot_mann.plots import plot_learning_curves
+from fewshot_mann.evaluation.plots import plot_learning_curves
 from fewshot_mann.runtime import device_name
 
 # name -> (description, extra flags, [model] TOML lines)

@@ -28,9 +28,9 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from fewshot_mann.config import Config, replace
-    from fewshot_mann.distributed import shutdown
     from fewshot_mann.runtime import device_name, set_process_flags
-    from fewshot_mann.train import Trainer
+    from fewshot_mann.training.distributed import shutdown
+    from fewshot_mann.training.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as out:
         cfg = replace(Config(), train={

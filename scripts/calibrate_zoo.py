@@ -8,7 +8,7 @@ did not train on them, else its training classes), half of classes drawn from al
 half of classes of one alphabet (harder: Lake et al.'s one-shot runs, and what a user's own
 symbols of one style are like), through `Predictor.predict`, exactly as `fewshot-mann
 predict` runs; the temperature T minimising the NLL of softmax(log p / T) on their queries
-(`fewshot_mann.calibration`); then the expected calibration error (15 bins) before and after
+(`inference.calibration`); then the expected calibration error (15 bins) before and after
 on `--episodes` episodes of its test classes (seed 12345, the seed of the recorded
 accuracies), and on as many within-alphabet episodes of its test classes. The manifest entry
 gets T, those numbers, the seconds it took and the machine; accuracies are left as they are
@@ -24,19 +24,19 @@ import time
 import torch
 
 from fewshot_mann import zoo
-from fewshot_mann.baselines.tasks import TEST_SEED, Setting, eval_episodes, split_support_query
-from fewshot_mann.calibration import (
+from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint
+from fewshot_mann.config import default_cache_dir, default_data_root
+from fewshot_mann.data import ImageSet, resolve
+from fewshot_mann.data.omniglot import load_omniglot
+from fewshot_mann.inference.calibration import (
     ECE_BINS,
     expected_calibration_error,
     fit_temperature,
     nll,
     temper,
 )
-from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint
-from fewshot_mann.config import default_cache_dir, default_data_root
-from fewshot_mann.data import ImageSet, resolve
-from fewshot_mann.data.omniglot import load_omniglot
-from fewshot_mann.predict import Predictor
+from fewshot_mann.inference.predictor import Predictor
+from fewshot_mann.methods.tasks import TEST_SEED, Setting, eval_episodes, split_support_query
 from fewshot_mann.runtime import device_name
 
 FIT_SEED = 0

@@ -2,7 +2,7 @@
 
 For each checkpoint (model.pt, checkpoint.pt or a trainer's diverged-stepN.pt), runs a batch of
 training episodes of its own configuration and prints, at some steps t, the mean over episodes
-of each number of fewshot_mann/health.py (largest slot norm of M_t, read-vector norm, the key
+of each number of training/health.py (largest slot norm of M_t, read-vector norm, the key
 strengths and gates of the memory's controls, the share of saturated LSTM gates), then the
 summary that training logs at each held-out evaluation. Compare a diverged checkpoint with the
 last good one to see which of them ran away; with two or more checkpoints it also lists the
@@ -22,7 +22,7 @@ from fewshot_mann import health
 from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
 from fewshot_mann.config import replace
 from fewshot_mann.data import load_dataset
-from fewshot_mann.run import make_sampler
+from fewshot_mann.training.run import make_sampler
 
 SHOWN_STEPS = (0, 4, 9, 24, 49, 99, 149)  # and the last
 

@@ -47,10 +47,10 @@ from fewshot_mann.config import Config, replace
 from fewshot_mann.data import load_dataset
 from fewshot_mann.data.splits import omniglot_split
 from fewshot_mann.episodes import Episodes, LabelCode
-from fewshot_mann.loop import CHECKPOINT
 from fewshot_mann.metrics import episode_loss
 from fewshot_mann.models import MANN
-from fewshot_mann.run import Run, build_run, make_sampler
+from fewshot_mann.training.loop import CHECKPOINT
+from fewshot_mann.training.run import Run, build_run, make_sampler
 
 
 def gradient_norm(model: MANN, batch: Episodes, i: int, dtype: torch.dtype, n: int = 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fewshot_mann.plots import plot_curves
+from fewshot_mann.evaluation.plots import plot_curves
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 RUNS = {"lrua": RESULTS / "santoro-5way", **{name: RESULTS / "memories" / name

@@ -1,5 +1,5 @@
 """A training run at a glance: loss, held-out accuracy and the memory's health against the step,
-with rollbacks, stops and curriculum widenings marked (fewshot_mann.plots.plot_training).
+with rollbacks, stops and curriculum widenings marked (fewshot_mann.evaluation.plots.plot_training).
 
     python scripts/plot_run.py RUN [RUN ...]      # writes RUN/training.png for each
 """
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from fewshot_mann.config import Config
-from fewshot_mann.plots import plot_training
+from fewshot_mann.evaluation.plots import plot_training
 
 
 def main() -> None:

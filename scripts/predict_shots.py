@@ -20,7 +20,7 @@ import torch
 from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint
 from fewshot_mann.config import default_cache_dir, default_data_root, replace
 from fewshot_mann.data import load_dataset, resolve
-from fewshot_mann.predict import Predictor
+from fewshot_mann.inference.predictor import Predictor
 
 
 def main() -> None:

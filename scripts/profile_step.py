@@ -8,7 +8,7 @@ shapes, after a timed run that gives episodes/s.
 
 The step is `fewshot_mann.bench.training_step`, the benchmark's, with the gradient clipping
 of `train` (norm 10). With --cuda-graph it is the one `train --cuda-graph` runs: forward and
-backward replayed from a CUDA graph (fewshot_mann/cuda_graphs.py), loss, clipping and Adam
+backward replayed from a CUDA graph (fewshot_mann/training/cuda_graphs.py), loss, clipping and Adam
 eager (Adam as the trainer steps it: one fused kernel on CUDA, unless --multi-tensor-adam).
 --precision tf32 turns on TF32 matmuls, bf16 runs the forward under bf16 autocast, as
 `train --precision` does.
@@ -27,10 +27,10 @@ from torch.profiler import ProfilerActivity, profile
 
 from fewshot_mann.bench import random_episodes, training_step
 from fewshot_mann.config import ModelConfig
-from fewshot_mann.cuda_graphs import graph_training_forward
 from fewshot_mann.episodes import LabelCode
 from fewshot_mann.models import MANN
 from fewshot_mann.runtime import adam, device_name, set_process_flags
+from fewshot_mann.training.cuda_graphs import graph_training_forward
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from fewshot_mann.config import Config, replace
 from fewshot_mann.runtime import device_name, set_process_flags
-from fewshot_mann.train import Trainer
+from fewshot_mann.training.trainer import Trainer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ nothing in the training) and the checkpoint kept at chosen steps, for
 
 --set takes the settings a resumed run may change (train.grad_clip, train.lr, ...; run.py
 RESUMABLE) and model.cosine_eps. The replay stops at the first divergence by default
-(--on-divergence stop): its record says what ran away (fewshot_mann/health.py).
+(--on-divergence stop): its record says what ran away (fewshot_mann/training/health.py).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import torch
 
 from fewshot_mann.config import Config
 from fewshot_mann.errors import TrainingDiverged
-from fewshot_mann.loop import CHECKPOINT, LOG
-from fewshot_mann.train import Trainer
+from fewshot_mann.training.loop import CHECKPOINT, LOG
+from fewshot_mann.training.trainer import Trainer
 
 
 def parse_settings(pairs: list[str]) -> dict[str, dict[str, Any]]:

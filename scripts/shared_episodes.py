@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from experiments.compare import STANDARD, Context
-from fewshot_mann.baselines.tasks import eval_episodes, score
 from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
 from fewshot_mann.config import SUPPORT_QUERY, default_cache_dir, default_data_root
 from fewshot_mann.data.splits import omniglot_split
-from fewshot_mann.evaluate import evaluate_episodes
+from fewshot_mann.evaluation.scoring import evaluate_episodes
+from fewshot_mann.methods.tasks import eval_episodes, score
 
 Embed = Callable[[torch.Tensor], torch.Tensor]  # (..., D) flat images -> (..., E)
 

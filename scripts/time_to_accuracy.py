@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 from fewshot_mann.config import Config, replace
-from fewshot_mann.run_eval import evaluate_checkpoint
+from fewshot_mann.evaluation.heldout import evaluate_checkpoint
 from fewshot_mann.runtime import device_name, device_slug, pick_device, set_process_flags
-from fewshot_mann.train import Trainer
+from fewshot_mann.training.trainer import Trainer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from fewshot_mann.checkpoint import CheckpointError, load_checkpoint, model_from
 from fewshot_mann.cli import build_parser, main
 from fewshot_mann.config import Config, ConfigError, replace
 from fewshot_mann.runtime import atomic_torch_save
-from fewshot_mann.train import Trainer
+from fewshot_mann.training.trainer import Trainer
 
 
 def tiny_config(data_root, cache_dir, steps: int) -> Config:

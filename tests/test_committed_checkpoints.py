@@ -11,7 +11,7 @@ import pytest
 
 from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint
 from fewshot_mann.config import METHODS
-from fewshot_mann.run_eval import evaluate_checkpoint
+from fewshot_mann.evaluation.heldout import evaluate_checkpoint
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 CHECKPOINTS = sorted(RESULTS.rglob("*.pt"))

@@ -13,12 +13,16 @@ import torch
 
 from fewshot_mann.bench import random_episodes
 from fewshot_mann.config import CACHE_DIR_ENV, Config, ModelConfig, replace
-from fewshot_mann.cuda_graphs import GraphedInference, graph_inference, graph_training_forward
 from fewshot_mann.episodes import LabelCode
 from fewshot_mann.errors import ConfigError
 from fewshot_mann.metrics import episode_loss
 from fewshot_mann.models import MANN
-from fewshot_mann.train import Trainer
+from fewshot_mann.training.cuda_graphs import (
+    GraphedInference,
+    graph_inference,
+    graph_training_forward,
+)
+from fewshot_mann.training.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

@@ -17,7 +17,7 @@ from fewshot_mann.checkpoint import load_checkpoint
 from fewshot_mann.cli import main
 from fewshot_mann.config import Config, replace
 from fewshot_mann.data import ClassSplit, FolderDataset, SplitError, custom_split, folder
-from fewshot_mann.train import Trainer
+from fewshot_mann.training.trainer import Trainer
 
 
 def test_train_and_evaluate_on_a_folder_of_mixed_images(tmp_path, image_tree, capsys):

@@ -23,10 +23,10 @@ from test_divergence import tiny_config
 from fewshot_mann.checkpoint import load_checkpoint
 from fewshot_mann.cli import main
 from fewshot_mann.config import Config, replace
-from fewshot_mann.distributed import rank_seed, shutdown
 from fewshot_mann.episodes import Episodes
-from fewshot_mann.run import make_sampler
-from fewshot_mann.train import Trainer
+from fewshot_mann.training.distributed import rank_seed, shutdown
+from fewshot_mann.training.run import make_sampler
+from fewshot_mann.training.trainer import Trainer
 
 WORLD = 2
 STEPS = 40  # of the torchrun runs

@@ -14,11 +14,11 @@ from fewshot_mann import run as run_module
 from fewshot_mann import train as train_module
 from fewshot_mann.checkpoint import load_checkpoint
 from fewshot_mann.config import Config, ConfigError, curriculum_widths, replace
-from fewshot_mann.divergence import DivergenceGuard
 from fewshot_mann.errors import TrainingDiverged
-from fewshot_mann.plots import plot_training
+from fewshot_mann.evaluation.plots import plot_training
 from fewshot_mann.runtime import adam
-from fewshot_mann.train import Trainer
+from fewshot_mann.training.divergence import DivergenceGuard
+from fewshot_mann.training.trainer import Trainer
 
 SPIKE_AT = 20  # the step after which the parameters are blown up
 
@@ -62,7 +62,7 @@ def test_an_injected_spike_is_rolled_back_and_training_goes_on(tmp_path, data_ro
     assert event["reason"].startswith("loss spike") and event["lr_scale"] == 0.5
     assert (run / event["diverged_weights"]).exists()  # kept for a post-mortem
     # and the record says what ran away: against the held-out evaluation at the spike's step,
-    # the diverged model's logits and saturated LSTM gates (fewshot_mann/health.py)
+    # the diverged model's logits and saturated LSTM gates (fewshot_mann/training/health.py)
     good = next(r for r in log_records(run) if r["step"] == SPIKE_AT and "health" in r)
     assert event["health"]["logit"] > 10 * good["health"]["logit"]
     assert event["health"]["saturated_gates"] > 0.5 > good["health"]["saturated_gates"]

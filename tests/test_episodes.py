@@ -9,7 +9,7 @@ from fewshot_mann.config import Config, replace
 from fewshot_mann.data.splits import omniglot_split, resolve
 from fewshot_mann.episodes import EpisodeSampler, LabelCode
 from fewshot_mann.metrics import pooled_presentation_accuracy, presentation_accuracy
-from fewshot_mann.run import make_sampler
+from fewshot_mann.training.run import make_sampler
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The memory's health (fewshot_mann/health.py): logged at each held-out evaluation, printed by
+"""The memory's health (training/health.py): logged at each held-out evaluation, printed by
 scripts/diagnose_memory.py, blind to nothing a runaway does, invisible to the model."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from fewshot_mann import health
 from fewshot_mann.config import Config, replace
-from fewshot_mann.train import Trainer
+from fewshot_mann.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

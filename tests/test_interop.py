@@ -12,9 +12,9 @@ from learn2learn.data.transforms import KShots, LoadData, NWays, RemapLabels
 from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
 from fewshot_mann.cli import main
 from fewshot_mann.episodes import LabelCode, shift_labels
-from fewshot_mann.evaluate import evaluate, evaluate_episodes
+from fewshot_mann.evaluation.scoring import evaluate, evaluate_episodes
 from fewshot_mann.interop import episodes_from_l2l
-from fewshot_mann.run import make_sampler
+from fewshot_mann.training.run import make_sampler
 
 TINY = ["--controller-size", "32", "--memory-slots", "16", "--memory-width", "8",
         "--read-heads", "2", "--batch-size", "4", "--eval-every", "2", "--eval-episodes", "8",

@@ -114,19 +114,19 @@ def test_a_script_does_nothing_when_imported(script, tmp_path, monkeypatch):
 
     import fewshot_mann.data
     import fewshot_mann.data.omniglot
-    import fewshot_mann.run
-    import fewshot_mann.run_eval
-    import fewshot_mann.train
+    import fewshot_mann.evaluation.heldout
+    import fewshot_mann.training.run
+    import fewshot_mann.training.trainer
 
     def working(*args, **kwargs):
         raise AssertionError(f"{script.name} works when imported")
 
     # the ways into real work (no wall-clock bound: a loaded machine makes that flaky)
-    for owner, name in ((torch.Tensor, "backward"), (fewshot_mann.run, "build_run"),
-                        (fewshot_mann.train, "build_run"),
+    for owner, name in ((torch.Tensor, "backward"), (fewshot_mann.training.run, "build_run"),
+                        (fewshot_mann.training.trainer, "build_run"),
                         (fewshot_mann.data, "load_dataset"),
                         (fewshot_mann.data.omniglot, "load_omniglot"),
-                        (fewshot_mann.run_eval, "evaluate_checkpoint")):
+                        (fewshot_mann.evaluation.heldout, "evaluate_checkpoint")):
         monkeypatch.setattr(owner, name, working)
     monkeypatch.chdir(tmp_path)  # a script that writes to the working folder would write here
     monkeypatch.setattr(sys, "dont_write_bytecode", True)

@@ -19,7 +19,7 @@ from fewshot_mann.memory.dnc import DNCControls
 from fewshot_mann.memory.kv import KVControls
 from fewshot_mann.memory.ntm import NTMControls
 from fewshot_mann.models import MANN
-from fewshot_mann.train import Trainer
+from fewshot_mann.training.trainer import Trainer
 
 F64 = torch.float64
 REPO = Path(__file__).resolve().parents[1]
@@ -238,7 +238,7 @@ def test_trains_and_reloads(tmp_path, data_root, cache_dir, memory, options):
     trainer.run()
     assert all(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters()
                if n.startswith(("head_params", "controller")))
-    # the held-out evaluation logged the variant's strengths and gates (fewshot_mann/health.py)
+    # the held-out evaluation logged the variant's strengths and gates (training/health.py)
     signs = json.loads((tmp_path / memory / "train_log.jsonl").read_text().splitlines()[-1]
                        )["health"]
     assert {f"{name}_{of}" for name in HEALTH_CONTROLS[memory] for of in ("mean", "max")} \

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from fewshot_mann import plots
-from fewshot_mann.evaluate import EvalResult, write_outputs
+from fewshot_mann.evaluation.scoring import EvalResult, write_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 SANTORO = REPO / "results" / "santoro-5way"  # a 5-way MANN's metrics and training log
@@ -62,7 +62,7 @@ def test_training_plot_has_chance_in_its_accuracy_panel(tmp_path, drawn):
 def test_a_curriculums_chance_follows_its_widths(tmp_path, data_root, cache_dir, drawn):
     from test_divergence import log_records, tiny_config
 
-    from fewshot_mann.train import Trainer
+    from fewshot_mann.training.trainer import Trainer
 
     cfg = tiny_config(data_root, cache_dir, steps=6, curriculum="2", curriculum_accuracy=0.01)
     Trainer.build(cfg, tmp_path / "run", progress=False).run()

@@ -25,14 +25,6 @@ from PIL import Image, ImageOps
 from test_cli import TINY
 from test_robustness import copy_tree
 
-from fewshot_mann.baselines.protonet import ProtoNet
-from fewshot_mann.baselines.tasks import (
-    Setting,
-    eval_episodes,
-    score,
-    split_support_query,
-    task_sampler,
-)
 from fewshot_mann.checkpoint import (
     checkpoint_config,
     load_checkpoint,
@@ -42,10 +34,18 @@ from fewshot_mann.checkpoint import (
 from fewshot_mann.cli import main
 from fewshot_mann.config import Config
 from fewshot_mann.data import ClassSplit
-from fewshot_mann.explain import draw_heatmaps, record_memory, short
-from fewshot_mann.predict import PredictError, Predictor, Preprocessing
-from fewshot_mann.run import make_sampler
-from fewshot_mann.run_eval import evaluate_checkpoint
+from fewshot_mann.evaluation.heldout import evaluate_checkpoint
+from fewshot_mann.inference.explain import draw_heatmaps, record_memory, short
+from fewshot_mann.inference.predictor import PredictError, Predictor, Preprocessing
+from fewshot_mann.methods.protonet import ProtoNet
+from fewshot_mann.methods.tasks import (
+    Setting,
+    eval_episodes,
+    score,
+    split_support_query,
+    task_sampler,
+)
+from fewshot_mann.training.run import make_sampler
 
 REPO = Path(__file__).resolve().parents[1]
 SANTORO = REPO / "results" / "santoro-5way" / "model.pt"  # MANN, 5-way, santoro split
@@ -168,7 +168,7 @@ def test_predict_from_png_files_with_a_model_trained_on_background_alphabets(
     """20 tasks of 5 evaluation-alphabet characters x 1 support PNG, 2 query PNGs each, through
     `fewshot-mann predict`: far above chance (20 %), the very predictions the tensors of the
     training pipeline give, and the accuracy the package's own evaluation of ProtoNets
-    (`baselines.tasks.score`, 300 5-way 1-shot episodes of the same classes) reports."""
+    (`methods.tasks.score`, 300 5-way 1-shot episodes of the same classes) reports."""
     rng = random.Random(0)
     classes = evaluation_classes(omniglot28)
     model = Predictor.from_checkpoint(protonet_background, device="cpu").model
@@ -608,7 +608,7 @@ def test_orders_on_a_protonet_is_ignored_with_one_warning(data_root, tmp_path, c
 
 
 def test_maml_can_tell_at_most_its_ways_apart(omniglot28):
-    from fewshot_mann.baselines.maml import MAML
+    from fewshot_mann.methods.maml import MAML
 
     predictor = Predictor(MAML(ways=5), "maml", Preprocessing((1, 28, 28), True), trained_way=5)
     images = {c: list(omniglot28.class_images(c)[:2]) for c in omniglot28.class_names[:6]}

@@ -28,7 +28,7 @@ from fewshot_mann.config import Config, ModelConfig, replace
 from fewshot_mann.data.splits import omniglot_split
 from fewshot_mann.metrics import episode_loss
 from fewshot_mann.models import MANN
-from fewshot_mann.run import make_sampler
+from fewshot_mann.training.run import make_sampler
 
 SPIKING_EPISODE = 32  # of the 64 below: found by computing all 64 at eps 1e-8
 UNBOUNDED_EPS = ModelConfig().cosine_eps  # 1e-8, the default
@@ -111,7 +111,7 @@ def test_the_step_that_began_the_cpu_collapse_is_one_episode_through_the_cosine(
     episode's (1,052 of the 64 episodes' sum), and real, not rounding (float64 agrees); the same
     weights and batch with the cosine eps at 1e-2: 1.2."""
     from fewshot_mann.checkpoint import checkpoint_config, load_checkpoint
-    from fewshot_mann.run import build_run
+    from fewshot_mann.training.run import build_run
 
     folder = needs_checkpoint(COLLAPSE / "step-2316", 2316, "run-lr3e-3")
     saved, _ = checkpoint_config(load_checkpoint(folder / "checkpoint.pt"))

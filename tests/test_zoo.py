@@ -14,10 +14,10 @@ import torch
 from conftest import REPO, write_image_tree
 
 from fewshot_mann import zoo
-from fewshot_mann.calibration import expected_calibration_error, fit_temperature, temper
 from fewshot_mann.cli import main
 from fewshot_mann.errors import CheckpointError
-from fewshot_mann.predict import Predictor
+from fewshot_mann.inference.calibration import expected_calibration_error, fit_temperature, temper
+from fewshot_mann.inference.predictor import Predictor
 
 
 @pytest.fixture(autouse=True)

@@ -38,8 +38,8 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from .config import ConfigError
-from .errors import DistributedError
+from ..config import ConfigError
+from ..errors import DistributedError
 
 TIMEOUT_ENV = "FEWSHOT_MANN_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0

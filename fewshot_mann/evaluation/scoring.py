@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .episodes import Episodes, EpisodeSampler
-from .errors import ConfigError
-from .metrics import episode_loss, mean_ci95, presentation_accuracy, step_correct
+from ..episodes import Episodes, EpisodeSampler
+from ..errors import ConfigError
+from ..metrics import episode_loss, mean_ci95, presentation_accuracy, step_correct
 
 SHOTS = (1, 5, 10)
 

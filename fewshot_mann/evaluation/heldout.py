@@ -11,14 +11,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .baselines.tasks import Score, Setting, eval_episodes, score
-from .checkpoint import checkpoint_data, load_checkpoint, model_from_checkpoint
-from .config import SUPPORT_QUERY, ConfigError
-from .data import ImageSet, SplitError, invert_custom, load_dataset, resolve
-from .data.splits import base_name
-from .evaluate import EvalResult, evaluate, format_table, write_outputs
-from .run import make_sampler
-from .runtime import pick_device
+from ..checkpoint import checkpoint_data, load_checkpoint, model_from_checkpoint
+from ..config import SUPPORT_QUERY, ConfigError
+from ..data import ImageSet, SplitError, invert_custom, load_dataset, resolve
+from ..data.splits import base_name
+from ..methods.tasks import Score, Setting, eval_episodes, score
+from ..runtime import pick_device
+from ..training.run import make_sampler
+from .scoring import EvalResult, evaluate, format_table, write_outputs
 
 
 def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Path,
@@ -37,7 +37,7 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, out_dir: str | Pa
     unless told otherwise (or fewer, when the test classes have fewer images), so that 1-, 5-
     and 10-shot accuracies all exist. ProtoNets and MAML: the accuracy on the queries of
     K-shot N-way episodes (`n_way`, `shots`; default: as trained), the ones the comparison
-    scores every method on (`baselines.tasks.eval_episodes`).
+    scores every method on (`methods.tasks.eval_episodes`).
     """
     payload = load_checkpoint(checkpoint)
     model, cfg, split = model_from_checkpoint(payload, checkpoint)

@@ -29,7 +29,7 @@ Class probabilities of a sequence model: the softmax of its logits restricted to
 the support classes were given (five-hot labels: the product of each string's five digit
 probabilities, normalised over the support classes). A zoo model's probabilities are
 calibrated: softmax(log p / T) with the temperature T of its manifest entry
-(`fewshot_mann.zoo`, `fewshot_mann.calibration`); the top class is the same with or without.
+(`fewshot_mann.zoo`, `inference.calibration`); the top class is the same with or without.
 """
 
 from __future__ import annotations
@@ -47,19 +47,19 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..config import SEQUENCE_MODELS
+from ..data import invert_custom
+from ..data.decode import prepare_image
+from ..episodes import LabelCode
+from ..errors import PredictError
+from ..runtime import pick_device
+from ..zoo import zoo_model_of
 from .calibration import temper
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import SEQUENCE_MODELS
-from .data import invert_custom
-from .data.decode import prepare_image
-from .episodes import LabelCode
-from .errors import PredictError
-from .runtime import pick_device
-from .zoo import zoo_model_of
 
 ImageLike = str | Path | Image.Image | torch.Tensor  # a file, a Pillow image or a (C, H, W) tensor
 SEQUENCE_KINDS = SEQUENCE_MODELS
-EXPLAINABLE = ("mann", "protonet")  # fewshot_mann.explain
+EXPLAINABLE = ("mann", "protonet")  # fewshot_mann.inference.explain
 QUERY_CHUNK = 256  # queries run side by side (each its own episode) per forward pass
 SHOWN = 10  # files named in a warning
 
@@ -538,7 +538,7 @@ def sequence_probabilities(model: nn.Module, code: LabelCode, support: torch.Ten
                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One support order: support (S, D) images of classes support_class (S,) in
     0..n_classes-1, query (Q, D) -> class probabilities (Q, n_classes), and with `explain`
-    each support image's share (Q, S) of what the query step read (`fewshot_mann.explain`).
+    each support image's share (Q, S) of what the query step read (`inference.explain`).
 
     The support steps come in a random order with a random label per class (both from
     `generator`); each query is the step after the last support step, in its own episode."""

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .config import ConfigError
+from ..config import ConfigError
 
 
 class _Episode(nn.Module):

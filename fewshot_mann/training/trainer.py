@@ -36,16 +36,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ..checkpoint import save_checkpoint
+from ..config import SUPPORT_QUERY, Config, TrainConfig, curriculum_widths
+from ..errors import ConfigError
+from ..evaluation.scoring import evaluate
+from ..metrics import episode_loss, pooled_presentation_accuracy, step_correct
+from ..runtime import device_name
 from . import health
-from .checkpoint import save_checkpoint
-from .config import SUPPORT_QUERY, Config, TrainConfig, curriculum_widths
 from .cuda_graphs import GraphedInference, graph_training_forward
 from .distributed import shutdown
-from .evaluate import evaluate
 from .loop import TrainingLoop
-from .metrics import episode_loss, pooled_presentation_accuracy, step_correct
 from .run import Run, build_run, refuse_heldout_decisions
-from .runtime import device_name
 
 
 def cosine_lr(t: TrainConfig, step: int) -> float:
@@ -62,6 +63,9 @@ class Trainer(TrainingLoop):
     def __init__(self, run: Run, *, stop_accuracy: float = 0.0, time_limit_s: float = 0.0,
                  progress: bool = True) -> None:
         cfg = self.cfg = run.cfg
+        if type(self) is Trainer and cfg.model.kind in SUPPORT_QUERY:
+            raise ConfigError(f"a {cfg.model.kind} run trains with its own trainer: "
+                              f"fewshot_mann.trainers.build_trainer picks it")
         self.device, self.imageset, self.split = run.device, run.imageset, run.split
         self.train_sampler, self.heldout = run.train_sampler, run.heldout
         if self.heldout is None:
@@ -87,15 +91,10 @@ class Trainer(TrainingLoop):
     def build(cls, cfg: Config, out_dir: str | Path, *, resume: bool = False,
               requested: dict[str, dict[str, Any]] | None = None, **options: Any) -> Trainer:
         """The run of `cfg` in `out_dir` (`run.build_run`), ready to `run()`; `options`:
-        stop_accuracy, time_limit_s, progress. ProtoNets and MAML runs (the kind of `cfg`,
-        or of the checkpoint resumed) get their subclass (`baselines.trainer`)."""
-        run = build_run(cfg, out_dir, resume=resume, requested=requested,
-                        progress=options.get("progress", True))
-        if cls is Trainer and run.cfg.model.kind in SUPPORT_QUERY:
-            from .baselines.trainer import SupportQueryTrainer
-
-            cls = SupportQueryTrainer
-        return cls(run, **options)
+        stop_accuracy, time_limit_s, progress. `fewshot_mann.trainers.build_trainer` picks the
+        trainer of any method."""
+        return cls(build_run(cfg, out_dir, resume=resume, requested=requested,
+                             progress=options.get("progress", True)), **options)
 
     # ---- the curriculum ----------------------------------------------------------------------
     def _set_stage(self, stage: int) -> None:
@@ -186,7 +185,7 @@ class Trainer(TrainingLoop):
                 "heldout_loss": result.loss, **self.health()}
 
     def health(self) -> dict[str, Any]:
-        """{"health": the MANN's signs (fewshot_mann/health.py) on train.health_episodes
+        """{"health": the MANN's signs (fewshot_mann/training/health.py) on train.health_episodes
         held-out episodes drawn from the evaluation's seed}; {} for other models or with 0."""
         t = self.cfg.train
         if not t.health_episodes or self.cfg.model.kind != "mann" or self.heldout is None:

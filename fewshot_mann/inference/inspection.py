@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .errors import PredictError
+from ..errors import PredictError
 from .explain import draw_heatmaps, record_memory
 
 
@@ -25,14 +25,14 @@ def inspect_checkpoint(checkpoint: str | Path, out_dir: str | Path, tasks: int =
     (`memory.png`), and measure on `tasks` held-out N-way 1-shot tasks (the predict protocol)
     how often the support image the query read most is of the predicted class and of the true
     one (`inspect.json`). Classes: the split's test classes, or `classes` as for evaluate."""
-    from .checkpoint import checkpoint_data, load_checkpoint, model_from_checkpoint
-    from .data import invert_custom, load_dataset
-    from .episodes import LabelCode
-    from .metrics import step_correct
-    from .predict import sequence_probabilities
-    from .run import make_sampler
-    from .run_eval import chosen_classes
-    from .runtime import pick_device
+    from ..checkpoint import checkpoint_data, load_checkpoint, model_from_checkpoint
+    from ..data import invert_custom, load_dataset
+    from ..episodes import LabelCode
+    from ..evaluation.heldout import chosen_classes
+    from ..metrics import step_correct
+    from ..runtime import pick_device
+    from ..training.run import make_sampler
+    from .predictor import sequence_probabilities
 
     if tasks < 1:
         raise PredictError("inspect needs at least one task (--tasks)")

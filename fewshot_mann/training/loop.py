@@ -1,5 +1,5 @@
 """The training loop every trainable model shares: the MANN family (`train.Trainer`) and, through
-it, ProtoNets and MAML (`baselines.trainer.SupportQueryTrainer`).
+it, ProtoNets and MAML (`methods.trainer.SupportQueryTrainer`).
 
 The loop owns what is the same for all of them: the learning-rate schedule applied each step
 (scaled down by rollbacks), the update (backward, gradient averaging over processes, clipping,
@@ -32,7 +32,7 @@ the subclass's own, such as a curriculum stage), multiplies the learning rate by
 after `max_rollbacks` rollbacks, or with "stop", the run logs {"event": "stop", ...} and stops
 with `TrainingDiverged`, leaving the last checkpoint as it was. Either way the diverged weights
 are saved as `diverged-stepN.pt` and the record of the divergence carries the subclass's
-`health()` fields (for a MANN: what its memory and controller did, fewshot_mann/health.py).
+`health()` fields (for a MANN: what its memory and controller did, fewshot_mann/training/health.py).
 With `skip_grad_spikes` > 0, an update whose gradient norm is a spike against the last steps'
 (`DivergenceGuard.skip_update`) is skipped before it happens; the records count the skips.
 """
@@ -51,10 +51,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .config import TrainConfig
+from ..config import TrainConfig
+from ..errors import CheckpointError, DistributedError, TrainingDiverged
 from .distributed import Dist
 from .divergence import DivergenceGuard
-from .errors import CheckpointError, DistributedError, TrainingDiverged
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"

@@ -114,7 +114,7 @@ def plot_training(records: Sequence[dict], path: str | Path, title: str = "",
     """A run's train_log.jsonl records against the step, in three panels: training and
     held-out loss; held-out accuracy at the 2nd, 5th and 10th presentation, with chance (1/N,
     N = `n_way` or the records' own, stepped along a curriculum) dashed; the memory's
-    health (fewshot_mann/health.py; log scale above 0.01), with crosses for the diverged model
+    health (training/health.py; log scale above 0.01), with crosses for the diverged model
     of a rollback or stop. Rollbacks, stops and curriculum widenings are vertical lines in
     every panel."""
     trained = [r for r in records if "loss" in r]

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import PredictError
-from .memory.lrua import LRUAControls, LRUAState
+from ..errors import PredictError
+from ..memory.lrua import LRUAControls, LRUAState
 
 
 class MemoryRecorder:

@@ -19,17 +19,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import checkpoint_config, load_checkpoint, load_weights
-from .config import Config, ConfigError, replace
-from .data import DatasetError, ImageSet, default_split, load_training_data, resolve
-from .data.splits import ClassSplit
+from ..checkpoint import checkpoint_config, load_checkpoint, load_weights
+from ..config import Config, ConfigError, replace
+from ..data import DatasetError, ImageSet, default_split, load_training_data, resolve
+from ..data.splits import ClassSplit
+from ..episodes import EpisodeSampler, LabelCode
+from ..errors import RunExistsError
+from ..models import build_model
+from ..runtime import adam, pick_device
 from .distributed import Dist, rank_seed
 from .distributed import init as init_distributed
-from .episodes import EpisodeSampler, LabelCode
-from .errors import RunExistsError
 from .loop import CHECKPOINT, restore_training_state
-from .models import build_model
-from .runtime import adam, pick_device
 
 # what a resumed run may change: where it runs and finds its data, its schedule and cadence
 RESUMABLE = {("data", key) for key in ("data_root", "cache_dir", "download")} | {
@@ -124,7 +124,7 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     if payload:
         restore(payload, ckpt_path, model, optimizer, train_sampler, dist)
     elif cfg.model.encoder_init:  # resumed runs have these weights in their checkpoint
-        from .pretrained import init_encoder  # learn2learn: gym's import notice
+        from ..pretrained import init_encoder  # learn2learn: gym's import notice
 
         init_encoder(model, cfg.model.encoder_init, split)
     return Run(cfg, out_dir, dist, device, imageset, split, train_sampler, heldout, model,

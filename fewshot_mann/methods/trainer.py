@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..run import Run
-from ..train import Trainer
+from ..training.run import Run
+from ..training.trainer import Trainer
 from .tasks import Setting, eval_episodes, score, split_support_query
 
 
