@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from fewshot_mann import health
 from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
 from fewshot_mann.config import replace
 from fewshot_mann.data import load_dataset
+from fewshot_mann.training import health
 from fewshot_mann.training.run import make_sampler
 
 SHOWN_STEPS = (0, 4, 9, 24, 49, 99, 149)  # and the last

@@ -195,7 +195,7 @@ def test_bad_method_settings_are_one_clear_line(tmp_path, data_root, cache_dir, 
 
 
 def as_legacy(payload: dict) -> dict:
-    """A checkpoint payload as the former `python -m fewshot_mann.methods.train` wrote it
+    """A checkpoint payload as the former `python -m fewshot_mann.baselines.train` wrote it
     (format "fewshot-mann-baseline-v1": "network" and "train" dicts, no config or split)."""
     c = payload["config"]
     d, e, m, t = c["data"], c["episodes"], c["model"], c["train"]
@@ -217,7 +217,7 @@ def as_legacy(payload: dict) -> dict:
             "sampler_rng", "torch_rng", "machine", "torch")
     return {"format": "fewshot-mann-baseline-v1", "network": network, "train": settings,
             "elapsed_s": payload["history"][-1]["elapsed_s"],
-            "command": "python -m fewshot_mann.methods.train --method protonet --ways 5",
+            "command": "python -m fewshot_mann.baselines.train --method protonet --ways 5",
             **{key: payload[key] for key in kept if key in payload}}
 
 
@@ -243,9 +243,9 @@ def test_a_checkpoint_of_the_former_trainer_resumes_exactly(tmp_path, data_root,
 
 def test_modern_command_gives_the_same_settings():
     """The former trainer's flags, each in today's form; other commands as they were."""
-    old = ("python -m fewshot_mann.methods.train --method maml --ways 20 --batch 16 "
+    old = ("python -m fewshot_mann.baselines.train --method maml --ways 20 --batch 16 "
            "--classes trainval --val-episodes=50 --first-order --out 'a b' && "
-           "python -m fewshot_mann.methods.train --method maml --resume --out 'a b'")
+           "python -m fewshot_mann.baselines.train --method maml --resume --out 'a b'")
     assert modern_command(old) == (
         "fewshot-mann train --method maml --n-way 20 --batch-size 16 --split vinyals-trainval "
         "--eval-episodes=50 --first-order --out 'a b' && "

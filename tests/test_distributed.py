@@ -101,7 +101,11 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, data
         for name, weight in expected.items():
             got = saved["model"][name]
             scale = weight.abs().max().clamp(min=1e-3)
-            assert (got - weight).abs().max() <= 1e-5 * scale, (mode, name)
+            # the all-reduce sums in another order than the single process: Adam's step of a
+            # parameter whose gradient is near zero moves with that rounding (3e-5 of the
+            # weights' scale measured on santoro's training classes); a wrong average or a
+            # lost rank's share moves the clipped updates by ~lr = 3e-3 a step
+            assert (got - weight).abs().max() <= 1e-4 * scale, (mode, name)
         # the logged loss is the mean over the global batch, as in the single process
         logged = [r["loss"] for r in saved["history"] if "loss" in r]
         assert logged == pytest.approx([r["loss"] for r in single.history if "loss" in r],
@@ -146,7 +150,8 @@ def test_torchrun_trains_and_rank_0_alone_writes(straight):
     assert (run / "model.pt").exists() and (run / "config.toml").exists()
     records = saved["history"]
     logged = (run / "train_log.jsonl").read_text().splitlines()
-    assert len(logged) == len(records) == STEPS  # one record per step, written once
+    # one record per step, written once, after the event of a split without validation classes
+    assert len(logged) == len(records) == STEPS + 1 and records[0]["event"] == "no_validation"
     assert records[-1]["episodes"] == STEPS * 4 * WORLD  # the global batch
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.toml",
                                                      "model.pt", "split.json",
@@ -200,7 +205,7 @@ def test_a_killed_rank_stops_the_job_and_resume_goes_on(straight, image_tree):
         a, b = tensors(load_checkpoint(reference / name)), tensors(load_checkpoint(run / name))
         assert a.keys() == b.keys() and "/model/output.weight" in a
         assert [k for k in a if not torch.equal(a[k], b[k])] == [], name
-    assert len((run / "train_log.jsonl").read_text().splitlines()) == STEPS
+    assert len((run / "train_log.jsonl").read_text().splitlines()) == STEPS + 1  # and the event
 
 
 def test_resuming_with_another_world_size_is_one_clear_line(straight, image_tree, capsys):

@@ -10,13 +10,13 @@ import os
 import pytest
 import torch
 
-from fewshot_mann import run as run_module
-from fewshot_mann import train as train_module
 from fewshot_mann.checkpoint import load_checkpoint
 from fewshot_mann.config import Config, ConfigError, curriculum_widths, replace
 from fewshot_mann.errors import TrainingDiverged
 from fewshot_mann.evaluation.plots import plot_training
 from fewshot_mann.runtime import adam
+from fewshot_mann.training import run as run_module
+from fewshot_mann.training import trainer as train_module
 from fewshot_mann.training.divergence import DivergenceGuard
 from fewshot_mann.training.trainer import Trainer
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from fewshot_mann import health
 from fewshot_mann.config import Config, replace
+from fewshot_mann.training import health
 from fewshot_mann.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

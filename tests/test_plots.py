@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from fewshot_mann import plots
+from fewshot_mann.evaluation import plots
 from fewshot_mann.evaluation.scoring import EvalResult, write_outputs
 
 REPO = Path(__file__).resolve().parents[1]

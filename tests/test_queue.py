@@ -20,11 +20,11 @@ VINYALS = "--split vinyals --image-size 28 --no-rotate"
 # scripts/run_comparison.sh before the queues were generated, with RUNS=R and DATA=D, a line a run
 # ruff: noqa: E501
 SHELL_SCRIPT = {
-    "a": [f"{T} --model lstm --split santoro --n-way 5 --labels one-hot --steps 10000 --out R/lstm-santoro5",
-          f"{T} --model feedforward --split santoro --n-way 5 --labels one-hot --steps 2000 --out R/feedforward-santoro5",
-          f"{T} --model feedforward --split santoro --n-way 15 --labels five-hot --steps 1000 --out R/feedforward-santoro15",
-          f"{T} --model lstm --split santoro --n-way 15 --labels five-hot --steps 4000 --out R/lstm-santoro15",
-          f"{T} --model mann --split santoro --n-way 15 --labels five-hot --steps 5000 --out R/mann-santoro15",
+    "a": [f"{T} --model lstm --split santoro-trainval --n-way 5 --labels one-hot --steps 10000 --out R/lstm-santoro5",
+          f"{T} --model feedforward --split santoro-trainval --n-way 5 --labels one-hot --steps 2000 --out R/feedforward-santoro5",
+          f"{T} --model feedforward --split santoro-trainval --n-way 15 --labels five-hot --steps 1000 --out R/feedforward-santoro15",
+          f"{T} --model lstm --split santoro-trainval --n-way 15 --labels five-hot --steps 4000 --out R/lstm-santoro15",
+          f"{T} --model mann --split santoro-trainval --n-way 15 --labels five-hot --steps 5000 --out R/mann-santoro15",
           f"{T} --method protonet --shots 1 --steps 5000 --out R/protonet-1shot"],
     "b": [f"{T} --model mann --encoder none {VINYALS} --n-way 5 --labels one-hot --steps 10000 --out R/mann-vinyals5",
           f"{T} --method protonet --shots 5 --steps 4000 --out R/protonet-5shot",

@@ -36,7 +36,7 @@ def load_script(name: str = SCRIPT.name):
 def test_report_from_tiny_checkpoints(tmp_path, data_root, cache_dir, omniglot, omniglot28):
     runs, out = tmp_path / "runs", tmp_path / "results"
     data = ["--data-root", str(data_root), "--cache-dir", str(cache_dir)]
-    assert fewshot_mann(["train", *data, *TINY, "--split", "santoro", "--n-way", "5",
+    assert fewshot_mann(["train", *data, *TINY, "--split", "santoro-trainval", "--n-way", "5",
                          "--out", str(runs / "mann-santoro5")]) == 0
     assert fewshot_mann(["train", *data, *TINY, "--split", "vinyals", "--image-size", "28",
                          "--no-rotate", "--n-way", "5", "--out", str(runs / "mann-vinyals5")]) == 0

@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 from test_cli import TINY
 
-from fewshot_mann import train as train_module
 from fewshot_mann.checkpoint import load_checkpoint, save_checkpoint
 from fewshot_mann.cli import main
 from fewshot_mann.data import DatasetError, FolderDataset
 from fewshot_mann.data import imageset as imageset_module
+from fewshot_mann.training import trainer as train_module
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ trainer read as the package's own.
 
 Runs of `fewshot-mann train --method protonet|maml` write the package's checkpoint format
 (`fewshot_mann.checkpoint`: config, split, image shape, step, weights). Checkpoints written
-before, by `python -m fewshot_mann.methods.train`, have the format "fewshot-mann-baseline-v1":
+before, by `python -m fewshot_mann.baselines.train`, have the format "fewshot-mann-baseline-v1":
 the network's constructor arguments ("network") and the run's settings ("train": method,
 shots, ways, queries, batch, classes, ...). `from_legacy` turns such a payload into the
 package's: its settings as a `Config`, its classes as the shipped Vinyals split, its command
@@ -23,7 +23,7 @@ from ..data.splits import shipped_split
 from ..episodes import LabelCode
 from ..errors import CheckpointError, ConfigError
 
-LEGACY_PROGRAM = ["python", "-m", "fewshot_mann.methods.train"]
+LEGACY_PROGRAM = ["python", "-m", "fewshot_mann.baselines.train"]
 # the former trainer's flags that are named otherwise by `fewshot-mann train`
 LEGACY_FLAGS = {"--ways": "--n-way", "--batch": "--batch-size", "--val-episodes": "--eval-episodes"}
 
@@ -77,7 +77,7 @@ def from_legacy(payload: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def modern_command(command: str) -> str:
-    """A command line of the former trainer (`python -m fewshot_mann.methods.train ...`, or
+    """A command line of the former trainer (`python -m fewshot_mann.baselines.train ...`, or
     several joined by " && ") as the `fewshot-mann train` command of the same settings; other
     commands unchanged."""
     if not command:
