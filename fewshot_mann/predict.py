@@ -347,7 +347,7 @@ class Predictor:
                                "a fewshot-mann model or baseline checkpoint")
         dev = pick_device(device)
         if payload["format"] == BASELINE_FORMAT:
-            from .baselines.checkpoint import baseline_from_payload  # learn2learn: gym notice
+            from .baselines.checkpoint import baseline_from_payload  # learn2learn: slow import
 
             model = baseline_from_payload(payload, path)
             network = payload["network"]
