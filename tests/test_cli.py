@@ -34,6 +34,7 @@ def test_version_names_the_package_torch_and_python():
     assert f"Python {platform.python_version()}" in out
 
 
+@pytest.mark.train
 def test_learn2learn_import_prints_no_gym_notice(tmp_path, data_root, cache_dir):
     """A convbase encoder is learn2learn's ConvBase; learn2learn imports gym, whose import
     prints a notice about Gym being unmaintained: the user sees only the package's output."""

@@ -28,6 +28,8 @@ from fewshot_mann.episodes import Episodes
 from fewshot_mann.run import make_sampler
 from fewshot_mann.train import Trainer
 
+pytestmark = pytest.mark.train  # other processes / paper-sized runs
+
 WORLD = 2
 STEPS = 40  # of the torchrun runs
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),

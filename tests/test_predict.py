@@ -151,6 +151,7 @@ def evaluation_classes(omniglot) -> list[str]:
             if g == "evaluation"]
 
 
+@pytest.mark.train
 def test_predict_from_png_files_with_a_model_trained_on_background_alphabets(
         protonet_background, omniglot28, data_root, tmp_path, cli):
     """20 tasks of 5 evaluation-alphabet characters x 1 support PNG, 2 query PNGs each, through
@@ -276,6 +277,7 @@ def test_explain_and_inspect(data_root, cache_dir, tmp_path, cli):
     assert "the most-read support image is of the predicted class" in out
 
 
+@pytest.mark.train
 def test_protonet_explains_by_nearest_support_images(protonet_background, omniglot28,
                                                      data_root, tmp_path):
     root = tmp_path / "task"
