@@ -6,7 +6,7 @@
 #                   tests marked `slow` (minutes to hours) are left out: `pytest -m slow` runs them
 #   make test-fast  the edit-test loop: the tests marked neither `slow` nor `train` (no training
 #                   beyond a few steps, no other processes); the decoded Omniglot tensors are kept
-#                   in data/cache/tests between runs
+#                   in data/cache/tests between runs; one torch thread (small models)
 #
 # Omniglot is looked for at $(DATA_ROOT): $FEWSHOT_MANN_DATA, else ../shared/data/omniglot when
 # it exists, else data/ (downloaded there with torchvision on first use).
@@ -21,7 +21,8 @@ DATA_ROOT ?= $(or $(FEWSHOT_MANN_DATA),$(if $(wildcard ../shared/data/omniglot/o
 # updates). Measured on a 2-core AMD EPYC (AVX-512), one thread, seed 0: 69.6 % at 1,500 updates
 # (held-out 68.7 %), +- 1.3 % over the 1,000 test episodes of the evaluate step, in 224
 # CPU-seconds of training and 5 of evaluation; seed 1: held-out 47.8 % at 1,500, 68.5 % at 2,500.
-# A decay to 3e-4 over 3,000 updates reached only 61.1 %.
+# A decay to 3e-4 over 3,000 updates reached only 61.1 %. One torch thread: on these 2 cores two
+# threads took 7.6 s an update while another process held a core, one thread 0.12 to 0.17 s.
 DEMO_STEPS ?= 3000
 DEMO_STOP ?= 0.65
 DEMO_OUT ?= runs/demo
@@ -47,8 +48,9 @@ demo: $(STAMP)
 	rm -rf $(DEMO_OUT)
 	$(BIN)/fewshot-mann train --data-root $(DATA_ROOT) --download --steps $(DEMO_STEPS) \
 		--batch-size 16 --lr 3e-3 --lr-min 3e-3 --eval-every 250 --stop-accuracy $(DEMO_STOP) \
-		--out $(DEMO_OUT)
-	$(BIN)/fewshot-mann evaluate --checkpoint $(DEMO_OUT)/checkpoint.pt --data-root $(DATA_ROOT) \
+		--threads 1 --out $(DEMO_OUT)
+	OMP_NUM_THREADS=1 $(BIN)/fewshot-mann evaluate --checkpoint $(DEMO_OUT)/checkpoint.pt \
+		--data-root $(DATA_ROOT) \
 		--episodes 1000 --out $(DEMO_OUT)/eval
 	@echo "plot: $(DEMO_OUT)/eval/instance_accuracy.png"
 
@@ -56,7 +58,7 @@ test: $(STAMP)
 	FEWSHOT_MANN_DATA=$(DATA_ROOT) $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
-	FEWSHOT_MANN_DATA=$(DATA_ROOT) FEWSHOT_MANN_TEST_CACHE=data/cache/tests \
+	FEWSHOT_MANN_DATA=$(DATA_ROOT) FEWSHOT_MANN_TEST_CACHE=data/cache/tests OMP_NUM_THREADS=1 \
 		$(BIN)/python -m pytest -q -m "not slow and not train"
 
 lint: $(STAMP)
