@@ -14,8 +14,8 @@ def test_mann_learns_held_out_classes(tmp_path, data_root, cache_dir):
     """The paper's model and task with the package's defaults (santoro split, 5-way, 10
     presentations, Adam 3e-3, batch 16), trained until the held-out 2nd-presentation accuracy
     on 100 episodes, evaluated every 100 updates, reaches 50 % (2,000 updates at most): about
-    1,000 updates (16,000 episodes, 54 % there on seed 0, AMD EPYC). Then on 500 test episodes
-    the 2nd presentation must be recognised far above chance (20 %)."""
+    1,000 updates (16,000 episodes) on seed 0 on a 2-core AMD EPYC, 100 to 150 CPU-seconds.
+    Then on 500 test episodes the 2nd presentation must be recognised far above chance (20 %)."""
     run = tmp_path / "run"
     assert main(["train", "--data-root", str(data_root), "--cache-dir", str(cache_dir),
                  "--steps", "2000", "--lr-min", "3e-3", "--seed", "0", "--eval-every", "100",
