@@ -19,8 +19,17 @@ def data_root() -> Path:
     return DATA_ROOT
 
 
+# `make test-fast` keeps the decoded Omniglot tensors here between sessions (each load checks
+# them against the files' fingerprint); unset, every session decodes into a fresh folder
+TEST_CACHE_ENV = "FEWSHOT_MANN_TEST_CACHE"
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
+    kept = os.environ.get(TEST_CACHE_ENV)
+    if kept:
+        Path(kept).mkdir(parents=True, exist_ok=True)
+        return Path(kept)
     return tmp_path_factory.mktemp("cache")
 
 

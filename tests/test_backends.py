@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fewshot_mann.config import ModelConfig
@@ -59,6 +60,7 @@ def assert_same(a: dict, b: dict, rtol: float) -> None:
                                    msg=lambda m, n=name: f"gradient of {n}: {m}")
 
 
+@pytest.mark.train
 def test_same_in_float32_at_paper_sizes():
     """fp32, tight tolerance. A moderate key strength (beta_0 = 2) is used here: at the default
     beta_0 = 11 the gradient of 50 chained sharp reads is so ill-conditioned that fp32 rounding
@@ -70,6 +72,7 @@ def test_same_in_float32_at_paper_sizes():
     assert_same(ref_grad, bat_grad, rtol=1e-5)
 
 
+@pytest.mark.train
 def test_same_in_float64_at_default_key_strength():
     """Even float64 rounding grows along 50 chained sharp reads: in one episode the outputs'
     difference grows from 1e-16 about 2.5-fold a step to 1.8e-9 (this project's CPU, AMD EPYC
@@ -87,6 +90,7 @@ def largest_difference(a: dict, b: dict) -> float:
     return max(float((b[name] - a[name]).abs().max() / a[name].abs().max()) for name in a)
 
 
+@pytest.mark.train
 def test_in_float32_at_default_key_strength_the_cosine_eps_decides():
     """In float32 at key strength 11 the two backends' gradients differ by O(1) with the
     cosine's default eps (1e-8: the rounding noise of

@@ -74,6 +74,7 @@ def test_split_refuses_what_it_cannot_split(omniglot28, test_classes):
         split_support_query(five_hot, 1)
 
 
+@pytest.mark.train
 def test_test_episodes_do_not_depend_on_the_image_size(omniglot, omniglot28, test_classes):
     """A MANN trained on 20 px images is scored on the same episodes as the 28 px methods."""
     setting = Setting(5, 1)
@@ -315,6 +316,7 @@ def test_a_baseline_nan_is_rolled_back_by_the_shared_loop(tmp_path, data_root, c
     assert log[-1]["step"] == 4 and log[-1]["lr"] == pytest.approx(0.5e-3)
 
 
+@pytest.mark.train
 def test_protonet_learns_in_a_hundred_steps(tmp_path, data_root, cache_dir, omniglot28,
                                             test_classes):
     """100 steps of 20-way 1-shot episodes (3 s): on 100 5-way 1-shot test episodes this

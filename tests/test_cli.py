@@ -63,6 +63,20 @@ def test_version_names_the_package_torch_and_python():
     assert f"Python {platform.python_version()}" in out
 
 
+@pytest.mark.train
+def test_learn2learn_import_prints_no_gym_notice(tmp_path, data_root, cache_dir):
+    """A convbase encoder is learn2learn's ConvBase; learn2learn imports gym, whose import
+    prints a notice about Gym being unmaintained: the user sees only the package's output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "fewshot_mann.cli", "train", "--data-root", str(data_root),
+         "--cache-dir", str(cache_dir), *TINY, "--encoder", "convbase", "--steps", "1",
+         "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "model.pt").exists()
+    gym_lines = [line for line in done.stderr.splitlines() if "gym" in line.lower()]
+    assert not gym_lines, gym_lines
+
+
 def test_train_resume_evaluate(tmp_path, data_root, cache_dir, capsys):
     run = tmp_path / "run"
     common = ["--data-root", str(data_root), "--cache-dir", str(cache_dir), *TINY]

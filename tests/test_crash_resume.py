@@ -10,11 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from test_cli import TINY
 
 from fewshot_mann.checkpoint import load_checkpoint
 from fewshot_mann.data import FolderDataset
+
+pytestmark = pytest.mark.train  # other processes / paper-sized runs
 
 STEPS = 120
 

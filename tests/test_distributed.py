@@ -28,6 +28,8 @@ from fewshot_mann.training.distributed import rank_seed, shutdown
 from fewshot_mann.training.run import make_sampler
 from fewshot_mann.training.trainer import Trainer
 
+pytestmark = pytest.mark.train  # other processes / paper-sized runs
+
 WORLD = 2
 STEPS = 40  # of the torchrun runs
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),

@@ -269,6 +269,7 @@ def test_curriculum_widths():
     assert curriculum_widths(Config()) == [5]
 
 
+@pytest.mark.train
 def test_a_replay_retraces_the_run_exactly_and_keeps_the_chosen_steps(tmp_path, data_root,
                                                                        cache_dir):
     """scripts/replay_divergence.py: from a run's step-4 checkpoint to step 8, every step

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from fewshot_mann.config import Config, replace
@@ -42,6 +43,7 @@ def diagnose(data_root, *checkpoints) -> str:
     return out.stdout
 
 
+@pytest.mark.train
 def test_each_heldout_evaluation_logs_the_health_and_the_script_reads_a_checkpoint(
         tmp_path, data_root, cache_dir):
     run = tmp_path / "run"

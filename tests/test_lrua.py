@@ -109,6 +109,7 @@ def test_least_used_matches_stable_sort_on_many_ties():
         assert torch.equal(least_used(usage, 4), expected)
 
 
+@pytest.mark.train
 def test_least_used_compiled_picks_the_same_slots():
     """Under torch.compile least_used takes n argmin passes instead of the top-k."""
     compiled = torch.compile(least_used, dynamic=False)

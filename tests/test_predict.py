@@ -163,6 +163,7 @@ def evaluation_classes(omniglot) -> list[str]:
             if g == "evaluation"]
 
 
+@pytest.mark.train
 def test_predict_from_png_files_with_a_model_trained_on_background_alphabets(
         protonet_background, omniglot28, data_root, tmp_path, cli):
     """20 tasks of 5 evaluation-alphabet characters x 1 support PNG, 2 query PNGs each, through
@@ -356,6 +357,7 @@ def test_memory_picture_step_labels_do_not_overlap(omniglot, tmp_path, figures):
         assert len(named) >= len(steps) // 2 and set(named) <= set(steps)
 
 
+@pytest.mark.train
 def test_protonet_explains_by_nearest_support_images(protonet_background, omniglot28,
                                                      data_root, tmp_path):
     root = tmp_path / "task"

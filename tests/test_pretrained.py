@@ -11,6 +11,8 @@ from fewshot_mann.checkpoint import load_checkpoint, model_from_checkpoint
 from fewshot_mann.cli import main
 from fewshot_mann.models.encoder import bare
 
+pytestmark = pytest.mark.train  # a ProtoNets encoder trained, then convbase MANN runs
+
 
 @pytest.fixture(scope="module")
 def protonet(tmp_path_factory, data_root, cache_dir):

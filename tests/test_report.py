@@ -33,6 +33,7 @@ def load_script(name: str = SCRIPT.name):
     return module
 
 
+@pytest.mark.train
 def test_report_from_tiny_checkpoints(tmp_path, data_root, cache_dir, omniglot, omniglot28):
     runs, out = tmp_path / "runs", tmp_path / "results"
     data = ["--data-root", str(data_root), "--cache-dir", str(cache_dir)]
@@ -113,6 +114,7 @@ def test_nearest_neighbour_scores_both_kinds_of_checkpoint(capsys, tmp_path, dat
         module.main([str(tmp_path / "other.pt"), "--nearest-neighbour"])
 
 
+@pytest.mark.train
 def test_shared_episodes_script_scores_like_the_report(capsys, data_root, cache_dir):
     """scripts/shared_episodes.py gives a checkpoint the score the report recorded for it on
     the same 1,000 shared 5-way 1-shot test episodes (both kinds of checkpoint)."""

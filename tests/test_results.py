@@ -33,6 +33,7 @@ def test_every_committed_record_is_found():
     assert len(evaluations) >= 4 and len(compared) >= 30
 
 
+@pytest.mark.train
 @pytest.mark.parametrize("record", QUICK)
 def test_a_committed_checkpoint_reproduces_its_record(record, data_root, cache_dir):
     result = check(Path(record), data_root, cache_dir)
@@ -46,6 +47,7 @@ def test_every_committed_checkpoint_reproduces_its_record(data_root, cache_dir):
     assert not failures, failures
 
 
+@pytest.mark.train
 def test_a_record_is_checked_against_the_run_of_its_own_setting(data_root, cache_dir):
     """feedforward has one run per Santoro setting: the 15-way record must be scored by the
     15-way checkpoint (it scores 20 % on 5-way episodes, 6 % on 15-way)."""

@@ -30,6 +30,8 @@ from fewshot_mann.metrics import episode_loss
 from fewshot_mann.models import MANN
 from fewshot_mann.training.run import make_sampler
 
+pytestmark = pytest.mark.train  # other processes / paper-sized runs
+
 SPIKING_EPISODE = 32  # of the 64 below: found by computing all 64 at eps 1e-8
 UNBOUNDED_EPS = ModelConfig().cosine_eps  # 1e-8, the default
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import learn2learn as l2l
 import torch
 import torch.nn.functional as F
-from learn2learn.vision.models import OmniglotCNN
 from torch import nn
 
 from ..errors import ConfigError, PredictError
+from ..third_party import OmniglotCNN, l2l
 from .tasks import Tasks
 
 

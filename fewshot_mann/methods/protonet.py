@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from learn2learn.vision.models import ConvBase
 from torch import nn
 
 from ..models.encoder import mean_pooled
+from ..third_party import ConvBase
 from .tasks import Tasks
 
 

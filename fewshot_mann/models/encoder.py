@@ -66,8 +66,7 @@ class ConvBaseEncoder(nn.Module):
     """learn2learn's ConvBase (4 blocks, 64 channels, stride 2) with mean pooling: 64 features."""
 
     def __init__(self, image_shape: tuple[int, int, int], hidden: int = 64) -> None:
-        # imported here: learn2learn pulls in gym, whose import prints a deprecation notice
-        from learn2learn.vision.models import ConvBase
+        from ..third_party import ConvBase  # imported here: learn2learn takes seconds to import
 
         super().__init__()
         self.image_shape = image_shape

@@ -124,7 +124,7 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     if payload:
         restore(payload, ckpt_path, model, optimizer, train_sampler, dist)
     elif cfg.model.encoder_init:  # resumed runs have these weights in their checkpoint
-        from ..pretrained import init_encoder  # learn2learn: gym's import notice
+        from ..pretrained import init_encoder  # learn2learn: seconds to import
 
         init_encoder(model, cfg.model.encoder_init, split)
     return Run(cfg, out_dir, dist, device, imageset, split, train_sampler, heldout, model,
