@@ -186,6 +186,7 @@ def run_cli(capsys, *argv: object) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.mark.train  # decodes Omniglot found through another path: seconds
 def test_the_data_variable_and_flag_win_over_the_stored_root(tmp_path, data_root, cache_dir,
                                                              capsys, monkeypatch):
     checkpoint = with_data_root(tmp_path / "run" / "model.pt", "/nowhere/omniglot")
@@ -203,6 +204,7 @@ def test_the_data_variable_and_flag_win_over_the_stored_root(tmp_path, data_root
     assert code == 2 and "Omniglot not found under /nowhere/else" in err, err
 
 
+@pytest.mark.train  # decodes Omniglot found through another path: seconds
 def test_a_relative_stored_root_is_found_from_the_checkpoints_folder(tmp_path, data_root,
                                                                      cache_dir, capsys,
                                                                      monkeypatch):
@@ -232,6 +234,7 @@ def test_a_relative_stored_root_is_found_from_the_checkpoints_folder(tmp_path, d
     assert args.download  # every flag the hint names exists for evaluate
 
 
+@pytest.mark.train  # decodes Omniglot found through another path: seconds
 def test_a_new_checkpoint_records_where_it_was_trained(tmp_path, data_root, cache_dir, capsys,
                                                        monkeypatch):
     """Trained from one folder with a relative --data-root, written to a run folder outside
