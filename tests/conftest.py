@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("FEWSHOT_MANN_DATA", REPO.parent / "shared" / "data" / "omniglot"))
+# absolute: some tests change the working folder (the Makefile passes a relative path)
+DATA_ROOT = Path(os.environ.get("FEWSHOT_MANN_DATA",
+                                REPO.parent / "shared" / "data" / "omniglot")).resolve()
 
 
 @pytest.fixture(scope="session")
