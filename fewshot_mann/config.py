@@ -170,7 +170,7 @@ class TrainConfig:
     # curriculum_accuracy; the label code is sized for episodes.n_way from the start
     curriculum: str = ""
     curriculum_accuracy: float = 0.8
-    # divergence guard (train.py): a loss spike, a collapse of held-out accuracy or a NaN
+    # divergence guard (training/loop.py): a loss spike, a collapse of held-out accuracy or a NaN
     # "rollback"s to the last good state with a lower learning rate, or "stop"s the run
     on_divergence: str = "rollback"
     spike_factor: float = 2.0  # a log window's mean loss above this x the recent median

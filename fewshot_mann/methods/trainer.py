@@ -4,7 +4,7 @@ protonet|maml`.
 The run is built as every run is (`run.build_run`: config, data, split, samplers, network,
 optimiser, restore) and writes the same files (config.toml, split.json, train_log.jsonl,
 checkpoint.pt, model.pt), with the same resume, pause, divergence guard and progress output
-(`train.Trainer`, `loop.TrainingLoop`). What is theirs:
+(`training.trainer.Trainer`, `training.loop.TrainingLoop`). What is theirs:
 
     a batch     train.batch_size tasks: N-way episodes of the training classes
                 (episodes.n_way), each class shown shots + queries times, cut into support
@@ -29,7 +29,7 @@ from .tasks import Setting, eval_episodes, score, split_support_query
 
 
 class SupportQueryTrainer(Trainer):
-    """`Trainer.build` returns one for a config whose model.kind is protonet or maml."""
+    """`trainers.build_trainer` returns one for a config whose model.kind is protonet or maml."""
 
     def __init__(self, run: Run, **options: Any) -> None:
         super().__init__(run, **options)

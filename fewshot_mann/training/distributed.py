@@ -146,7 +146,6 @@ class Dist:
             ) from err
 
 
-
 def launched() -> bool:
     """Whether this process was started by torchrun (or anything setting its variables)."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ

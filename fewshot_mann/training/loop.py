@@ -1,4 +1,4 @@
-"""The training loop every trainable model shares: the MANN family (`train.Trainer`) and, through
+"""The training loop every trainable model shares: the MANN family (`trainer.Trainer`) and, through
 it, ProtoNets and MAML (`methods.trainer.SupportQueryTrainer`).
 
 The loop owns what is the same for all of them: the learning-rate schedule applied each step

@@ -1,9 +1,9 @@
-"""A sequence-model run (MANN, LSTM, feedforward) built in one straight line:
+"""A run of any method built in one straight line:
 
     config -> device -> data -> split -> samplers -> model -> optimiser -> restore
 
 `build_run(cfg, out_dir)` reads files (the dataset, a checkpoint to resume, a pretrained
-encoder) and writes none; the loop (`train.Trainer`) writes the run's files. What it does set
+encoder) and writes none; the loop (`trainer.Trainer`) writes the run's files. What it does set
 for the process: the global torch seed (model initialisation draws from it) and, under torchrun,
 the process group (`distributed.init`). Threads and TF32 are the caller's (the CLI:
 `runtime.set_process_flags`).
@@ -75,7 +75,7 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     `progress`: a bar on stderr while the data is decoded (rank 0).
     """
     out_dir = Path(out_dir)
-    if not cfg.data.split:  # saved as chosen: santoro, or ratio:0.8 for custom data
+    if not cfg.data.split:  # saved as chosen: santoro, or auto for custom data
         cfg = replace(cfg, data={"split": default_split(cfg.data.dataset)})
     ckpt_path = out_dir / CHECKPOINT
     payload, saved_split, changed = None, None, {}
@@ -105,8 +105,6 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
     # the split's training and validation images alone: the test classes are not loaded
     imageset, split = load_training_data(cfg.data, cfg.episodes.n_way, saved_split,
                                         progress=progress and dist.is_main)
-    if not split.val:
-        refuse_heldout_decisions(cfg, split)
     if len(split.test) < cfg.episodes.n_way:  # counted by name: no test image is read
         raise DatasetError(f"{cfg.episodes.n_way}-way episodes need at least "
                            f"{cfg.episodes.n_way} test classes; the split has "
@@ -129,19 +127,6 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
         init_encoder(model, cfg.model.encoder_init, split)
     return Run(cfg, out_dir, dist, device, imageset, split, train_sampler, heldout, model,
                dist.wrap(model, graphed=cfg.train.cuda_graph), optimizer, payload, changed)
-
-
-def refuse_heldout_decisions(cfg: Config, split: ClassSplit, stop_accuracy: float = 0.0
-                             ) -> None:
-    """ConfigError when a run on `split`, which has no validation classes, asks for a decision
-    that reads held-out accuracy (it would read test classes): a curriculum or a stop at an
-    accuracy."""
-    asked = (["--curriculum"] if cfg.train.curriculum.strip() else []) + (
-        ["--stop-accuracy"] if stop_accuracy > 0 else [])
-    if asked:
-        raise ConfigError(f"{' and '.join(asked)} read validation accuracy, and split "
-                          f"{split.name!r} has no validation classes: use a split with them "
-                          f"(santoro, vinyals, lake, ratio:F, lists:DIR with val.txt)")
 
 
 def differences(have: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]]

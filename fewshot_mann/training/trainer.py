@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from ..checkpoint import save_checkpoint
 from ..config import SUPPORT_QUERY, Config, TrainConfig, curriculum_widths
+from ..data.splits import ClassSplit
 from ..errors import ConfigError
 from ..evaluation.scoring import evaluate
 from ..metrics import episode_loss, pooled_presentation_accuracy, step_correct
@@ -46,7 +47,7 @@ from . import health
 from .cuda_graphs import GraphedInference, graph_training_forward
 from .distributed import shutdown
 from .loop import TrainingLoop
-from .run import Run, build_run, refuse_heldout_decisions
+from .run import Run, build_run
 
 
 def cosine_lr(t: TrainConfig, step: int) -> float:
@@ -55,6 +56,19 @@ def cosine_lr(t: TrainConfig, step: int) -> float:
         return t.lr * (step + 1) / t.warmup_steps
     progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
     return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def refuse_heldout_decisions(cfg: Config, split: ClassSplit, stop_accuracy: float = 0.0
+                             ) -> None:
+    """ConfigError when a run on `split`, which has no validation classes, asks for a decision
+    that reads held-out accuracy (it would read test classes): a curriculum or a stop at an
+    accuracy."""
+    asked = (["--curriculum"] if cfg.train.curriculum.strip() else []) + (
+        ["--stop-accuracy"] if stop_accuracy > 0 else [])
+    if asked:
+        raise ConfigError(f"{' and '.join(asked)} read validation accuracy, and split "
+                          f"{split.name!r} has no validation classes: use a split with them "
+                          f"(santoro, vinyals, lake, ratio:F, lists:DIR with val.txt)")
 
 
 class Trainer(TrainingLoop):
