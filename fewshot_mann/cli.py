@@ -52,8 +52,8 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--queries": ("episodes", "queries", int,
                   "protonet, maml: query images a class in training episodes (default: "
                   "protonet 5, maml as many as --shots)"),
-    "--backend": ("model", "backend", str, "memory backend: reference | batched"),
-    "--memory": ("model", "memory", str, "external memory: lrua | ntm | dnc | kv"),
+    "--backend": ("model", "backend", str, "memory backend: " + " | ".join(BACKENDS)),
+    "--memory": ("model", "memory", str, "external memory: " + " | ".join(MEMORY_NAMES)),
     "--write-heads": ("model", "write_heads", int, "ntm, dnc: write heads"),
     "--shift-range": ("model", "shift_range", int, "ntm: shifts over -S..S slots"),
     "--kv-neighbours": ("model", "kv_neighbours", int, "kv: nearest keys read"),
@@ -323,10 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="memory sizes to time (default: 128,512,2048)")
     bench.add_argument("--backends", type=_names_of(BACKENDS, "backend(s)"),
                        default=BACKENDS, metavar="NAME,NAME",
-                       help="memory backends to time: reference,batched (default: both)")
+                       help=f"memory backends to time: {','.join(BACKENDS)} (default: all)")
     bench.add_argument("--memories", type=_names_of(MEMORY_NAMES, "memory variant(s)"),
                        default=("lrua",), metavar="NAME,...",
-                       help="memory variants to time: lrua,ntm,dnc,kv (default: lrua)")
+                       help=f"memory variants to time: {','.join(MEMORY_NAMES)} "
+                            f"(default: lrua)")
     bench.add_argument("--reference-max-batch", type=int, default=256,
                        help="largest batch timed with the (slow, per-episode) reference backend")
     return parser
