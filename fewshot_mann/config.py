@@ -127,6 +127,11 @@ class ModelConfig:
     encoder_init: str = ""  # a ProtoNets checkpoint whose CNN starts a "convbase" encoder
     freeze_encoder: bool = False  # keep the initialised encoder fixed while the rest trains
     hidden_size: int = 200  # feedforward baseline width
+    conv_width: int = 64  # protonet: channels of each of its four conv blocks (the embedding size)
+    # protonet: how each conv block halves the image: "stride" (learn2learn's Omniglot CNN, a
+    # stride-2 conv) or "max" (Snell et al. 2017: a stride-1 conv, then 2x2 max pooling; about
+    # 3.5x the arithmetic on 28x28 images)
+    conv_pool: str = "stride"
     fast_lr: float = 0.4  # maml: inner-loop step size alpha (Finn et al. 2017, eq. 1)
     adapt_steps: int = 1  # maml: inner steps on the support set while meta-training
     test_adapt_steps: int = 3  # maml: inner steps at test time (evaluate, predict)
@@ -252,6 +257,7 @@ class Config:
             "episodes.presentations": e.presentations, "model.controller_size": m.controller_size,
             "model.memory_slots": m.memory_slots, "model.memory_width": m.memory_width,
             "model.read_heads": m.read_heads, "model.hidden_size": m.hidden_size,
+            "model.conv_width": m.conv_width,
             "model.write_heads": m.write_heads, "model.kv_neighbours": m.kv_neighbours,
             "episodes.shots": e.shots,
             "model.adapt_steps": m.adapt_steps, "model.test_adapt_steps": m.test_adapt_steps,
@@ -276,6 +282,7 @@ class Config:
         _choice("model.encoder", m.encoder, ("none", "conv", "convbase"))
         _choice("model.memory", m.memory, MEMORY_NAMES)
         _choice("model.kv_query", m.kv_query, ("controller", "encoder"))
+        _choice("model.conv_pool", m.conv_pool, ("stride", "max"))
         _choice("train.optimizer", t.optimizer, ("adam", "rmsprop"))
         _choice("train.precision", t.precision, ("fp32", "tf32", "bf16"))
         _choice("train.on_divergence", t.on_divergence, ("rollback", "stop"))

@@ -179,7 +179,22 @@ def test_methods_start_from_their_papers_settings():
     assert Config().train.lr_halve_every == 0 and Config().data.split == ""
 
 
+def test_protonet_width_and_pooling_shape_its_network():
+    """conv_width sets the embedding size; conv_pool "max" keeps full-size convs and pools,
+    which a 28x28 image shows in the conv strides; both come back from the config."""
+    from fewshot_mann.methods.networks import build_network
+
+    cfg = Config.from_dict({"model": {"kind": "protonet", "conv_width": 24, "conv_pool": "max"}})
+    net = build_network(cfg.validate().model, (1, 28, 28), LabelCode.make("one-hot", 5))
+    assert net.embed(torch.rand(3, 784)).shape == (3, 24)
+    assert {block.conv.stride for block in net.encoder} == {(1, 1)}
+    strided = build_network(Config.for_method("protonet").model, (1, 28, 28),
+                            LabelCode.make("one-hot", 5))
+    assert {block.conv.stride for block in strided.encoder} == {(2, 2)}
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--method", "protonet", "--conv-pool", "avg"], "model.conv_pool must be one of"),
     (["--method", "protonet", "--labels", "five-hot"], "does not take episodes.labels"),
     (["--method", "maml", "--curriculum", "3"], "does not take train.curriculum"),
     (["--method", "protonet", "--presentations", "4"], "episodes.presentations = 4 disagrees"),

@@ -39,7 +39,8 @@ def build_network(cfg: ModelConfig, image_shape: tuple[int, int, int],
     if height != width:
         raise ConfigError(f"{cfg.kind} takes square images, got {height}x{width}")
     if cfg.kind == "protonet":
-        return ProtoNet(image_size=height, channels=channels)
+        return ProtoNet(image_size=height, hidden=cfg.conv_width, channels=channels,
+                        max_pool=cfg.conv_pool == "max")
     if channels != 1:
         raise ConfigError("MAML's network (learn2learn's OmniglotCNN) takes grayscale images "
                           "(--channels 1)")

@@ -1,8 +1,9 @@
 """Prototypical Networks (Snell et al. 2017) on learn2learn's Omniglot CNN.
 
     embedding   f(x): learn2learn's Omniglot CNN feature extractor (`ConvBase`: four blocks of
-                3x3 conv with 64 channels and stride 2, batch norm, ReLU; Finn et al. 2017),
-                then the mean over space: a 64-d vector per 28x28 image
+                3x3 conv with 64 channels and stride 2, batch norm, ReLU; Finn et al. 2017; or
+                with `max_pool`, stride-1 convs each followed by 2x2 max pooling, as Snell et al.
+                built it), then the mean over space: a `hidden`-d vector per image
     prototypes  c_n = (1/K) sum_k f(x_{n,k})                          (Snell et al., eq. 1)
     classifier  p(y = n | x) = softmax_n(-||f(x) - c_n||^2)            (eq. 2, squared Euclidean)
     training    minimise -log p(y = true class | x) over the queries of training episodes
@@ -23,10 +24,11 @@ from .tasks import Tasks
 
 class ProtoNet(nn.Module):
     def __init__(self, image_size: int = 28, hidden: int = 64, layers: int = 4,
-                 channels: int = 1) -> None:
+                 channels: int = 1, max_pool: bool = False) -> None:
         super().__init__()
         self.image_shape = (channels, image_size, image_size)
-        self.encoder = ConvBase(hidden=hidden, channels=channels, max_pool=False, layers=layers)
+        self.encoder = ConvBase(hidden=hidden, channels=channels, max_pool=max_pool,
+                                layers=layers)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(..., D) flat images -> (..., hidden) embeddings."""
