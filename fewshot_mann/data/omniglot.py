@@ -54,6 +54,21 @@ def find_omniglot(data_root: str | Path, download: bool = False) -> Path:
         f"it with torchvision.")
 
 
+def character_files(data_root: str | Path, names: list[str]) -> list[list[Path]]:
+    """The drawings (sorted PNG paths) of each character "<Alphabet>/<characterNN>" in `names`,
+    from whichever Omniglot group holds it."""
+    folder = find_omniglot(data_root)
+    files = []
+    for name in names:
+        found = [folder / group / name for group in (BACKGROUND, EVALUATION)
+                 if (folder / group / name).is_dir()]
+        if not found:
+            raise DataNotFoundError(f"character {name} is not in {folder}: incomplete Omniglot "
+                                    f"copy?")
+        files.append(sorted(found[0].glob("*.png")))
+    return files
+
+
 def load_omniglot(data_root: str | Path, cache_dir: str | Path, image_size: int = 20,
                   download: bool = False, progress: bool = True) -> ImageSet:
     """All 1,623 characters, decoded at `image_size`, from the cache when it is current

@@ -141,6 +141,13 @@ def shipped_split(name: str) -> ClassSplit:
                       _shipped(files, "val"))
 
 
+def unrotated_characters(split: str, part: str) -> list[str]:
+    """The characters of one part ("train", "val" or "test") of a shipped split, each once, in
+    its own orientation: the classes of the Vinyals split that are not rotations."""
+    ids = getattr(shipped_split(split), part)
+    return [base_name(c) for c in ids if base_name(c) == c or c.endswith("/rot000")]
+
+
 def lake_split(name: str, imageset: ImageSet) -> ClassSplit:
     """Background alphabets train, evaluation alphabets test (Lake et al. 2015); `lake` sets
     the characters of LAKE_VAL_ALPHABETS background alphabets aside to validate."""
