@@ -8,6 +8,8 @@ The public API, importable from the top (each name is loaded on first use, so th
                                        training/)
     evaluate_checkpoint                a checkpoint on held-out classes (evaluation/)
     Predictor                          a trained model on your own images (inference/)
+    LifelongMemory                     a key-value memory of labelled images kept on disk,
+                                       in a trained model's key space (lifelong/)
     load_checkpoint, model_from_checkpoint
     MANN, build_model                  the models (models/)
     MEMORIES, make_memory              the memory variants and their registry (memory/)
@@ -29,6 +31,7 @@ _EXPORTS = {
     "Trainer": "training.trainer", "build_run": "training.run", "build_trainer": "trainers",
     "evaluate_checkpoint": "evaluation.heldout",
     "Predictor": "inference.predictor",
+    "LifelongMemory": "lifelong.memory",
     "load_checkpoint": "checkpoint", "model_from_checkpoint": "checkpoint",
     "MANN": "models", "build_model": "models",
     "MEMORIES": "memory", "make_memory": "memory",

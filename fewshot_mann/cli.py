@@ -1,4 +1,4 @@
-"""`fewshot-mann` command line: train, evaluate, predict, inspect, models, bench.
+"""`fewshot-mann` command line: train, evaluate, predict, inspect, memory, models, bench.
 
 Every train flag maps onto a config field; precedence is defaults < --config TOML < flags.
 Expected failures (bad input, missing data, bad checkpoint) print one clear line and exit 2
@@ -169,6 +169,10 @@ MODELS = ("The model zoo: each model's name (usable as --checkpoint), the classe
           "calibration, file size and sha256.")
 CHECKPOINT = "a checkpoint file, or a zoo model's name (`fewshot-mann models` lists them)"
 
+MEMORY = ("A life-long memory: a key-value memory (Kaiser et al. 2017) kept in a folder, whose "
+          "keys are a trained model's embeddings of labelled images. Add images, query it, "
+          "forget a class, a tag or an image (removed from the files), or show what it holds.")
+
 DEVICE = "auto (CUDA when present) | cpu | cuda | cuda:N"
 QUIET = "no progress bars, no lines on stdout"
 
@@ -264,9 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
                                     "class) with a trained checkpoint (MANN, LSTM, "
                                     "feedforward, ProtoNets or MAML).")
     pr.add_argument("--checkpoint", type=Path, default=None,
-                    help=f"{CHECKPOINT}; default: the zoo model that fits the support set")
-    pr.add_argument("--support", type=Path, required=True,
-                    help="folder holding one sub-folder of labelled images per class")
+                    help=f"{CHECKPOINT}; default: the zoo model that fits the support set, or "
+                         f"the model of --memory")
+    pr.add_argument("--support", type=Path, default=None,
+                    help="folder holding one sub-folder of labelled images per class "
+                         "(default: none; give it or --memory)")
+    pr.add_argument("--memory", type=Path, default=None, metavar="DIR",
+                    help="a life-long memory (`fewshot-mann memory create`) as the support "
+                         "set: each query answered by its nearest stored keys, with cosine "
+                         "similarities where a support set gives probabilities (default: none)")
     pr.add_argument("--query", type=Path, nargs="+", required=True,
                     help="image files, or folders of them")
     pr.add_argument("--out", type=Path, required=True, help="CSV (or JSON) file to write")
@@ -302,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(ins)
     ins.add_argument("--quiet", action="store_true", help=QUIET)
 
+    _memory_parser(sub("memory", help="a life-long memory of labelled images, kept on disk",
+                       description=MEMORY))
+
     models = sub("models", help="list the named pretrained models",
                  description=MODELS)
     models.add_argument("--json", action="store_true", help="the manifest entries as JSON")
@@ -335,6 +348,74 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--reference-max-batch", type=int, default=256,
                        help="largest batch timed with the (slow, per-episode) reference backend")
     return parser
+
+
+def _memory_parser(memory: argparse.ArgumentParser) -> None:
+    """`fewshot-mann memory create | add | query | forget | stats`."""
+    from .zoo import default_keyspace
+
+    actions = memory.add_subparsers(dest="action", required=True, metavar="ACTION",
+                                    help="create | add | query | forget | stats")
+
+    def action(name: str, text: str, needs_model: bool = True) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, help=text, description=text[0].upper() + text[1:]
+                                    + ".", formatter_class=_Help)
+        parser.add_argument("dir", type=Path, metavar="DIR", help="the memory's folder")
+        if needs_model:
+            parser.add_argument("--device", default="auto", help=DEVICE)
+        return parser
+
+    def own_model(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--checkpoint", default=None,
+                            help="the memory's model, where its file has moved (default: the "
+                                 "zoo name or file it was created with; another model is "
+                                 "refused)")
+        parser.add_argument("--quiet", action="store_true", help=QUIET)
+
+    create = action("create", "make an empty memory in a new or empty folder, bound to one "
+                              "model's keys")
+    create.add_argument("--checkpoint", default=None,
+                        help=f"{CHECKPOINT}; a ProtoNets model, whose embeddings are the keys "
+                             f"(default: the zoo's key-space model, {default_keyspace().name})")
+    create.add_argument("--capacity", type=int, default=None,
+                        help="most entries; when full, a new entry replaces the one unused "
+                             "longest (default: no limit, nothing is replaced)")
+    create.add_argument("--no-merge", action="store_true",
+                        help="every image its own entry (default: an image joins its nearest "
+                             "entry when that entry is of its class)")
+    create.add_argument("--threshold", type=float, default=None,
+                        help="a query whose best cosine similarity is below this is answered "
+                             "'unknown' (default: none, never)")
+    add = action("add", "write labelled images into the memory: new classes or more images "
+                        "of known ones")
+    add.add_argument("--support", required=True,
+                     help="a folder of class sub-folders of images, or csv:FILE with columns "
+                          "path,label")
+    add.add_argument("--tag", default=None,
+                     help="a tag for these images, e.g. to forget them together (default: none)")
+    own_model(add)
+    query = action("query", "classify images by their nearest stored keys")
+    query.add_argument("--query", type=Path, nargs="+", required=True,
+                       help="image files, or folders of them")
+    query.add_argument("--out", type=Path, required=True, help="CSV (or JSON) file to write")
+    query.add_argument("--format", choices=["csv", "json"], default=None,
+                       help="default: json for an --out ending in .json, else csv")
+    query.add_argument("--top-k", type=int, default=5, help="classes listed per query")
+    query.add_argument("--touch", action="store_true",
+                       help="mark the entry each query read as just used, so that a full "
+                            "memory replaces it last (writes the memory)")
+    own_model(query)
+    forget = action("forget", "remove a class, the images of a tag, or one image from the "
+                              "memory's files")
+    which = forget.add_mutually_exclusive_group(required=True)
+    which.add_argument("--class", dest="class_name", default=None,
+                       help="a class name (default: none; one of --class, --tag, --image)")
+    which.add_argument("--tag", default=None, help="a tag given to `memory add` (default: none)")
+    which.add_argument("--image", default=None,
+                       help="an image, by the path it was added under (default: none)")
+    own_model(forget)
+    stats = action("stats", "what the memory holds and what it is", needs_model=False)
+    stats.add_argument("--json", action="store_true", help="as JSON")
 
 
 def _data_flags(parser: argparse.ArgumentParser) -> None:
@@ -468,8 +549,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .config import ConfigError
     from .inference.predictor import Predictor
 
+    if (args.support is None) == (args.memory is None):
+        raise ConfigError("predict takes a support set: --support FOLDER or --memory DIR "
+                          "(one of them)")
+    if args.memory is not None:
+        if args.orders != 1 or args.max_shots is not None or args.explain is not None:
+            raise ConfigError("--orders, --max-shots and --explain work on a support folder; a "
+                              "--memory is answered by its stored keys")
+        return _answer_from_memory(args, args.memory)
     checkpoint = args.checkpoint
     if checkpoint is None:
         from .inference.predictor import support_shape
@@ -498,6 +588,89 @@ def cmd_predict(args: argparse.Namespace) -> int:
               + (f", {len(result.skipped)} skipped" if result.skipped else "")
               + f"; wrote {path}" + (f" and {args.explain}/" if args.explain else ""))
     return 0
+
+
+def _open_memory(args: argparse.Namespace, folder: Path) -> Any:
+    from .lifelong.memory import LifelongMemory
+
+    return LifelongMemory.open(folder, checkpoint=args.checkpoint, device=args.device,
+                               progress=not args.quiet)
+
+
+def _answer_from_memory(args: argparse.Namespace, folder: Path) -> int:
+    """Classify --query by the memory's stored keys and write --out (predict --memory, memory
+    query)."""
+    from .lifelong.answers import write_answers
+
+    memory = _open_memory(args, folder)
+    answers = memory.query(args.query, top_k=args.top_k, touch=getattr(args, "touch", False))
+    s = memory.settings
+    fmt = args.format or ("json" if args.out.suffix.lower() == ".json" else "csv")
+    path = write_answers(answers, args.out, fmt,
+                         {"memory": str(folder), "model": s.model_name,
+                          "model_sha256": s.model_sha256, "threshold": s.threshold,
+                          "classes": memory.classes()})
+    if not args.quiet:
+        read = [a for a in answers if not a.skipped]
+        for a in read[:20]:
+            print(f"{a.query}: {a.prediction} ({a.similarity:.2f})")
+        if len(read) > 20:
+            print(f"... and {len(read) - 20} more")
+        skipped = len(answers) - len(read)
+        print(f"{len(read)} queries classified among the {len(memory.classes())} classes of "
+              f"memory {folder}" + (f", {skipped} skipped" if skipped else "")
+              + f"; wrote {path}")
+    return 0
+
+
+def _holds(stats: dict[str, Any]) -> str:
+    return (f"memory {stats['folder']} holds {stats['classes']} classes, {stats['entries']} "
+            f"entries, {stats['images']} images")
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    from .lifelong.memory import LifelongMemory
+
+    if args.action == "create":
+        memory = LifelongMemory.create(args.dir, checkpoint=args.checkpoint,
+                                       capacity=args.capacity, merge=not args.no_merge,
+                                       threshold=args.threshold, device=args.device)
+        s = memory.settings
+        print(f"created memory {args.dir}: keys of {s.model_name} (sha256 "
+              f"{s.model_sha256[:12]}..., {s.dim}-d), capacity {s.capacity or 'no limit'}, "
+              f"merge {'on' if s.merge else 'off'}, threshold {s.threshold}")
+    elif args.action == "add":
+        memory = _open_memory(args, args.dir)
+        added = memory.add(args.support, tag=args.tag)
+        if not args.quiet:
+            print(f"added {added.images} images ({added.new_classes} new classes): "
+                  f"{added.merged} merged into entries of their class, {added.new_entries} new "
+                  f"entries, {added.replaced} replaced; {_holds(memory.stats())}")
+    elif args.action == "query":
+        return _answer_from_memory(args, args.dir)
+    elif args.action == "forget":
+        memory = _open_memory(args, args.dir)
+        gone = memory.forget(class_name=args.class_name, tag=args.tag, image=args.image)
+        if not args.quiet:
+            print(f"forgot {gone.images} images: {gone.entries} entries removed, "
+                  f"{gone.reduced} merged entries reduced; {_holds(memory.stats())}")
+    else:
+        _print_stats(args)
+    return 0
+
+
+def _print_stats(args: argparse.Namespace) -> None:
+    """`memory stats`: read from the folder alone (no model is loaded)."""
+    import json
+
+    from .lifelong.memory import stored_stats
+
+    stats = stored_stats(args.dir)
+    if args.json:
+        print(json.dumps(stats, indent=1))
+    else:
+        for key, value in stats.items():
+            print(f"{key:<14} {value}")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -544,7 +717,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench,
-                "predict": cmd_predict, "inspect": cmd_inspect, "models": cmd_models}
+                "predict": cmd_predict, "inspect": cmd_inspect, "models": cmd_models,
+                "memory": cmd_memory}
     with warnings.catch_warnings():
         warnings.showwarning = _warning_printer(args.command)
         try:

@@ -16,6 +16,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupt, not ours, or does not fit the model."""
 
 
+class MemoryStoreError(CheckpointError):
+    """A life-long memory's folder is missing, damaged, not ours or bound to another model, or
+    it was asked to forget what it does not hold."""
+
+
 class DataNotFoundError(FileNotFoundError):
     """The dataset is not where the configuration says."""
 

@@ -8,8 +8,9 @@ import os
 import platform
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -49,13 +50,14 @@ def device_slug(device: torch.device) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", device_name(device)).strip("-").lower()
 
 
-def atomic_torch_save(obj: object, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(file)` into a temporary file in the same folder, fsync, then rename over `path`:
+    a crash at any moment leaves the old file or the new one whole, never part of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -65,6 +67,11 @@ def atomic_torch_save(obj: object, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """torch.save, written as `atomic_write` writes."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def set_process_flags(threads: int, precision: str) -> None:

@@ -124,6 +124,13 @@ def get(name: str) -> ZooModel:
                           f"{', '.join(names())}")
 
 
+def default_keyspace() -> ZooModel:
+    """The zoo model whose `embed(images)` gives a life-long memory its keys when no
+    checkpoint is named (`fewshot_mann.lifelong`): the manifest's "keyspace" entry, the zoo's
+    best image encoder."""
+    return get(read_manifest()["keyspace"])
+
+
 def cache_folder() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "fewshot-mann" / "zoo"

@@ -23,23 +23,30 @@ def test_help_lists_the_commands():
         assert command in out
 
 
-def subcommands() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
+def subcommands(parser: argparse.ArgumentParser | None = None,
+                prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser by its full name, nested ones too ("memory add")."""
+    commands = {}
+    for action in (parser or build_parser())._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                commands[prefix + name] = sub
+                commands.update(subcommands(sub, f"{prefix}{name} "))
+    return commands
 
 
 def test_every_option_of_every_command_has_help_and_its_default():
     """Each option says what it does and, when it takes a value and is not required, its
     default; no unexpanded '%%' or '%(' is left in what --help prints."""
     commands = subcommands()
-    assert set(commands) >= {"train", "evaluate", "predict", "inspect", "bench"}
+    assert set(commands) >= {"train", "evaluate", "predict", "inspect", "bench", "memory",
+                             "memory create", "memory forget"}
     for name, parser in commands.items():
         formatter = parser._get_formatter()
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
-            flag = f"{name} {action.option_strings[0]}"
+            flag = f"{name} {(action.option_strings or [action.dest])[0]}"
             assert action.help and action.help != argparse.SUPPRESS, f"{flag} has no help"
             text = formatter._expand_help(action)
             if action.nargs != 0 and not action.required:
