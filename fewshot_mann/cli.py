@@ -383,9 +383,11 @@ def _memory_parser(memory: argparse.ArgumentParser) -> None:
     create.add_argument("--no-merge", action="store_true",
                         help="every image its own entry (default: an image joins its nearest "
                              "entry when that entry is of its class)")
-    create.add_argument("--threshold", type=float, default=None,
+    create.add_argument("--threshold", type=_threshold, default="calibrated",
                         help="a query whose best cosine similarity is below this is answered "
-                             "'unknown' (default: none, never)")
+                             "'unknown': a number, 'calibrated' (the zoo's threshold for the "
+                             "model, 5 %% false accepts on classes it never saw; none when the "
+                             "zoo has none) or 'none' (never unknown)")
     add = action("add", "write labelled images into the memory: new classes or more images "
                         "of known ones")
     add.add_argument("--support", required=True,
@@ -488,6 +490,17 @@ def requested_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         if getattr(args, flag.lstrip("-").replace("-", "_")):
             sections.setdefault(section, {})[name] = value
     return sections
+
+
+def _threshold(text: str) -> float | str | None:
+    """--threshold: a cosine, "calibrated" or "none"."""
+    if text in ("calibrated", "none"):
+        return None if text == "none" else text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'calibrated' or 'none', not "
+                                         f"{text!r}") from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,9 @@ class ZooModel:
     size: int  # bytes
     sha256: str
     calibration: dict[str, Any]  # temperature, how it was fitted, ECE before / after
+    # a key-space model: the cosine below which a life-long memory answers "unknown", and how
+    # it was calibrated (scripts/lifelong_open_set.py --write-zoo)
+    open_set: dict[str, Any] = field(default_factory=dict)
 
     @property
     def file(self) -> str:
@@ -129,6 +132,18 @@ def default_keyspace() -> ZooModel:
     checkpoint is named (`fewshot_mann.lifelong`): the manifest's "keyspace" entry, the zoo's
     best image encoder."""
     return get(read_manifest()["keyspace"])
+
+
+def set_open_set(name: str, record: dict[str, Any]) -> None:
+    """Store the open-set threshold of zoo model `name` in the shipped manifest."""
+    manifest = read_manifest()
+    entry = next((m for m in manifest["models"] if m["name"] == name), None)
+    if entry is None:
+        raise CheckpointError(f"no model {name!r} in the zoo; `fewshot-mann models` lists "
+                              f"{', '.join(names())}")
+    entry["open_set"] = record
+    MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    models.cache_clear()
 
 
 def cache_folder() -> Path:

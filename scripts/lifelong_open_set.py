@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
+from fewshot_mann import LifelongMemory
 from fewshot_mann.data.omniglot import character_files
 from fewshot_mann.data.splits import unrotated_characters
-from fewshot_mann.lifelong import LifelongMemory
 from fewshot_mann.lifelong.open_set import DEFAULT_FAR, OpenSetScore, threshold_for
 from fewshot_mann.runtime import device_name
 from fewshot_mann.zoo import default_keyspace, set_open_set

@@ -33,7 +33,7 @@ import torch
 from ..data.folder import read_manifest
 from ..errors import ConfigError, MemoryStoreError, PredictError
 from ..inference.predictor import ImageLike, prepare_all, query_items, support_items
-from ..zoo import names, resolve_checkpoint, sha256
+from ..zoo import names, resolve_checkpoint, sha256, zoo_model_of
 from .answers import UNKNOWN, Answer
 from .index import KeyIndex
 from .keyspace import BATCH, KeySpace
@@ -75,17 +75,23 @@ class LifelongMemory:
     @classmethod
     def create(cls, folder: str | Path, checkpoint: str | Path | None = None,
                capacity: int | None = None, merge: bool = True,
-               threshold: float | None = None, device: str = "auto",
+               threshold: float | str | None = "calibrated", device: str = "auto",
                progress: bool = True) -> LifelongMemory:
         """An empty memory in a new (or empty) folder. `checkpoint`: a ProtoNets checkpoint or
         zoo name (None: `zoo.default_keyspace()`); `capacity`: most entries (None: no limit);
         `merge`: a key joins its nearest entry when their classes agree; `threshold`: a query
-        whose best cosine is below it is answered "unknown" (None: never)."""
+        whose best cosine is below it is answered "unknown" (None: never; "calibrated": the
+        zoo's open-set threshold of the model, None when it has none)."""
         if capacity is not None and capacity < 1:
             raise ConfigError(f"capacity must be at least 1 entry, got {capacity}")
+        if isinstance(threshold, str) and threshold != "calibrated":
+            raise ConfigError(f"threshold is a cosine, 'calibrated' or None; got {threshold!r}")
+        keyspace = KeySpace.load(checkpoint, device)
+        if threshold == "calibrated":
+            zoo_model = zoo_model_of(keyspace.path)
+            threshold = zoo_model.open_set.get("threshold") if zoo_model else None
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold is a cosine, in -1..1; got {threshold}")
-        keyspace = KeySpace.load(checkpoint, device)
         store = Store(folder)
         store.create(Settings(keyspace.name, str(keyspace.path), keyspace.model_sha256,
                               keyspace.dim, capacity, merge, threshold))
