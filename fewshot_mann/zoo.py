@@ -92,7 +92,9 @@ def span(limits: tuple[int, int]) -> str:
     return f"{limits[0]}+" if limits[1] == 0 else f"{limits[0]}-{limits[1]}"
 
 
-def read_manifest(path: Path = MANIFEST) -> dict[str, Any]:
+def read_manifest(path: Path | None = None) -> dict[str, Any]:
+    """The manifest at `path` (None: the shipped one, MANIFEST)."""
+    path = MANIFEST if path is None else path
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as err:
