@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     chars = character_files(args.data_root, unrotated_characters("vinyals", "test"))[:args.classes]
     checkpoint = args.checkpoint or default_keyspace().name
-    settings = [(f"{s} images a class", int(s), None) for s in args.shots.split(",")]
+    settings = [(f"{s} image{'s' if s != '1' else ''} a class", int(s), None)
+                for s in args.shots.split(",")]
     if args.capacity:
         settings.append((f"15 images a class, capacity {args.capacity}", 15, args.capacity))
     curves, runs = {}, {}
