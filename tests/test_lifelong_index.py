@@ -67,6 +67,38 @@ def test_set_and_remove_keep_ids_as_positions(kind):
         assert index._backend.slots == len(index)  # the graph was rebuilt without them
 
 
+@pytest.mark.parametrize("kind", [*KINDS, "auto"])
+def test_random_adds_sets_and_removes_match_brute_force(kind):
+    rng = np.random.default_rng(20)
+    index = KeyIndex(DIM, kind, threshold=40)
+    keys = unit(30, 21)
+    index.add(keys)
+    kinds_seen = set()
+    for step in range(120):
+        op = rng.choice(["add", "set", "remove"], p=[0.4, 0.3, 0.3])
+        count = int(rng.integers(1, 6))
+        if op == "add" or len(keys) < 10:
+            new = unit(count, 100 + step)
+            index.add(new)
+            keys = np.concatenate([keys, new])
+        elif op == "set":
+            ids = rng.choice(len(keys), count, replace=False)
+            new = unit(count, 100 + step)
+            index.set(ids, new)
+            keys[ids] = new
+        else:
+            ids = rng.choice(len(keys), count, replace=False)
+            index.remove(ids)
+            keys = np.delete(keys, ids, axis=0)
+        kinds_seen.add(index.kind)
+        assert len(index) == len(keys)
+        if step % 10 == 9:
+            assert_exact(index, keys, keys[::5], k=1)
+            assert_exact(index, keys, unit(5, 500 + step))
+    if kind == "auto":
+        assert kinds_seen == {"exact", "ivf"}
+
+
 def test_auto_switches_kind_at_the_threshold_and_back_below_half_of_it():
     keys = unit(64, 7)
     index = KeyIndex(DIM, "auto", threshold=64)

@@ -39,7 +39,8 @@ keys (a second on 2**15 keys and 2 cores, measured in results/lifelong/).
 Determinism: exact and ivf give the same index for the same calls (k-means seeded). An HNSW
 graph built on several threads depends on their timing; its reads are then equal up to the
 approximation. Threads: faiss's OpenMP pool as the caller set it (OMP_NUM_THREADS or
-faiss.omp_set_num_threads); this module sets none.
+faiss.omp_set_num_threads), except that a call with a single key, id or query runs on the
+calling thread alone (`_one_thread_if`).
 
 `to_bytes`: MAGIC, the length of a JSON header (8 bytes, little-endian), the header (kind, dim,
 count, slots), the slot of each position (int64, approximate kinds), faiss.serialize_index of
@@ -65,7 +66,7 @@ AUTO_APPROXIMATE = IVF
 AUTO_THRESHOLD = 32_768  # keys; below it an exact search is fast (results/lifelong/README.md)
 IVF_PROBES = 16  # lists scanned a query
 IVF_SEED = 1234  # k-means initialisation and sampling
-HNSW_M = 32  # links a node
+HNSW_M = 16  # links a node; 32 bought no recall per ms of query on Omniglot keys
 HNSW_EF_CONSTRUCTION = 40  # candidates kept while inserting
 HNSW_EF_SEARCH = 128  # candidates kept while searching
 MAGIC = b"FMKEYIDX"
@@ -120,24 +121,73 @@ class _Exact:
         return b""
 
 
+def _appended(buffer: np.ndarray, used: int, extra: np.ndarray) -> np.ndarray:
+    """buffer[:used] followed by `extra`: in `buffer` when it has room, else in a new one of
+    twice the size, so that appending b items costs O(b) amortised."""
+    need = used + len(extra)
+    if need > len(buffer):
+        grown = np.empty(max(need, 2 * len(buffer)), buffer.dtype)
+        grown[:used] = buffer[:used]
+        buffer = grown
+    buffer[used:need] = extra
+    return buffer
+
+
 class _Slotted:
     """A faiss index whose ids are slots, numbers that never shift, mapped to positions:
     slot_of (n,) int64, the slot of each position; position_of (slots,) int64, the position of
-    each slot, -1 for a slot no longer in use."""
+    each slot, -1 for a slot no longer in use. New keys take the next slots, in order; both
+    maps live in buffers that grow by doubling."""
 
     kind: str
     index: faiss.Index
 
     def __init__(self, index: faiss.Index, slot_of: np.ndarray, slots: int) -> None:
-        self.index, self.slot_of, self.slots = index, slot_of, slots
+        self.index = index
+        self.reset(slot_of, slots)
+
+    def reset(self, slot_of: np.ndarray, slots: int) -> None:
+        self.count, self.slots = len(slot_of), slots
+        self._slot_of = np.array(slot_of, np.int64)
+        self._position_of = np.empty(slots, np.int64)
         self.remap()
 
+    @property
+    def slot_of(self) -> np.ndarray:
+        return self._slot_of[:self.count]
+
+    @property
+    def position_of(self) -> np.ndarray:
+        return self._position_of[:self.slots]
+
     def remap(self) -> None:
-        self.position_of = np.full(self.slots, -1, np.int64)
-        self.position_of[self.slot_of] = np.arange(len(self.slot_of))
+        """position_of from slot_of: O(n + slots)."""
+        self.position_of[:] = -1
+        self.position_of[self.slot_of] = np.arange(self.count)
+
+    def take_slots(self, positions: np.ndarray) -> np.ndarray:
+        """The next len(positions) slots, recorded as those of `positions`."""
+        new = np.arange(self.slots, self.slots + len(positions), dtype=np.int64)
+        self._position_of = _appended(self._position_of, self.slots, positions)
+        self.slots += len(positions)
+        return new
+
+    def append(self, new: np.ndarray) -> None:
+        """Positions n, n + 1, ... for the slots `new`."""
+        self._slot_of = _appended(self._slot_of, self.count, new)
+        self.count += len(new)
+
+    def delete(self, ids: np.ndarray) -> np.ndarray:
+        """Drop positions `ids` (later ones move down); their slots."""
+        gone = self.slot_of[ids]
+        kept = np.delete(self.slot_of, ids)
+        self.count = len(kept)
+        self._slot_of[:self.count] = kept
+        self.remap()
+        return gone
 
     def __len__(self) -> int:
-        return len(self.slot_of)
+        return self.count
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         if len(ids) == 0:
@@ -160,6 +210,11 @@ class _IVF(_Slotted):
 
     @classmethod
     def build(cls, keys: np.ndarray) -> _IVF:
+        return cls(*cls.fit(keys))
+
+    @staticmethod
+    def fit(keys: np.ndarray) -> tuple[faiss.IndexIVFFlat, np.ndarray, int]:
+        """An IVF index fitted to `keys` and holding them in slots 0..n-1."""
         n, d = keys.shape
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, ivf_lists(n),
                                    faiss.METRIC_INNER_PRODUCT)
@@ -170,30 +225,24 @@ class _IVF(_Slotted):
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
         if n:
             index.add_with_ids(keys, np.arange(n, dtype=np.int64))
-        return cls(index, np.arange(n, dtype=np.int64), n)
+        return index, np.arange(n, dtype=np.int64), n
 
     def add(self, keys: np.ndarray) -> None:
-        n = len(self) + len(keys)
-        if not self.index.is_trained or ivf_lists(n) >= 2 * self.index.nlist:
-            fitted = _IVF.build(np.concatenate([self.rows(np.arange(len(self))), keys]))
-            self.index, self.slot_of, self.slots = fitted.index, fitted.slot_of, fitted.slots
-            self.remap()
+        if not self.index.is_trained or ivf_lists(self.count + len(keys)) >= 2 * self.index.nlist:
+            self.index, slot_of, slots = self.fit(
+                np.concatenate([self.rows(np.arange(self.count)), keys]))
+            self.reset(slot_of, slots)
             return
-        new = np.arange(self.slots, self.slots + len(keys), dtype=np.int64)
+        new = self.take_slots(np.arange(self.count, self.count + len(keys)))
         self.index.add_with_ids(keys, new)
-        self.slots += len(keys)
-        self.slot_of = np.concatenate([self.slot_of, new])
-        self.position_of = np.concatenate([self.position_of, np.arange(len(self) - len(keys),
-                                                                       len(self))])
+        self.append(new)
 
     def set(self, ids: np.ndarray, keys: np.ndarray) -> None:
         self.index.update_vectors(self.slot_of[ids], keys)
 
     def remove(self, ids: np.ndarray) -> None:
-        gone = np.ascontiguousarray(self.slot_of[ids])
+        gone = self.delete(ids)
         self.index.remove_ids(faiss.IDSelectorArray(len(gone), faiss.swig_ptr(gone)))
-        self.slot_of = np.delete(self.slot_of, ids)
-        self.remap()
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.index.is_trained:
@@ -209,7 +258,6 @@ class _HNSW(_Slotted):
     tombstone), left out of results by a bitmap of the live slots."""
 
     kind = HNSW
-    live_bits: np.ndarray | None  # packed bitmap of the live slots; None: no tombstones
 
     @classmethod
     def build(cls, keys: np.ndarray) -> _HNSW:
@@ -218,41 +266,53 @@ class _HNSW(_Slotted):
         index.add(keys)
         return cls(index, np.arange(len(keys), dtype=np.int64), len(keys))
 
-    def remap(self) -> None:
-        super().remap()
-        tombstones = self.slots - len(self.slot_of)
-        if tombstones > len(self.slot_of):
-            rebuilt = _HNSW.build(self.index.reconstruct_batch(self.slot_of)
-                                  if len(self) else np.zeros((0, self.index.d), np.float32))
-            self.index, self.slot_of, self.slots = rebuilt.index, rebuilt.slot_of, rebuilt.slots
-            super().remap()
-            tombstones = 0
-        self.live_bits = (np.packbits(self.position_of >= 0, bitorder="little")
-                          if tombstones else None)
+    def reset(self, slot_of: np.ndarray, slots: int) -> None:
+        super().reset(slot_of, slots)
+        self.live_bits = np.packbits(self.position_of >= 0, bitorder="little")
+        self.compact()
 
-    def append(self, keys: np.ndarray) -> np.ndarray:
-        """Insert keys into the graph; their new slots."""
-        new = np.arange(self.slots, self.slots + len(keys), dtype=np.int64)
+    def insert(self, keys: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Put keys into the graph as the keys of `positions`; their slots."""
+        used = -(-self.slots // 8)  # bytes of the bitmap in use
+        new = self.take_slots(positions)
         self.index.add(keys)  # faiss numbers them ntotal, ntotal + 1, ...: the slots
-        self.slots += len(keys)
+        self.live_bits = _appended(self.live_bits, used,
+                                   np.zeros(-(-self.slots // 8) - used, np.uint8))
+        self.mark(new, live=True)
         return new
 
+    def mark(self, slots: np.ndarray, live: bool) -> None:
+        bits = (np.uint8(1) << (slots & 7).astype(np.uint8))
+        if live:
+            np.bitwise_or.at(self.live_bits, slots >> 3, bits)
+        else:
+            np.bitwise_and.at(self.live_bits, slots >> 3, ~bits)
+
+    def compact(self) -> None:
+        """Rebuild the graph from the live keys once tombstones outnumber them."""
+        if self.slots - self.count > self.count:
+            rebuilt = _HNSW.build(self.rows(np.arange(self.count)))
+            self.index = rebuilt.index
+            self.reset(rebuilt.slot_of, rebuilt.slots)
+
     def add(self, keys: np.ndarray) -> None:
-        self.slot_of = np.concatenate([self.slot_of, self.append(keys)])
-        self.remap()
+        self.append(self.insert(keys, np.arange(self.count, self.count + len(keys))))
 
     def set(self, ids: np.ndarray, keys: np.ndarray) -> None:
-        self.slot_of[ids] = self.append(keys)
-        self.remap()
+        old = self.slot_of[ids]
+        self.slot_of[ids] = self.insert(keys, ids)
+        self.position_of[old] = -1
+        self.mark(old, live=False)
+        self.compact()
 
     def remove(self, ids: np.ndarray) -> None:
-        self.slot_of = np.delete(self.slot_of, ids)
-        self.remap()
+        self.mark(self.delete(ids), live=False)
+        self.compact()
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         params = faiss.SearchParametersHNSW()
         params.efSearch = HNSW_EF_SEARCH
-        if self.live_bits is not None:
+        if self.slots > self.count:  # tombstones: only live slots may answer
             params.sel = faiss.IDSelectorBitmap(self.slots, faiss.swig_ptr(self.live_bits))
         return self.positions(*self.index.search(queries, k, params=params))
 
