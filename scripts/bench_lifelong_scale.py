@@ -199,8 +199,8 @@ def run_size(n: int, data: str, base: np.ndarray | None, args: argparse.Namespac
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,32768,100000,1000000",
-                        help="stored key counts, comma-separated (default: 10^3 .. 10^6 and "
-                             "the auto threshold)")
+                        help="stored key counts, comma-separated (default: 10^3, 10^4, 2^15 (the "
+                             "auto threshold), 10^5, 10^6)")
     parser.add_argument("--kinds", default="exact,ivf,hnsw",
                         help="KeyIndex kinds measured at each size (default: exact,ivf,hnsw)")
     parser.add_argument("--data", default="omniglot,uniform",

@@ -99,6 +99,25 @@ def test_random_adds_sets_and_removes_match_brute_force(kind):
         assert kinds_seen == {"exact", "ivf"}
 
 
+def test_ivf_fits_its_lists_again_as_it_grows_and_hnsw_drops_tombstones():
+    keys = unit(80, 22)
+    ivf = KeyIndex(DIM, "ivf")
+    ivf.add(keys[:16])
+    assert ivf.params["nlist"] == 4  # sqrt(16)
+    for key in keys[16:]:
+        ivf.add(key[None])
+    assert ivf.params["nlist"] == 8  # fitted again from 64 keys on
+    assert_exact(ivf, keys, unit(10, 23))
+    hnsw = KeyIndex(DIM, "hnsw")
+    hnsw.add(keys)
+    for i in range(80):
+        hnsw.set(np.array([i]), keys[i][None])  # each overwrite leaves a tombstone
+    assert hnsw._backend.slots == 160
+    hnsw.set(np.array([0]), keys[0][None])  # 81 tombstones outnumber the 80 keys
+    assert hnsw._backend.slots == 80
+    assert_exact(hnsw, keys, unit(10, 24))
+
+
 def test_auto_switches_kind_at_the_threshold_and_back_below_half_of_it():
     keys = unit(64, 7)
     index = KeyIndex(DIM, "auto", threshold=64)

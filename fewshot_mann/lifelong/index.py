@@ -120,6 +120,9 @@ class _Exact:
     def slot_bytes(self) -> bytes:
         return b""
 
+    def outgrown(self) -> bool:
+        return False
+
 
 def _appended(buffer: np.ndarray, used: int, extra: np.ndarray) -> np.ndarray:
     """buffer[:used] followed by `extra`: in `buffer` when it has room, else in a new one of
@@ -227,10 +230,13 @@ class _IVF(_Slotted):
             index.add_with_ids(keys, np.arange(n, dtype=np.int64))
         return index, np.arange(n, dtype=np.int64), n
 
+    def outgrown(self) -> bool:
+        """Whether n calls for twice the lists or more: then fitted again on all keys."""
+        return ivf_lists(self.count) >= 2 * self.index.nlist
+
     def add(self, keys: np.ndarray) -> None:
-        if not self.index.is_trained or ivf_lists(self.count + len(keys)) >= 2 * self.index.nlist:
-            self.index, slot_of, slots = self.fit(
-                np.concatenate([self.rows(np.arange(self.count)), keys]))
+        if not self.index.is_trained:  # no key was ever added: fitted on the first ones
+            self.index, slot_of, slots = self.fit(keys)
             self.reset(slot_of, slots)
             return
         new = self.take_slots(np.arange(self.count, self.count + len(keys)))
@@ -269,7 +275,6 @@ class _HNSW(_Slotted):
     def reset(self, slot_of: np.ndarray, slots: int) -> None:
         super().reset(slot_of, slots)
         self.live_bits = np.packbits(self.position_of >= 0, bitorder="little")
-        self.compact()
 
     def insert(self, keys: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Put keys into the graph as the keys of `positions`; their slots."""
@@ -288,12 +293,9 @@ class _HNSW(_Slotted):
         else:
             np.bitwise_and.at(self.live_bits, slots >> 3, ~bits)
 
-    def compact(self) -> None:
-        """Rebuild the graph from the live keys once tombstones outnumber them."""
-        if self.slots - self.count > self.count:
-            rebuilt = _HNSW.build(self.rows(np.arange(self.count)))
-            self.index = rebuilt.index
-            self.reset(rebuilt.slot_of, rebuilt.slots)
+    def outgrown(self) -> bool:
+        """Whether tombstones outnumber the live keys: then built again from the live keys."""
+        return self.slots - self.count > self.count
 
     def add(self, keys: np.ndarray) -> None:
         self.append(self.insert(keys, np.arange(self.count, self.count + len(keys))))
@@ -303,11 +305,9 @@ class _HNSW(_Slotted):
         self.slot_of[ids] = self.insert(keys, ids)
         self.position_of[old] = -1
         self.mark(old, live=False)
-        self.compact()
 
     def remove(self, ids: np.ndarray) -> None:
         self.mark(self.delete(ids), live=False)
-        self.compact()
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         params = faiss.SearchParametersHNSW()
@@ -389,9 +389,11 @@ class KeyIndex:
         return kind in (EXACT, AUTO_APPROXIMATE)
 
     def _settle(self) -> None:
-        """Rebuild in the kind that n keys call for, when the one in use is not it."""
+        """Build the index again from its keys when n calls for another kind, or when the one
+        in use has outgrown its structure (IVF lists, HNSW tombstones); on the caller's
+        threads, also after a call of a single key."""
         n = len(self)
-        if not self._fits(self.kind, n):
+        if not self._fits(self.kind, n) or self._backend.outgrown():
             keys = self._backend.rows(np.arange(n))
             self._backend = _BACKENDS[self._target(n)].build(keys)
 
@@ -432,6 +434,7 @@ class KeyIndex:
         if len(ids):
             with _one_thread_if(len(ids) == 1):
                 self._backend.set(ids, keys)
+            self._settle()
 
     def remove(self, ids: np.ndarray) -> None:
         """Remove the keys at positions `ids` (distinct); every later key moves down."""
@@ -477,7 +480,7 @@ class KeyIndex:
         index = cls(keys.shape[1], kind, threshold)
         keys = index._keys(keys)
         loaded = _parse(data) if data else None
-        if loaded is not None and index._fits(loaded.kind, len(loaded)):
+        if loaded is not None and index._fits(loaded.kind, len(keys)):
             spots = np.unique(np.linspace(0, len(keys) - 1, min(len(keys), SPOT_CHECKS),
                                           dtype=np.int64))
             if len(loaded) == len(keys) and loaded.index.d == keys.shape[1] and np.array_equal(
