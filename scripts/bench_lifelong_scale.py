@@ -22,6 +22,8 @@ clusters for an index to exploit). Per size and kind:
                     threads and on one (torch's threads, idle on a loaded machine, can cost
                     far more than they give)
 
+Once per run, auto_switch_seconds: the add that takes an "auto" index to its threshold (the
+approximate index built from the exact one's keys).
 Timings are wall time on a shared machine: the record holds the load average before and after.
 """
 
@@ -172,6 +174,19 @@ def measure(kind: str, keys: np.ndarray, spare: np.ndarray, queries: np.ndarray,
             "bytes_per_key": round(memory, 1), "bytes_per_key_serialised": round(serialised, 1)}
 
 
+def auto_switch_seconds(base: np.ndarray, args: argparse.Namespace) -> float:
+    """Wall seconds of the single add that takes an "auto" index to the threshold: the
+    exact index is rebuilt as the approximate one."""
+    keys = make_keys(base, key_index.AUTO_THRESHOLD, args.noise, args.dim,
+                     np.random.default_rng(0))
+    index = KeyIndex(args.dim)
+    index.add(keys[:-1])
+    start = time.perf_counter()
+    index.add(keys[-1:])
+    assert index.kind == key_index.AUTO_APPROXIMATE
+    return time.perf_counter() - start
+
+
 def run_size(n: int, data: str, base: np.ndarray | None, args: argparse.Namespace,
              ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(n)
@@ -231,6 +246,7 @@ def main() -> None:
     load_before, start = os.getloadavg(), time.time()
     base = omniglot_embeddings(args.checkpoint, args.data_root, Path(args.cache_dir))
     args.dim = base.shape[1]
+    switch = auto_switch_seconds(base, args)
     records = []
     for data in args.data.split(","):
         for n in (int(s) for s in args.sizes.split(",")):
@@ -250,7 +266,8 @@ def main() -> None:
                              f"more such keys, not stored",
                  "omniglot_nearest_distance": round(nearest_distance(base), 4),
                  "uniform": "standard normal, normalised: uniform on the unit sphere"},
-        "auto_threshold": key_index.AUTO_THRESHOLD, "top_k": TOP_K,
+        "auto_threshold": key_index.AUTO_THRESHOLD, "auto_switch_seconds": round(switch, 2),
+        "top_k": TOP_K,
         "records": records,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
