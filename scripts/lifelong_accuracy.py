@@ -4,8 +4,8 @@ The 423 test characters of the Vinyals et al. split (unrotated) are written into
 `LifelongMemory` in a seeded random order. As in ANML (Beaulieu et al. 2020), each class's 20
 drawings are shuffled with the order's seed: the first 15 (or the first one) are written, the
 last 5 are held out. After 10, 50, 100, 200 and 423 classes, every held-out drawing of every
-class written so far is queried, and the accuracy is the share answered with its class. Mean and
-95 % CI (Student's t) over the orders.
+class written so far is queried, and the accuracy is the share answered with its class (a
+closed set: no "unknown" threshold). Mean and 95 % CI (Student's t) over the orders.
 
     python scripts/lifelong_accuracy.py --data-root ../shared/data/omniglot --out results/lifelong
 
@@ -55,7 +55,8 @@ def one_order(chars: list[list[Path]], seed: int, shots: int, checkpoint: str | 
         drawings.append((f"class{c:03d}", files[:shots], files[-HELD_OUT:]))
     accuracy = {}
     with tempfile.TemporaryDirectory() as folder:
-        memory = LifelongMemory.create(folder, checkpoint, capacity=capacity, progress=False)
+        memory = LifelongMemory.create(folder, checkpoint, capacity=capacity, threshold=None,
+                                       progress=False)
         done = 0
         for upto in (n for n in CHECKPOINTS if n <= len(chars)):
             memory.add({name: support for name, support, _ in drawings[done:upto]})

@@ -58,7 +58,7 @@ def scores(chars: list[list[Path]], seed: int, shots: int, checkpoint: str
         else:
             queries += [(None, q) for q in files[-HELD_OUT:]]
     with tempfile.TemporaryDirectory() as folder:
-        memory = LifelongMemory.create(folder, checkpoint, progress=False)
+        memory = LifelongMemory.create(folder, checkpoint, threshold=None, progress=False)
         memory.add(written)
         answers = memory.query([q for _, q in queries], top_k=1)
     known, correct, unknown = [], [], []
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     for shots in (15, 1):
         measured = OpenSetScore.measure(threshold, *scores(test, args.seed, shots, checkpoint))
         results[str(shots)] = asdict(measured)
-        print(f"test, {shots} drawings a class: AUROC {measured.auroc:.4f}, false accepts "
+        drawings = f"{shots} drawing{'s' if shots > 1 else ''}"
+        print(f"test, {drawings} a class: AUROC {measured.auroc:.4f}, false accepts "
               f"{measured.false_accept:.1%}, known accuracy {measured.known_accuracy:.1%} "
               f"({measured.known_accuracy_closed:.1%} with no threshold)")
     record = {
