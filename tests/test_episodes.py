@@ -79,6 +79,19 @@ def test_seeded_and_different_seeds_differ(omniglot, train_classes):
     assert not torch.equal(a.images, c.images)
 
 
+def test_a_sampler_holds_the_images_of_its_classes_alone(omniglot, train_classes):
+    """Only its classes' images, a quarter turn each when asked: the same episodes as a sampler
+    over a dataset of those classes alone."""
+    index, rotation = train_classes[0][::7].sort().values, train_classes[1][::7]
+    alone = omniglot.subset({omniglot.class_names[i] for i in index.tolist()})
+    for rotate in (False, True):
+        a = sampler(omniglot, (index, rotation), rotate_classes=rotate, seed=2)
+        b = sampler(alone, (torch.arange(len(index)), rotation), rotate_classes=rotate, seed=2)
+        assert a.pixels.shape == (4 if rotate else 1, int(omniglot.counts[index].sum()), 400)
+        x, y = a.sample(8), b.sample(8)
+        assert torch.equal(x.images, y.images) and torch.equal(x.targets, y.targets)
+
+
 def test_five_hot_strings(omniglot, train_classes):
     e = sampler(omniglot, train_classes, n_way=15, labels="five-hot", seed=9).sample(32)
     assert e.targets.shape == (32, 150, 5) and e.prev_labels.shape == (32, 150, 25)
