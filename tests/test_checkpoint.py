@@ -25,11 +25,18 @@ def tiny_config(data_root, cache_dir, steps: int) -> Config:
     )
 
 
-def test_round_trip(tmp_path, data_root, cache_dir):
-    cfg = tiny_config(data_root, cache_dir, steps=3)
-    trainer = Trainer.build(cfg, tmp_path / "run", progress=False)
+@pytest.fixture(scope="module")
+def finished(data_root, cache_dir, tmp_path_factory) -> Trainer:
+    """A finished 3-step run, shared by the tests that only read it (its out_dir)."""
+    trainer = Trainer.build(tiny_config(data_root, cache_dir, steps=3),
+                            tmp_path_factory.mktemp("finished") / "run", progress=False)
     trainer.run()
-    payload = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    return trainer
+
+
+def test_round_trip(finished):
+    trainer, run = finished, finished.out_dir
+    payload = load_checkpoint(run / "checkpoint.pt")
     assert payload["step"] == 3
     assert Config.from_dict(payload["config"]) == trainer.cfg
     model, cfg2, split = model_from_checkpoint(payload)
@@ -37,8 +44,8 @@ def test_round_trip(tmp_path, data_root, cache_dir):
     for (n, a), (_, b) in zip(model.state_dict().items(), trainer.model.state_dict().items(),
                               strict=True):
         assert torch.equal(a, b), n
-    assert (tmp_path / "run" / "split.json").is_file()
-    assert (tmp_path / "run" / "config.toml").is_file()
+    assert (run / "split.json").is_file()
+    assert (run / "config.toml").is_file()
 
 
 def test_resume_continues_exactly(tmp_path, data_root, cache_dir):
@@ -121,15 +128,14 @@ def test_cuda_graph_needs_cuda(tmp_path, data_root, cache_dir):
         Trainer.build(cfg, tmp_path / "g", progress=False)
 
 
-def test_refuses_to_overwrite_a_run(tmp_path, data_root, cache_dir):
-    Trainer.build(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
+def test_refuses_to_overwrite_a_run(finished, data_root, cache_dir):
     with pytest.raises(FileExistsError, match="--resume"):
-        Trainer.build(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False)
+        Trainer.build(tiny_config(data_root, cache_dir, steps=3), finished.out_dir,
+                      progress=False)
 
 
-def test_truncated_and_foreign_files_are_rejected(tmp_path, data_root, cache_dir):
-    Trainer.build(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
-    good = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+def test_truncated_and_foreign_files_are_rejected(tmp_path, finished):
+    good = (finished.out_dir / "checkpoint.pt").read_bytes()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good[: len(good) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
@@ -157,9 +163,8 @@ def test_checkpoint_cannot_run_code(tmp_path):
         load_checkpoint(path)
 
 
-def test_weights_of_another_configuration_are_rejected(tmp_path, data_root, cache_dir):
-    Trainer.build(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
-    payload = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+def test_weights_of_another_configuration_are_rejected(finished):
+    payload = load_checkpoint(finished.out_dir / "checkpoint.pt")
     payload["config"]["model"]["controller_size"] = 48
     with pytest.raises(CheckpointError, match="different model configuration"):
         model_from_checkpoint(payload)
