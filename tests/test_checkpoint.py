@@ -48,10 +48,17 @@ def test_round_trip(finished):
     assert (run / "config.toml").is_file()
 
 
-def test_resume_continues_exactly(tmp_path, data_root, cache_dir):
+@pytest.fixture(scope="module")
+def straight(data_root, cache_dir, tmp_path_factory) -> Trainer:
+    """A 6-step run without a pause, which the resumed runs below must match."""
+    trainer = Trainer.build(tiny_config(data_root, cache_dir, steps=6),
+                            tmp_path_factory.mktemp("straight") / "run", progress=False)
+    trainer.run()
+    return trainer
+
+
+def test_resume_continues_exactly(tmp_path, data_root, cache_dir, straight):
     cfg = tiny_config(data_root, cache_dir, steps=6)
-    straight = Trainer.build(cfg, tmp_path / "a", progress=False)
-    straight.run()
     first = Trainer.build(cfg, tmp_path / "b", progress=False)
     first.run(stop_at=4)  # pause between checkpoints (every 3 steps): resumes from step 4
     resumed = Trainer.build(cfg, tmp_path / "b", resume=True, progress=False)
@@ -89,12 +96,10 @@ def test_a_resume_that_changes_settings_says_so(tmp_path, data_root, cache_dir):
 
 
 def test_a_checkpoint_written_on_cuda_resumes_with_this_devices_adam(tmp_path, data_root,
-                                                                     cache_dir):
+                                                                     cache_dir, straight):
     """A CUDA run steps Adam fused (run.make_optimizer) and its checkpoint says so; resumed on
     the CPU, the run steps as a CPU run does, and continues it exactly."""
     cfg = tiny_config(data_root, cache_dir, steps=6)
-    straight = Trainer.build(cfg, tmp_path / "a", progress=False)
-    straight.run()
     Trainer.build(cfg, tmp_path / "b", progress=False).run(stop_at=3)
     path = tmp_path / "b" / "checkpoint.pt"
     payload = load_checkpoint(path)
