@@ -115,14 +115,14 @@ def test_a_checkpoint_written_on_cuda_resumes_with_this_devices_adam(tmp_path, d
 
 
 def test_time_limit_pauses_at_an_evaluation_and_resume_finishes(tmp_path, data_root, cache_dir):
-    cfg = tiny_config(data_root, cache_dir, steps=9)
+    cfg = tiny_config(data_root, cache_dir, steps=6)
     paused = Trainer.build(cfg, tmp_path / "t", time_limit_s=1e-9, progress=False)
     paused.run()  # out of time at the first held-out evaluation (step 3): checkpointed there
     assert paused.step == 3 and load_checkpoint(tmp_path / "t" / "checkpoint.pt")["step"] == 3
     assert not (tmp_path / "t" / "model.pt").exists()  # not finished
     resumed = Trainer.build(cfg, tmp_path / "t", resume=True, progress=False)
     resumed.run()
-    assert resumed.step == 9 and (tmp_path / "t" / "model.pt").is_file()
+    assert resumed.step == 6 and (tmp_path / "t" / "model.pt").is_file()
 
 
 def test_cuda_graph_needs_cuda(tmp_path, data_root, cache_dir):

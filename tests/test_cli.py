@@ -117,7 +117,7 @@ def test_pause_at_a_step_between_checkpoints_and_resume(tmp_path, data_root, cac
     from fewshot_mann.checkpoint import load_checkpoint
 
     common = ["--data-root", str(data_root), "--cache-dir", str(cache_dir), *TINY,
-              "--steps", "6"]
+              "--steps", "4"]
     assert main(["train", *common, "--out", str(tmp_path / "a")]) == 0
     assert main(["train", *common, "--out", str(tmp_path / "b"), "--pause-at", "3"]) == 0
     paused = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
