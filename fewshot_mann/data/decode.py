@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 def fingerprint(files: Sequence[str | os.PathLike], root: str | os.PathLike, extra: str) -> str:
     """sha256 over (path relative to `root`, size, mtime) of every file plus `extra` (decode
-    settings). `files` are normalised paths under `root` (as pathlib or os.path.join writes
-    them); plain strings are handled without pathlib objects, whose parsing cost more than the
-    stat calls on the 32,460 Omniglot files."""
+    settings). `files`: normalised paths under `root` (as pathlib or os.path.join writes them),
+    taken apart as strings: pathlib's parsing of 32,460 Omniglot paths costs more than their
+    stat calls, and every warm dataset load runs this."""
     base = os.fspath(root)
     prefix = base if base.endswith(os.sep) else base + os.sep
     lines = []

@@ -10,6 +10,7 @@ resized with a Lanczos filter to `image_size` (20x20 in Santoro et al. 2016).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -72,9 +73,9 @@ def character_files(data_root: str | Path, names: list[str]) -> list[list[Path]]
 
 def list_characters(group_dir: str) -> list[tuple[str, str, list[str]]]:
     """(alphabet, character, the character's PNG paths) for every <alphabet>/<character>
-    folder of a group, sorted by name. With os.scandir rather than pathlib: a dataset load lists
-    all 32,460 files to fingerprint them, and pathlib's objects took most of a warm load."""
-    def entries(path: str, keep) -> list[str]:
+    folder of a group, sorted by name. Every load lists all 32,460 files to fingerprint them:
+    with os.scandir and plain strings, as pathlib's objects would cost more than the listing."""
+    def entries(path: str, keep: Callable[[os.DirEntry], bool]) -> list[str]:
         with os.scandir(path) as listing:
             return sorted(entry.name for entry in listing if keep(entry))
 
