@@ -136,11 +136,16 @@ class EpisodeSampler:
         self.class_index = class_index.to(self.device)
         self.rotation = rotation.to(self.device)
         self.counts = counts.to(self.device)
-        self.offsets = imageset.offsets[class_index].to(self.device)
         self.max_count = int(counts.max())
-        # (4, num_images, D): the images under 0..3 quarter turns, only as many as can be asked
+        # the images of this sampler's classes alone (a test-side sampler holds the test
+        # classes, not the whole dataset), each class's rows contiguous from offsets[c]
+        used, slot = torch.unique(class_index, return_inverse=True)  # (U,), (C,)
+        rows, starts = imageset.class_rows(used)  # (M,), (U,)
+        self.offsets = starts[slot].to(self.device)  # (C,)
+        images = imageset.images[rows]  # (M, channels, H, W)
+        # (4, M, D): the images under 0..3 quarter turns, only as many as can be asked
         turns = 4 if rotate_classes or bool((rotation != 0).any()) else 1
-        self.pixels = torch.stack([torch.rot90(imageset.images, k, dims=(2, 3)).flatten(1)
+        self.pixels = torch.stack([torch.rot90(images, k, dims=(2, 3)).flatten(1)
                                    for k in range(turns)]).to(self.device)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed)
@@ -166,7 +171,7 @@ class EpisodeSampler:
         u = torch.rand(B, N, self.max_count, generator=g, device=dev)
         u = u.masked_fill(torch.arange(self.max_count, device=dev) >= counts, 2.0)
         local = u.topk(K, largest=False).indices  # (B, N, K)
-        image = self.offsets[pick].unsqueeze(-1) + local  # (B, N, K) rows of ImageSet.images
+        image = self.offsets[pick].unsqueeze(-1) + local  # (B, N, K) rows of self.pixels
         # shuffle the N*K (class, image) pairs of each episode and keep the first T (all of
         # them unless the pool is larger than the presentations)
         order = torch.rand(B, N * K, generator=g, device=dev).argsort(-1)[:, :self.steps]

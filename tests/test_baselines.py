@@ -16,7 +16,6 @@ from fewshot_mann.config import Config
 from fewshot_mann.data.splits import omniglot_split
 from fewshot_mann.episodes import EpisodeSampler, LabelCode
 from fewshot_mann.methods.networks import modern_command
-from fewshot_mann.methods.pixels import PIXEL_BASELINES
 from fewshot_mann.methods.tasks import (
     Setting,
     eval_episodes,
@@ -89,6 +88,8 @@ def test_test_episodes_do_not_depend_on_the_image_size(omniglot, omniglot28, tes
 def test_pixel_knn_is_well_above_chance(omniglot28, test_classes):
     """5-way 1-shot Vinyals test episodes (chance 0.2): cosine 1-NN on raw pixels measured
     0.485 +- 0.029 on 200 episodes, logistic regression 0.468 +- 0.029 (and 0.46 on these 50)."""
+    from fewshot_mann.methods.pixels import PIXEL_BASELINES  # here: scikit-learn takes a second
+
     setting = Setting(5, 1)
     knn = score(PIXEL_BASELINES["sklearn-knn"],
                 eval_episodes(omniglot28, test_classes, setting, 200), setting.shots)
@@ -120,16 +121,31 @@ def predict_on_files(checkpoint, data_root, tmp_path, classes: int = 5) -> dict:
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("method, flags", [
-    ("protonet", ("--n-way", "5", "--queries", "2", "--batch-size", "2")),
-    ("maml", ("--batch-size", "2", "--test-adapt-steps", "2"))])
+PROTONET_FLAGS = ("--n-way", "5", "--queries", "2", "--batch-size", "2")
+FLAGS = {"protonet": PROTONET_FLAGS, "maml": ("--batch-size", "2", "--test-adapt-steps", "2")}
+
+
+@pytest.fixture(scope="module")
+def straight(data_root, cache_dir, tmp_path_factory):
+    """Per method, a run of FLAGS[method] trained 4 steps straight (made when first asked)."""
+    runs = {}
+
+    def run(method: str) -> Path:
+        if method not in runs:
+            runs[method] = tmp_path_factory.mktemp(method) / "straight"
+            assert train(method, runs[method], data_root, cache_dir, *FLAGS[method],
+                         "--steps", "4") == 0
+        return runs[method]
+    return run
+
+
+@pytest.mark.parametrize("method", ["protonet", "maml"])
 def test_train_method_resumes_exactly_evaluates_and_predicts(tmp_path, data_root, cache_dir,
-                                                            method, flags):
+                                                            straight, method):
     """`fewshot-mann train --method protonet|maml`: the MANN's files in --out, a run stopped at
     step 2 and resumed ends with the very weights of one that ran 4 steps straight, and the
     model.pt evaluates (K-shot N-way on the test classes) and predicts."""
-    straight, paused = tmp_path / "straight", tmp_path / "paused"
-    assert train(method, straight, data_root, cache_dir, *flags, "--steps", "4") == 0
+    flags, paused = FLAGS[method], tmp_path / "paused"
     assert train(method, paused, data_root, cache_dir, *flags, "--steps", "2") == 0
     assert train(method, paused, data_root, cache_dir, *flags, "--steps", "4", "--resume") == 0
     for name in ("config.toml", "split.json", "train_log.jsonl", "checkpoint.pt", "model.pt"):
@@ -138,7 +154,7 @@ def test_train_method_resumes_exactly_evaluates_and_predicts(tmp_path, data_root
     assert [r["step"] for r in log] == [1, 2, 2, 3, 4]
     assert log[2]["changed"] == {"train.steps": [2, 4]}
     assert "val_accuracy" in log[1] and "val_accuracy" in log[4]
-    a, b = (load_checkpoint(run / "model.pt") for run in (straight, paused))
+    a, b = (load_checkpoint(run / "model.pt") for run in (straight(method), paused))
     assert a["step"] == b["step"] == 4
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     cfg, split = checkpoint_config(b)
@@ -237,13 +253,12 @@ def as_legacy(payload: dict) -> dict:
             **{key: payload[key] for key in kept if key in payload}}
 
 
-def test_a_checkpoint_of_the_former_trainer_resumes_exactly(tmp_path, data_root, cache_dir):
+def test_a_checkpoint_of_the_former_trainer_resumes_exactly(tmp_path, data_root, cache_dir,
+                                                           straight):
     """A run whose checkpoint.pt the former baseline trainer wrote (its settings a "train"
     dict) resumes with `fewshot-mann train --resume` as if it had never stopped."""
-    flags = ("--n-way", "5", "--queries", "2", "--batch-size", "2")
-    straight, old = tmp_path / "straight", tmp_path / "old"
-    assert train("protonet", straight, data_root, cache_dir, *flags, "--steps", "4") == 0
-    assert train("protonet", old, data_root, cache_dir, *flags, "--steps", "2") == 0
+    old = tmp_path / "old"
+    assert train("protonet", old, data_root, cache_dir, *PROTONET_FLAGS, "--steps", "2") == 0
     payload = torch.load(old / "checkpoint.pt", weights_only=True)
     torch.save(as_legacy(payload), old / "checkpoint.pt")
     (old / "config.toml").unlink()
@@ -252,7 +267,7 @@ def test_a_checkpoint_of_the_former_trainer_resumes_exactly(tmp_path, data_root,
     assert checkpoint_config(converted)[0] == Config.from_dict(payload["config"])
     assert cli_main(["train", "--data-root", str(data_root), "--cache-dir", str(cache_dir),
                      "--steps", "4", "--resume", "--quiet", "--out", str(old)]) == 0
-    a, b = (load_checkpoint(run / "model.pt") for run in (straight, old))
+    a, b = (load_checkpoint(run / "model.pt") for run in (straight("protonet"), old))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert (old / "config.toml").is_file()
 

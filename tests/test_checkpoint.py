@@ -25,11 +25,18 @@ def tiny_config(data_root, cache_dir, steps: int) -> Config:
     )
 
 
-def test_round_trip(tmp_path, data_root, cache_dir):
-    cfg = tiny_config(data_root, cache_dir, steps=3)
-    trainer = Trainer.build(cfg, tmp_path / "run", progress=False)
+@pytest.fixture(scope="module")
+def finished(data_root, cache_dir, tmp_path_factory) -> Trainer:
+    """A finished 3-step run, shared by the tests that only read it (its out_dir)."""
+    trainer = Trainer.build(tiny_config(data_root, cache_dir, steps=3),
+                            tmp_path_factory.mktemp("finished") / "run", progress=False)
     trainer.run()
-    payload = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    return trainer
+
+
+def test_round_trip(finished):
+    trainer, run = finished, finished.out_dir
+    payload = load_checkpoint(run / "checkpoint.pt")
     assert payload["step"] == 3
     assert Config.from_dict(payload["config"]) == trainer.cfg
     model, cfg2, split = model_from_checkpoint(payload)
@@ -37,14 +44,21 @@ def test_round_trip(tmp_path, data_root, cache_dir):
     for (n, a), (_, b) in zip(model.state_dict().items(), trainer.model.state_dict().items(),
                               strict=True):
         assert torch.equal(a, b), n
-    assert (tmp_path / "run" / "split.json").is_file()
-    assert (tmp_path / "run" / "config.toml").is_file()
+    assert (run / "split.json").is_file()
+    assert (run / "config.toml").is_file()
 
 
-def test_resume_continues_exactly(tmp_path, data_root, cache_dir):
+@pytest.fixture(scope="module")
+def straight(data_root, cache_dir, tmp_path_factory) -> Trainer:
+    """A 6-step run without a pause, which the resumed runs below must match."""
+    trainer = Trainer.build(tiny_config(data_root, cache_dir, steps=6),
+                            tmp_path_factory.mktemp("straight") / "run", progress=False)
+    trainer.run()
+    return trainer
+
+
+def test_resume_continues_exactly(tmp_path, data_root, cache_dir, straight):
     cfg = tiny_config(data_root, cache_dir, steps=6)
-    straight = Trainer.build(cfg, tmp_path / "a", progress=False)
-    straight.run()
     first = Trainer.build(cfg, tmp_path / "b", progress=False)
     first.run(stop_at=4)  # pause between checkpoints (every 3 steps): resumes from step 4
     resumed = Trainer.build(cfg, tmp_path / "b", resume=True, progress=False)
@@ -82,12 +96,10 @@ def test_a_resume_that_changes_settings_says_so(tmp_path, data_root, cache_dir):
 
 
 def test_a_checkpoint_written_on_cuda_resumes_with_this_devices_adam(tmp_path, data_root,
-                                                                     cache_dir):
+                                                                     cache_dir, straight):
     """A CUDA run steps Adam fused (run.make_optimizer) and its checkpoint says so; resumed on
     the CPU, the run steps as a CPU run does, and continues it exactly."""
     cfg = tiny_config(data_root, cache_dir, steps=6)
-    straight = Trainer.build(cfg, tmp_path / "a", progress=False)
-    straight.run()
     Trainer.build(cfg, tmp_path / "b", progress=False).run(stop_at=3)
     path = tmp_path / "b" / "checkpoint.pt"
     payload = load_checkpoint(path)
@@ -103,14 +115,14 @@ def test_a_checkpoint_written_on_cuda_resumes_with_this_devices_adam(tmp_path, d
 
 
 def test_time_limit_pauses_at_an_evaluation_and_resume_finishes(tmp_path, data_root, cache_dir):
-    cfg = tiny_config(data_root, cache_dir, steps=9)
+    cfg = tiny_config(data_root, cache_dir, steps=6)
     paused = Trainer.build(cfg, tmp_path / "t", time_limit_s=1e-9, progress=False)
     paused.run()  # out of time at the first held-out evaluation (step 3): checkpointed there
     assert paused.step == 3 and load_checkpoint(tmp_path / "t" / "checkpoint.pt")["step"] == 3
     assert not (tmp_path / "t" / "model.pt").exists()  # not finished
     resumed = Trainer.build(cfg, tmp_path / "t", resume=True, progress=False)
     resumed.run()
-    assert resumed.step == 9 and (tmp_path / "t" / "model.pt").is_file()
+    assert resumed.step == 6 and (tmp_path / "t" / "model.pt").is_file()
 
 
 def test_cuda_graph_needs_cuda(tmp_path, data_root, cache_dir):
@@ -121,15 +133,14 @@ def test_cuda_graph_needs_cuda(tmp_path, data_root, cache_dir):
         Trainer.build(cfg, tmp_path / "g", progress=False)
 
 
-def test_refuses_to_overwrite_a_run(tmp_path, data_root, cache_dir):
-    Trainer.build(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
+def test_refuses_to_overwrite_a_run(finished, data_root, cache_dir):
     with pytest.raises(FileExistsError, match="--resume"):
-        Trainer.build(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False)
+        Trainer.build(tiny_config(data_root, cache_dir, steps=3), finished.out_dir,
+                      progress=False)
 
 
-def test_truncated_and_foreign_files_are_rejected(tmp_path, data_root, cache_dir):
-    Trainer.build(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
-    good = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+def test_truncated_and_foreign_files_are_rejected(tmp_path, finished):
+    good = (finished.out_dir / "checkpoint.pt").read_bytes()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good[: len(good) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
@@ -157,9 +168,8 @@ def test_checkpoint_cannot_run_code(tmp_path):
         load_checkpoint(path)
 
 
-def test_weights_of_another_configuration_are_rejected(tmp_path, data_root, cache_dir):
-    Trainer.build(tiny_config(data_root, cache_dir, steps=3), tmp_path / "r", progress=False).run()
-    payload = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+def test_weights_of_another_configuration_are_rejected(finished):
+    payload = load_checkpoint(finished.out_dir / "checkpoint.pt")
     payload["config"]["model"]["controller_size"] = 48
     with pytest.raises(CheckpointError, match="different model configuration"):
         model_from_checkpoint(payload)

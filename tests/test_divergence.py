@@ -51,6 +51,7 @@ def log_records(run) -> list[dict]:
     return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.train  # 40 steps
 def test_an_injected_spike_is_rolled_back_and_training_goes_on(tmp_path, data_root, cache_dir):
     run = tmp_path / "run"
     trainer = SpikingTrainer.build(tiny_config(data_root, cache_dir), run, progress=False)
@@ -85,6 +86,7 @@ def test_an_injected_spike_is_rolled_back_and_training_goes_on(tmp_path, data_ro
     assert last["loss"] < 1.5 * before["loss"]
 
 
+@pytest.mark.train  # 22 steps
 def test_stop_mode_stops_at_the_spike_and_keeps_the_last_good_checkpoint(tmp_path, data_root,
                                                                           cache_dir):
     run = tmp_path / "run"
@@ -125,6 +127,7 @@ class GradientSpikeTrainer(Trainer):
         return result
 
 
+@pytest.mark.train  # 24 steps
 @pytest.mark.parametrize("skip", [20.0, 0.0])
 def test_a_gradient_spike_is_skipped(tmp_path, data_root, cache_dir, skip):
     run = tmp_path / "run"
@@ -143,6 +146,7 @@ def test_a_gradient_spike_is_skipped(tmp_path, data_root, cache_dir, skip):
         assert "skipped_updates" not in spike
 
 
+@pytest.mark.train  # 24 steps, twice
 def test_a_resumed_run_skips_the_gradient_spike_as_an_uninterrupted_one(tmp_path, data_root,
                                                                          cache_dir):
     """The gradient norms the median is taken over travel in the checkpoint: resumed at the

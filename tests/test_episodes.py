@@ -79,6 +79,19 @@ def test_seeded_and_different_seeds_differ(omniglot, train_classes):
     assert not torch.equal(a.images, c.images)
 
 
+def test_a_sampler_holds_the_images_of_its_classes_alone(omniglot, train_classes):
+    """Only its classes' images, a quarter turn each when asked: the same episodes as a sampler
+    over a dataset of those classes alone."""
+    index, rotation = train_classes[0][::7].sort().values, train_classes[1][::7]
+    alone = omniglot.subset({omniglot.class_names[i] for i in index.tolist()})
+    for rotate in (False, True):
+        a = sampler(omniglot, (index, rotation), rotate_classes=rotate, seed=2)
+        b = sampler(alone, (torch.arange(len(index)), rotation), rotate_classes=rotate, seed=2)
+        assert a.pixels.shape == (4 if rotate else 1, int(omniglot.counts[index].sum()), 400)
+        x, y = a.sample(8), b.sample(8)
+        assert torch.equal(x.images, y.images) and torch.equal(x.targets, y.targets)
+
+
 def test_five_hot_strings(omniglot, train_classes):
     e = sampler(omniglot, train_classes, n_way=15, labels="five-hot", seed=9).sample(32)
     assert e.targets.shape == (32, 150, 5) and e.prev_labels.shape == (32, 150, 25)
@@ -90,11 +103,13 @@ def test_five_hot_strings(omniglot, train_classes):
 
 def test_rotation_augmentation_turns_whole_classes(omniglot, train_classes):
     e = sampler(omniglot, train_classes, rotate_classes=True, seed=10).sample(32)
-    flat = omniglot.images.flatten(1).float() / 255
+    upright = {image.numpy().tobytes() for image in omniglot.images.flatten(1)}
     turned = 0
     for b in range(4):
         for c in range(5):
-            found = [bool((flat == img).all(1).any()) for img in e.images[b, e.classes[b] == c]]
+            # the step's image back in uint8 (it is pixels / 255), looked up among the dataset's
+            found = [(img * 255).round().to(torch.uint8).numpy().tobytes() in upright
+                     for img in e.images[b, e.classes[b] == c]]
             assert len(set(found)) == 1  # a class is turned as a whole: all upright or none
             turned += not found[0]
     assert turned > 0

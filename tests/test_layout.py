@@ -5,6 +5,7 @@ are thin: importing one does no work."""
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import subprocess
 import sys
@@ -22,14 +23,22 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
+def import_statements() -> dict[Path, list[ast.Import | ast.ImportFrom]]:
+    """Each package file's import statements, anywhere in its source (parsed once)."""
+    return {path: [node for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.Import | ast.ImportFrom)]
+            for path in PACKAGE.rglob("*.py")}
+
+
 def import_graph() -> dict[str, set[str]]:
     """module -> the package modules it imports, anywhere in its source."""
-    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    files = {module_name(p): p for p in import_statements()}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in import_statements()[path]:
             if isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
@@ -90,8 +99,8 @@ def test_leaves_stay_leaves():
 
 
 def test_the_package_does_not_import_experiments():
-    for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+    for path, statements in import_statements().items():
+        for node in statements:
             names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
                      else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             assert not any(n.split(".")[0] in ("experiments", "scripts") for n in names), path

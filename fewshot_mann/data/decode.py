@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,13 +14,22 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 
-def fingerprint(files: Sequence[Path], root: Path, extra: str) -> str:
-    """sha256 over (relative path, size, mtime) of every file plus `extra` (decode settings)."""
-    h = hashlib.sha256(extra.encode())
+def fingerprint(files: Sequence[str | os.PathLike], root: str | os.PathLike, extra: str) -> str:
+    """sha256 over (path relative to `root`, size, mtime) of every file plus `extra` (decode
+    settings). `files`: normalised paths under `root` (as pathlib or os.path.join writes them),
+    taken apart as strings: pathlib's parsing of 32,460 Omniglot paths costs more than their
+    stat calls, and every warm dataset load runs this."""
+    base = os.fspath(root)
+    prefix = base if base.endswith(os.sep) else base + os.sep
+    lines = []
     for path in files:
-        st = path.stat()
-        h.update(f"\n{path.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}".encode())
-    return h.hexdigest()
+        name = os.fspath(path)
+        if not name.startswith(prefix):
+            raise ValueError(f"{name} is not under {base}")
+        st = os.stat(name)
+        relative = name[len(prefix):].replace(os.sep, "/")
+        lines.append(f"\n{relative}\t{st.st_size}\t{st.st_mtime_ns}")
+    return hashlib.sha256((extra + "".join(lines)).encode()).hexdigest()
 
 
 def decode_image(path: Path, size: int, channels: int, invert: bool) -> np.ndarray:

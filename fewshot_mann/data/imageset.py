@@ -62,10 +62,18 @@ class ImageSet:
     def subset(self, names: Collection[str]) -> ImageSet:
         """The images of the classes named (in this set's order); the others are dropped."""
         keep = [i for i, name in enumerate(self.class_names) if name in names]
-        rows = torch.cat([torch.arange(int(self.offsets[i]), int(self.offsets[i] + self.counts[i]))
-                          for i in keep]) if keep else torch.zeros(0, dtype=torch.long)
+        rows, _ = self.class_rows(torch.tensor(keep, dtype=torch.long))
         return ImageSet(self.images[rows], [self.class_names[i] for i in keep],
                         self.counts[keep], [self.groups[i] for i in keep], list(self.skipped))
+
+    def class_rows(self, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of `images` of some classes ((K,) class indices), class after class:
+        (rows (M,), where each class begins among them (K,))."""
+        counts = self.counts[classes]  # (K,)
+        starts = torch.cumsum(counts, 0) - counts  # (K,)
+        rows = (torch.repeat_interleave(self.offsets[classes] - starts, counts)
+                + torch.arange(int(counts.sum())))  # (M,)
+        return rows, starts
 
     # ---- cache file ------------------------------------------------------------------------
     def save(self, path: str | Path, fingerprint: str) -> None:

@@ -9,6 +9,8 @@ resized with a Lanczos filter to `image_size` (20x20 in Santoro et al. 2016).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -69,6 +71,24 @@ def character_files(data_root: str | Path, names: list[str]) -> list[list[Path]]
     return files
 
 
+def list_characters(group_dir: str) -> list[tuple[str, str, list[str]]]:
+    """(alphabet, character, the character's PNG paths) for every <alphabet>/<character>
+    folder of a group, sorted by name. Every load lists all 32,460 files to fingerprint them:
+    with os.scandir and plain strings, as pathlib's objects would cost more than the listing."""
+    def entries(path: str, keep: Callable[[os.DirEntry], bool]) -> list[str]:
+        with os.scandir(path) as listing:
+            return sorted(entry.name for entry in listing if keep(entry))
+
+    found = []
+    for alphabet in entries(group_dir, os.DirEntry.is_dir):
+        alphabet_dir = os.path.join(group_dir, alphabet)
+        for character in entries(alphabet_dir, os.DirEntry.is_dir):
+            character_dir = os.path.join(alphabet_dir, character) + os.sep
+            pngs = entries(character_dir, lambda entry: entry.name.endswith(".png"))
+            found.append((alphabet, character, [character_dir + png for png in pngs]))
+    return found
+
+
 def load_omniglot(data_root: str | Path, cache_dir: str | Path, image_size: int = 20,
                   download: bool = False, progress: bool = True) -> ImageSet:
     """All 1,623 characters, decoded at `image_size`, from the cache when it is current
@@ -76,12 +96,12 @@ def load_omniglot(data_root: str | Path, cache_dir: str | Path, image_size: int 
     folder = find_omniglot(data_root, download)
     files, names, groups, counts = [], [], [], []
     for group in (BACKGROUND, EVALUATION):
-        for char_dir in sorted(p for p in (folder / group).glob("*/*") if p.is_dir()):
-            pngs = sorted(char_dir.glob("*.png"))
+        for alphabet, character, pngs in list_characters(os.path.join(folder, group)):
             if not pngs:
-                raise DataNotFoundError(f"no PNG files in {char_dir}: incomplete Omniglot copy?")
+                raise DataNotFoundError(f"no PNG files in {folder / group / alphabet / character}"
+                                        f": incomplete Omniglot copy?")
             files += pngs
-            names.append(f"{char_dir.parent.name}/{char_dir.name}")
+            names.append(f"{alphabet}/{character}")
             groups.append("background" if group == BACKGROUND else "evaluation")
             counts.append(len(pngs))
     if len(names) != NUM_CHARACTERS:
@@ -93,7 +113,7 @@ def load_omniglot(data_root: str | Path, cache_dir: str | Path, image_size: int 
     cached = ImageSet.load(cache, key)
     if cached is not None:
         return cached
-    images, failures = decode_files(files, image_size, channels=1, invert=True,
+    images, failures = decode_files([Path(f) for f in files], image_size, channels=1, invert=True,
                                     desc=f"decoding Omniglot at {image_size}px (once, cached "
                                          f"in {cache})", progress=progress)
     if failures:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -87,7 +87,9 @@ class ClassSplit:
         return "nothing: the split has no validation classes, so no held-out evaluation ran"
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        # not dataclasses.asdict, which deep-copies each of the thousands of class names
+        return {"name": self.name, "train": list(self.train), "test": list(self.test),
+                "val": list(self.val)}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
