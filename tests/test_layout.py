@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,9 +113,15 @@ UNWATCHED = {".git", ".venv", "runs"}
 
 
 def _snapshot(root: Path) -> dict[str, int]:
-    """Every file below root (but UNWATCHED) and its modification time."""
-    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")
-            if p.is_file() and not UNWATCHED & set(p.relative_to(root).parts[:1])}
+    """Every file below root (but UNWATCHED, never entered) and its modification time."""
+    files = {}
+    for folder, subfolders, names in os.walk(root):
+        if folder == str(root):
+            subfolders[:] = [d for d in subfolders if d not in UNWATCHED]
+        for name in names:
+            path = os.path.join(folder, name)
+            files[path] = os.stat(path, follow_symlinks=False).st_mtime_ns
+    return files
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
