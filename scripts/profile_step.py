@@ -3,6 +3,7 @@
 shapes, after a timed run that gives episodes/s.
 
     python scripts/profile_step.py --batch-size 256 --threads 2 > results/bench/profile.txt
+    python scripts/profile_step.py --memory dnc --batch-size 16 --threads 2 --timed-steps 5
     python scripts/profile_step.py --device cuda --cuda-graph --batch-size 16384 \\
         --precision tf32 --json profile.json         # scripts/gpu_measurements.sh profile
 
@@ -26,7 +27,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from fewshot_mann.bench import random_episodes, training_step
-from fewshot_mann.config import ModelConfig
+from fewshot_mann.config import BACKENDS, MEMORY_NAMES, ModelConfig
 from fewshot_mann.episodes import LabelCode
 from fewshot_mann.models import MANN
 from fewshot_mann.runtime import adam, device_name, set_process_flags
@@ -35,6 +36,10 @@ from fewshot_mann.training.cuda_graphs import graph_training_forward
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--memory", default="lrua", choices=MEMORY_NAMES,
+                        help="the memory variant profiled (default: lrua)")
+    parser.add_argument("--backend", default="batched", choices=BACKENDS,
+                        help="its backend (default: batched)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
@@ -58,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     B, T = args.batch_size, 50
     code = LabelCode.make("one-hot", 5)
-    model = MANN(ModelConfig(), (1, 20, 20), code).to(device)
+    model = MANN(ModelConfig(memory=args.memory, backend=args.backend), (1, 20, 20),
+                 code).to(device)
     if args.compile:
         model.compile_step()
     optimizer = adam(model.parameters(), lr=1e-3, fused=False if args.multi_tensor_adam else None)
@@ -95,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.steps):
             step()
         sync()
-    setting = (f"batch {B}, T = {T}, paper sizes, {args.precision}"
+    setting = (f"{args.memory} ({args.backend}), batch {B}, T = {T}, paper sizes, "
+               f"{args.precision}"
                f"{', CUDA graph' if args.cuda_graph else ''}"
                f"{', compiled step' if args.compile else ''}"
                f"{', multi-tensor Adam' if args.multi_tensor_adam else ''}; "
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         top = sorted(averages, key=lambda e: getattr(e, sort), reverse=True)[:args.rows]
         with open(args.json, "a") as f:
             f.write(json.dumps({
+                "memory": args.memory, "backend": args.backend,
                 "batch_size": B, "precision": args.precision, "cuda_graph": args.cuda_graph,
                 "compile": args.compile,
                 "adam": "fused" if optimizer.param_groups[0]["fused"] else "multi-tensor",

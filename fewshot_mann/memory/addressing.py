@@ -5,9 +5,9 @@ tensors and never loops over the batch; the reference steps of the variants writ
 equations out for one episode instead (they call only `cosine_rows`, the one-episode cosine),
 and tests/test_memories.py checks that both agree and pins each function on hand-computed cases.
 
-    cosine, content_weights  LRUA eqs. 17-18; NTM eqs. 5-6; DNC content lookup C(M, k, beta)
+    cosine_parts             the cosine of LRUA eq. 17, NTM eq. 6, DNC content lookup
     least_used               LRUA eq. 21
-    shift, sharpen           NTM eqs. 8-9
+    shift                    NTM eq. 8
     allocation               DNC allocation weighting a_t (usage sorted ascending)
     link_update, precedence_update
                              DNC temporal link matrix L_t and precedence weighting p_t
@@ -42,17 +42,14 @@ def cosine_rows(memory: torch.Tensor, key: torch.Tensor, eps: float) -> torch.Te
     return (memory @ key) / (memory.norm(dim=1) * key.norm() + eps)
 
 
-def cosine(memory: torch.Tensor, keys: torch.Tensor, eps: float) -> torch.Tensor:
-    """memory (B, N, W), keys (B, H, W) -> cosine similarities (B, H, N)."""
-    norms = memory.norm(dim=-1).unsqueeze(1) * keys.norm(dim=-1, keepdim=True)  # (B, H, N)
-    return torch.bmm(keys, memory.transpose(1, 2)) / (norms + eps)
-
-
-def content_weights(memory: torch.Tensor, keys: torch.Tensor, strengths: torch.Tensor,
-                    eps: float) -> torch.Tensor:
-    """softmax over slots of strength x cosine: memory (B, N, W), keys (B, H, W), strengths
-    (B, H) -> weights (B, H, N)."""
-    return torch.softmax(strengths.unsqueeze(-1) * cosine(memory, keys, eps), dim=-1)
+def cosine_parts(memory: torch.Tensor, keys: torch.Tensor, eps: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cosine of keys (B, H, W) with every row of memory (B, N, W) as its parts: the dot
+    products k.M(i) (B, H, N), the norms |M(i)| (B, N) and |k| (B, H), and the denominator
+    |k||M(i)| + eps (B, H, N)."""
+    memory_norm, key_norm = memory.norm(dim=-1), keys.norm(dim=-1)
+    denominator = memory_norm.unsqueeze(1) * key_norm.unsqueeze(-1) + eps
+    return torch.bmm(keys, memory.transpose(1, 2)), memory_norm, key_norm, denominator
 
 
 def least_used(usage: torch.Tensor, n: int) -> torch.Tensor:
@@ -78,19 +75,19 @@ def least_used(usage: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat(picks, dim=-1)
 
 
+def circular_windows(weights: torch.Tensor, reach: int) -> torch.Tensor:
+    """weights (B, H, N) -> (B, H, N, 2 reach + 1), entry [i, k] = w((i + k - reach) mod N)."""
+    padded = torch.cat([weights[..., weights.shape[-1] - reach:], weights,
+                        weights[..., :reach]], dim=-1)
+    return padded.unfold(-1, 2 * reach + 1, 1)
+
+
 def shift(weights: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """NTM eq. 8, circular convolution w~(i) = sum_j w(j) s(i - j): weights (B, H, N), shifts
-    (B, H, 2S+1) a distribution over the offsets -S..S -> (B, H, N). torch.roll(w, o)[i] is
-    w[i - o]: offset o moves the weighting o slots up."""
+    (B, H, 2S+1) a distribution over the offsets -S..S -> (B, H, N). Offset o takes w(i - o),
+    window entry S - o."""
     reach = (shifts.shape[-1] - 1) // 2
-    return sum(shifts[..., reach + offset, None] * torch.roll(weights, offset, dims=-1)
-               for offset in range(-reach, reach + 1))
-
-
-def sharpen(weights: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """NTM eq. 9, w(i) = w~(i)^gamma / sum_j w~(j)^gamma: weights (B, H, N), gamma (B, H) >= 1."""
-    powered = weights.clamp_min(TINY) ** gamma.unsqueeze(-1)
-    return powered / powered.sum(dim=-1, keepdim=True)
+    return (circular_windows(weights, reach) @ shifts.flip(-1).unsqueeze(-1)).squeeze(-1)
 
 
 def allocation(usage: torch.Tensor) -> torch.Tensor:

@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from .addressing import allocation, content_weights, cosine_rows, link_update, precedence_update
+from .addressing import allocation, cosine_rows
 from .base import Interface, Memory, ReferenceMemory, strength_logit
+from .fused import DNCAccess
 
 
 class DNCControls(NamedTuple):
@@ -180,23 +181,9 @@ class BatchedDNC(DNCMemory):
             if h + 1 < Hw:
                 claimed = claimed + (1 - claimed) * c.write_gates[:, h, None] * allocs[-1]
         alloc = torch.stack(allocs, dim=1)  # (B, Hw, N)
-        content = content_weights(s.memory, c.write_keys, c.write_strengths,
-                                  self.cosine_eps)  # (B, Hw, N)
-        g_a = c.allocation_gates.unsqueeze(-1)
-        write_weights = c.write_gates.unsqueeze(-1) * (g_a * alloc + (1 - g_a) * content)
-        # M_t = M_{t-1} o prod_h (E - w^h e_h^T) + sum_h w^h v_h^T    (B, N, W)
-        kept = torch.prod(1 - write_weights.unsqueeze(-1) * c.erase.unsqueeze(-2), dim=1)
-        memory = s.memory * kept + torch.bmm(write_weights.transpose(1, 2), c.write_vectors)
-        links = link_update(s.links, s.precedence, write_weights)  # (B, Hw, N, N)
-        precedence = precedence_update(s.precedence, write_weights)
-        previous = s.read_weights.unsqueeze(1)  # (B, 1, R, N)
-        backward = previous @ links  # (B, Hw, R, N): row i = (L^T w^{r,i})^T
-        forward = previous @ links.transpose(-1, -2)  # (B, Hw, R, N): row i = (L w^{r,i})^T
-        modes = c.read_modes  # (B, R, 2 Hw + 1)
-        read_weights = (modes[..., Hw, None] * content_weights(memory, c.read_keys,
-                                                               c.read_strengths,
-                                                               self.cosine_eps)
-                        + torch.einsum("brh,bhrn->brn", modes[..., :Hw], backward)
-                        + torch.einsum("brh,bhrn->brn", modes[..., Hw + 1:], forward))
-        reads = torch.bmm(read_weights, memory)  # (B, R, W)
+        # write weighting, write, links, read weighting, read: one autograd node
+        reads, memory, links, precedence, read_weights, write_weights = DNCAccess.run(
+            s.memory, s.links, s.precedence, s.read_weights, alloc, c.write_keys,
+            c.write_strengths, c.erase, c.write_vectors, c.allocation_gates, c.write_gates,
+            c.read_keys, c.read_strengths, c.read_modes, self.cosine_eps)
         return reads, DNCState(memory, usage, links, precedence, read_weights, write_weights)

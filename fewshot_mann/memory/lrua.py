@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from .addressing import content_weights, cosine_rows, least_used
+from .addressing import cosine_rows, least_used
 from .base import Interface, Memory, ReferenceMemory, strength_logit
+from .fused import content_weights
 
 
 class LRUAControls(NamedTuple):

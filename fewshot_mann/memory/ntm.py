@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from .addressing import TINY, content_weights, cosine_rows, sharpen, shift
+from .addressing import TINY, cosine_rows
 from .base import Interface, Memory, ReferenceMemory, strength_logit
+from .fused import NTMStep
 
 
 class NTMControls(NamedTuple):  # heads: the Hw write heads first, then the R read heads
@@ -109,31 +110,9 @@ class ReferenceNTM(ReferenceMemory, NTMMemory):
         return torch.stack(reads), NTMState(memory, torch.stack(weights))
 
 
-def address(memory: torch.Tensor, keys: torch.Tensor, strengths: torch.Tensor,
-            gates: torch.Tensor, shifts: torch.Tensor, sharpening: torch.Tensor,
-            previous: torch.Tensor, cosine_eps: float) -> torch.Tensor:
-    """Eqs. 5-9 for a group of heads: memory (B, N, W), keys (B, H, W), previous (B, H, N),
-    the rest (B, H) or (B, H, 2S+1) -> weights (B, H, N)."""
-    gate = gates.unsqueeze(-1)
-    content = content_weights(memory, keys, strengths, cosine_eps)  # eqs. 5-6
-    gated = gate * content + (1 - gate) * previous  # eq. 7
-    return sharpen(shift(gated, shifts), sharpening)  # eqs. 8-9
-
-
 class BatchedNTM(NTMMemory):
     def step(self, state: NTMState, c: NTMControls) -> tuple[torch.Tensor, NTMState]:
-        Hw = self.write_heads
-        heads = [slice(0, Hw), slice(Hw, None)]  # write heads, read heads
-
-        def weights_of(group: slice, memory: torch.Tensor) -> torch.Tensor:
-            return address(memory, c.keys[:, group], c.strengths[:, group], c.gates[:, group],
-                           c.shifts[:, group], c.sharpening[:, group],
-                           state.weights[:, group], self.cosine_eps)
-
-        write = weights_of(heads[0], state.memory)  # (B, Hw, N), on M_{t-1}
-        # eq. 3 for all write heads: prod_h (1 - w_h e_h^T)     (B, Hw, N, W) -> (B, N, W)
-        kept = torch.prod(1 - write.unsqueeze(-1) * c.erase.unsqueeze(-2), dim=1)
-        memory = state.memory * kept + torch.bmm(write.transpose(1, 2), c.add)  # eq. 4
-        read = weights_of(heads[1], memory)  # (B, R, N), on M_t
-        reads = torch.bmm(read, memory)  # eq. 2, (B, R, W)
-        return reads, NTMState(memory, torch.cat([write, read], dim=1))
+        """Every head of every episode at once, as one autograd node (memory/fused.py)."""
+        reads, memory, weights = NTMStep.run(state.memory, state.weights, *c,
+                                             self.write_heads, self.cosine_eps)
+        return reads, NTMState(memory, weights)
