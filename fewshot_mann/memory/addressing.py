@@ -4,10 +4,10 @@ Shapes: B episodes, H heads, N slots, W width. Every function takes and returns 
 tensors and never loops over the batch; the reference steps of the variants write the same
 equations out for one episode instead (they call only `cosine_rows`, the one-episode cosine),
 and tests/test_memories.py checks that both agree and pins each function on hand-computed cases.
+The content lookup of the batched forms, C(M, k, beta), is memory/fused.py's ContentWeights.
 
-    cosine_parts             the cosine of LRUA eq. 17, NTM eq. 6, DNC content lookup
     least_used               LRUA eq. 21
-    shift                    NTM eq. 8
+    circular_windows, shift  NTM eq. 8
     allocation               DNC allocation weighting a_t (usage sorted ascending)
     link_update, precedence_update
                              DNC temporal link matrix L_t and precedence weighting p_t
@@ -40,16 +40,6 @@ TINY = 1e-30  # floor of a weighting raised to the power gamma (NTM eq. 9): 0 **
 def cosine_rows(memory: torch.Tensor, key: torch.Tensor, eps: float) -> torch.Tensor:
     """One episode, one head: cosine of key (W,) with every row of memory (N, W) -> (N,)."""
     return (memory @ key) / (memory.norm(dim=1) * key.norm() + eps)
-
-
-def cosine_parts(memory: torch.Tensor, keys: torch.Tensor, eps: float
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The cosine of keys (B, H, W) with every row of memory (B, N, W) as its parts: the dot
-    products k.M(i) (B, H, N), the norms |M(i)| (B, N) and |k| (B, H), and the denominator
-    |k||M(i)| + eps (B, H, N)."""
-    memory_norm, key_norm = memory.norm(dim=-1), keys.norm(dim=-1)
-    denominator = memory_norm.unsqueeze(1) * key_norm.unsqueeze(-1) + eps
-    return torch.bmm(keys, memory.transpose(1, 2)), memory_norm, key_norm, denominator
 
 
 def least_used(usage: torch.Tensor, n: int) -> torch.Tensor:
@@ -87,7 +77,7 @@ def shift(weights: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     (B, H, 2S+1) a distribution over the offsets -S..S -> (B, H, N). Offset o takes w(i - o),
     window entry S - o."""
     reach = (shifts.shape[-1] - 1) // 2
-    return (circular_windows(weights, reach) @ shifts.flip(-1).unsqueeze(-1)).squeeze(-1)
+    return (circular_windows(weights, reach) * shifts.flip(-1).unsqueeze(-2)).sum(-1)
 
 
 def allocation(usage: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from .addressing import TINY, circular_windows, cosine_parts, link_update, precedence_update, shift
+from .addressing import TINY, circular_windows, link_update, precedence_update, shift
 
 Grad = torch.Tensor | None
 
@@ -79,22 +79,25 @@ def _plus(a: Grad, b: Grad) -> Grad:
     return b if a is None else a if b is None else a + b
 
 
-def _divide_or_zero(numerator: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-    """numerator / norm, 0 where the norm is 0: the gradient of a norm at the zero vector, as
+def _inverse(norm: torch.Tensor) -> torch.Tensor:
+    """1 / norm, 0 where the norm is 0: the gradient of a norm at the zero vector is 0, as
     autograd takes it."""
-    return torch.where(norm > 0, numerator / norm, 0.0)
+    return norm.reciprocal().masked_fill_(norm == 0, 0.0)
 
 
 class ContentWeights(FusedFunction):
-    """memory (B, N, W), keys (B, H, W), strengths (B, H), eps -> weights (B, H, N)."""
+    """memory (B, N, W), keys (B, H, W), strengths (B, H), eps -> weights (B, H, N):
+    softmax over slots of beta cos, cos = k.M(i) / (|k| |M(i)| + eps) (memory/addressing.py)."""
     saved_count = 8
 
     @staticmethod
     def equations(memory: torch.Tensor, keys: torch.Tensor, strengths: torch.Tensor,
                   eps: float) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        dot, memory_norm, key_norm, denominator = cosine_parts(memory, keys, eps)
-        cos = dot / denominator  # (B, H, N)
-        weights = torch.softmax(strengths.unsqueeze(-1) * cos, dim=-1)
+        memory_norm, key_norm = memory.norm(dim=-1), keys.norm(dim=-1)  # (B, N), (B, H)
+        denominator = (memory_norm.unsqueeze(1) * key_norm.unsqueeze(-1)).add_(eps)
+        cos = torch.bmm(keys, memory.transpose(1, 2)).div_(denominator)  # (B, H, N)
+        strengths = strengths.unsqueeze(-1)
+        weights = torch.softmax(cos * strengths, dim=-1)
         return weights, (memory, keys, strengths, memory_norm, key_norm, denominator, cos,
                          weights)
 
@@ -104,18 +107,20 @@ class ContentWeights(FusedFunction):
         if grad is None:
             return None, None, None, None
         # softmax: d/dz = w o (g - <g, w>), z = beta cos
-        grad_z = weights * (grad - (grad * weights).sum(-1, keepdim=True))
+        grad_z = (grad - (grad * weights).sum(-1, keepdim=True)).mul_(weights)
         # cos = k.M(i) / (|k| |M(i)| + eps): d/d(k.M(i)) = 1 / denominator,
         # d/d|k| = -cos |M(i)| / denominator, d/d|M(i)| = -cos |k| / denominator
-        grad_dot = grad_z * strengths.unsqueeze(-1) / denominator  # (B, H, N)
-        grad_cos_norms = grad_dot * cos
-        key_shrink = _divide_or_zero((grad_cos_norms * memory_norm.unsqueeze(1)).sum(-1),
-                                     key_norm)  # (B, H)
-        memory_shrink = _divide_or_zero((grad_cos_norms * key_norm.unsqueeze(-1)).sum(1),
-                                        memory_norm)  # (B, N)
-        return (torch.bmm(grad_dot.transpose(1, 2), keys) - memory * memory_shrink.unsqueeze(-1),
-                torch.bmm(grad_dot, memory) - keys * key_shrink.unsqueeze(-1),
-                (grad_z * cos).sum(-1), None)
+        grad_dot = (grad_z * strengths).div_(denominator)  # (B, H, N)
+        grad_norms = grad_dot * cos
+        # rows (B, 1, H) and (B, 1, N): sum_i grad_norms[h, i] |M(i)|, sum_h grad_norms[h, i] |k_h|
+        key_shrink = torch.bmm(memory_norm.unsqueeze(1), grad_norms.transpose(1, 2))
+        memory_shrink = torch.bmm(key_norm.unsqueeze(1), grad_norms)
+        grad_memory = torch.bmm(grad_dot.transpose(1, 2), keys).addcmul_(
+            memory, (memory_shrink * _inverse(memory_norm).unsqueeze(1)).transpose(1, 2),
+            value=-1)
+        grad_keys = torch.bmm(grad_dot, memory).addcmul_(
+            keys, (key_shrink * _inverse(key_norm).unsqueeze(1)).transpose(1, 2), value=-1)
+        return grad_memory, grad_keys, (grad_z * cos).sum(-1), None
 
 
 class Locate(FusedFunction):
@@ -127,37 +132,36 @@ class Locate(FusedFunction):
     def equations(content: torch.Tensor, previous: torch.Tensor, gates: torch.Tensor,
                   shifts: torch.Tensor, gamma: torch.Tensor
                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        gate = gates.unsqueeze(-1)
-        gated = gate * content + (1 - gate) * previous  # eq. 7
+        gates, gamma = gates.unsqueeze(-1), gamma.unsqueeze(-1)
+        gated = torch.lerp(previous, content, gates)  # eq. 7: g w^c + (1 - g) w_{t-1}
         shifted = shift(gated, shifts)  # eq. 8
-        powered = shifted.clamp_min(TINY) ** gamma.unsqueeze(-1)  # eq. 9
-        weights = powered / powered.sum(dim=-1, keepdim=True)
-        return weights, (content, previous, gates, shifts, gamma, gated, shifted, powered,
-                         weights)
+        powered = shifted.clamp_min(TINY).pow(gamma)  # eq. 9
+        total = powered.sum(dim=-1, keepdim=True)
+        weights = powered / total
+        return weights, (content - previous, gates, shifts, gamma, gated, shifted, powered,
+                         total, weights)
 
     @staticmethod
     def gradients(saved: tuple[torch.Tensor, ...], grad: Grad) -> tuple[Grad, ...]:
-        content, previous, gates, shifts, gamma, gated, shifted, powered, weights = saved
+        difference, gates, shifts, gamma, gated, shifted, powered, total, weights = saved
         if grad is None:
             return None, None, None, None, None
-        # eq. 9: w = P / sum P, P = max(w~, TINY)^gamma
-        grad_powered = ((grad - (grad * weights).sum(-1, keepdim=True))
-                        / powered.sum(-1, keepdim=True))
+        # eq. 9: w = P / sum P, P = max(w~, TINY)^gamma: dP/dgamma = P log max(w~, TINY),
+        # dP/dw~ = gamma P / w~ where w~ >= TINY (0 below: the clamp)
+        grad_p_times_p = (grad - (grad * weights).sum(-1, keepdim=True)).div_(total).mul_(powered)
         clamped = shifted.clamp_min(TINY)
-        grad_gamma = (grad_powered * powered * clamped.log()).sum(-1)
-        exponent = gamma.unsqueeze(-1)
-        grad_shifted = torch.where(shifted >= TINY,
-                                   grad_powered * exponent * clamped ** (exponent - 1), 0.0)
+        grad_gamma = (grad_p_times_p * clamped.log()).sum(-1)
+        grad_shifted = (grad_p_times_p.div_(clamped).mul_(gamma)
+                        .masked_fill_(shifted < TINY, 0.0))
         # eq. 8, w~(i) = sum_o s(o) w(i - o): d/dw(j) = sum_o s(o) g(j + o),
         # d/ds(o) = sum_i g(i) w(i - o)
         reach = (shifts.shape[-1] - 1) // 2
-        grad_gated = (circular_windows(grad_shifted, reach) @ shifts.unsqueeze(-1)).squeeze(-1)
-        grad_shifts = (grad_shifted.unsqueeze(-2)
-                       @ circular_windows(gated, reach)).squeeze(-2).flip(-1)
-        # eq. 7
-        gate = gates.unsqueeze(-1)
-        return (grad_gated * gate, grad_gated * (1 - gate),
-                (grad_gated * (content - previous)).sum(-1), grad_shifts, grad_gamma)
+        grad_gated = (circular_windows(grad_shifted, reach) * shifts.unsqueeze(-2)).sum(-1)
+        grad_shifts = (grad_shifted.unsqueeze(-1)
+                       * circular_windows(gated, reach)).sum(-2).flip(-1)
+        grad_content = grad_gated * gates  # eq. 7
+        return (grad_content, grad_gated - grad_content, (grad_gated * difference).sum(-1),
+                grad_shifts, grad_gamma)
 
 
 class EraseAndAdd(FusedFunction):
@@ -169,8 +173,8 @@ class EraseAndAdd(FusedFunction):
     def equations(memory: torch.Tensor, weights: torch.Tensor, erase: torch.Tensor,
                   add: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         factors = 1 - weights.unsqueeze(-1) * erase.unsqueeze(-2)  # (B, Hw, N, W)
-        kept = factors.prod(dim=1)  # (B, N, W)
-        written = memory * kept + torch.bmm(weights.transpose(1, 2), add)
+        kept = factors[:, 0] if weights.shape[1] == 1 else factors.prod(dim=1)  # (B, N, W)
+        written = torch.baddbmm(memory * kept, weights.transpose(1, 2), add)
         return written, (memory, weights, erase, add, factors, kept)
 
     @staticmethod
@@ -188,8 +192,8 @@ class EraseAndAdd(FusedFunction):
                 if other != h:
                     through_h = through_h * factors[:, other]
             grad_weights[:, h] -= torch.bmm(erase[:, h:h + 1], through_h.transpose(1, 2))[:, 0]
-            grad_erase.append(-torch.bmm(weights[:, h:h + 1], through_h))
-        return (grad * kept, grad_weights, torch.cat(grad_erase, dim=1),
+            grad_erase.append(torch.bmm(weights[:, h:h + 1], through_h))
+        return (grad * kept, grad_weights, torch.cat(grad_erase, dim=1).neg_(),
                 torch.bmm(weights, grad))
 
 
