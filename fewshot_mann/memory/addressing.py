@@ -7,7 +7,7 @@ and tests/test_memories.py checks that both agree and pins each function on hand
 The content lookup of the batched forms, C(M, k, beta), is memory/fused.py's ContentWeights.
 
     least_used               LRUA eq. 21
-    circular_windows, shift  NTM eq. 8
+    circular_pad, shift      NTM eq. 8
     allocation               DNC allocation weighting a_t (usage sorted ascending)
     link_update, precedence_update
                              DNC temporal link matrix L_t and precedence weighting p_t
@@ -65,19 +65,23 @@ def least_used(usage: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat(picks, dim=-1)
 
 
-def circular_windows(weights: torch.Tensor, reach: int) -> torch.Tensor:
-    """weights (B, H, N) -> (B, H, N, 2 reach + 1), entry [i, k] = w((i + k - reach) mod N)."""
-    padded = torch.cat([weights[..., weights.shape[-1] - reach:], weights,
-                        weights[..., :reach]], dim=-1)
-    return padded.unfold(-1, 2 * reach + 1, 1)
+def circular_pad(weights: torch.Tensor, reach: int) -> torch.Tensor:
+    """weights (B, H, N) -> (B, H, N + 2 reach), entry m = w((m - reach) mod N)."""
+    return torch.cat([weights[..., weights.shape[-1] - reach:], weights, weights[..., :reach]],
+                     dim=-1)
 
 
 def shift(weights: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """NTM eq. 8, circular convolution w~(i) = sum_j w(j) s(i - j): weights (B, H, N), shifts
-    (B, H, 2S+1) a distribution over the offsets -S..S -> (B, H, N). Offset o takes w(i - o),
-    window entry S - o."""
-    reach = (shifts.shape[-1] - 1) // 2
-    return (circular_windows(weights, reach) * shifts.flip(-1).unsqueeze(-2)).sum(-1)
+    (B, H, 2S+1) a distribution over the offsets -S..S -> (B, H, N). Offset o = k - S takes
+    w(i - o), entry i + 2S - k of the padded weights; one multiply-add per offset (a product
+    with the windows of the padded weights reduces over a dimension of 2S+1, which is slow)."""
+    slots, reach = weights.shape[-1], (shifts.shape[-1] - 1) // 2
+    padded = circular_pad(weights, reach)
+    shifted = padded[..., 2 * reach:2 * reach + slots] * shifts[..., :1]
+    for k in range(1, 2 * reach + 1):
+        shifted.addcmul_(padded[..., 2 * reach - k:2 * reach - k + slots], shifts[..., k:k + 1])
+    return shifted
 
 
 def allocation(usage: torch.Tensor) -> torch.Tensor:

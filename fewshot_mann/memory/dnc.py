@@ -173,14 +173,16 @@ class BatchedDNC(DNCMemory):
     def step(self, s: DNCState, c: DNCControls) -> tuple[torch.Tensor, DNCState]:
         Hw = self.write_heads
         retention = torch.prod(1 - c.free_gates.unsqueeze(-1) * s.read_weights, dim=1)  # (B, N)
-        written = 1 - torch.prod(1 - s.write_weights, dim=1)  # (B, N), all write heads
+        # w^w_{t-1} of all write heads: 1 - prod_h (1 - w^h), one head's own
+        written = (s.write_weights[:, 0] if Hw == 1 else
+                   1 - torch.prod(1 - s.write_weights, dim=1))  # (B, N)
         usage = (s.usage + written - s.usage * written) * retention
         claimed, allocs = usage, []
         for h in range(Hw):  # head h allocates after heads < h have claimed their slots
             allocs.append(allocation(claimed))
             if h + 1 < Hw:
                 claimed = claimed + (1 - claimed) * c.write_gates[:, h, None] * allocs[-1]
-        alloc = torch.stack(allocs, dim=1)  # (B, Hw, N)
+        alloc = torch.stack(allocs, dim=1) if Hw > 1 else allocs[0].unsqueeze(1)  # (B, Hw, N)
         # write weighting, write, links, read weighting, read: one autograd node
         reads, memory, links, precedence, read_weights, write_weights = DNCAccess.run(
             s.memory, s.links, s.precedence, s.read_weights, alloc, c.write_keys,

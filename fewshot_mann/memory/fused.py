@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from .addressing import TINY, circular_windows, link_update, precedence_update, shift
+from .addressing import TINY, circular_pad, link_update, precedence_update, shift
 
 Grad = torch.Tensor | None
 
@@ -155,10 +155,13 @@ class Locate(FusedFunction):
                         .masked_fill_(shifted < TINY, 0.0))
         # eq. 8, w~(i) = sum_o s(o) w(i - o): d/dw(j) = sum_o s(o) g(j + o),
         # d/ds(o) = sum_i g(i) w(i - o)
-        reach = (shifts.shape[-1] - 1) // 2
-        grad_gated = (circular_windows(grad_shifted, reach) * shifts.unsqueeze(-2)).sum(-1)
-        grad_shifts = (grad_shifted.unsqueeze(-1)
-                       * circular_windows(gated, reach)).sum(-2).flip(-1)
+        slots, reach = gated.shape[-1], (shifts.shape[-1] - 1) // 2
+        padded_grad, padded = circular_pad(grad_shifted, reach), circular_pad(gated, reach)
+        grad_gated = padded_grad[..., :slots] * shifts[..., :1]
+        for k in range(1, 2 * reach + 1):  # offset k - S: g(j + k - S), entry j + k
+            grad_gated.addcmul_(padded_grad[..., k:k + slots], shifts[..., k:k + 1])
+        grad_shifts = torch.stack([(grad_shifted * padded[..., 2 * reach - k:2 * reach - k + slots]
+                                    ).sum(-1) for k in range(2 * reach + 1)], dim=-1)
         grad_content = grad_gated * gates  # eq. 7
         return (grad_content, grad_gated - grad_content, (grad_gated * difference).sum(-1),
                 grad_shifts, grad_gamma)
