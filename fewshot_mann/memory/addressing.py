@@ -99,12 +99,13 @@ def link_update(links: torch.Tensor, precedence: torch.Tensor, write_weights: to
     """DNC temporal links, per write head: L_t[i, j] = (1 - w[i] - w[j]) L_{t-1}[i, j]
     + w[i] p_{t-1}[j], L_t[i, i] = 0. links (B, Hw, N, N) with a zero diagonal (as every L_t
     has, from L_0 = 0 on), precedence p_{t-1} and write weights w (B, Hw, N) -> (B, Hw, N, N).
-    Three N x N passes, not five: the decayed L_{t-1} keeps its zero diagonal, so only that of
-    the new term w p^T is cleared."""
+    One new N x N tensor, updated in place (a fresh N x N tensor per term costs more than the
+    arithmetic); the decayed L_{t-1} keeps its zero diagonal, so only that of w p^T is
+    cleared."""
     w_i, w_j = write_weights.unsqueeze(-1), write_weights.unsqueeze(-2)  # (B, Hw, N, 1|1, N)
-    new = w_i * precedence.unsqueeze(-2)  # (B, Hw, N, N) w[i] p[j]; autograd keeps w, p only
+    new = w_i * precedence.unsqueeze(-2)  # (B, Hw, N, N) w[i] p[j]
     new.diagonal(dim1=-2, dim2=-1).zero_()
-    return torch.addcmul(new, 1 - w_i - w_j, links)
+    return new.addcmul_(links, 1 - w_i).addcmul_(links, w_j, value=-1)
 
 
 def precedence_update(precedence: torch.Tensor, write_weights: torch.Tensor) -> torch.Tensor:

@@ -177,7 +177,7 @@ class EraseAndAdd(FusedFunction):
                   add: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         factors = 1 - weights.unsqueeze(-1) * erase.unsqueeze(-2)  # (B, Hw, N, W)
         kept = factors[:, 0] if weights.shape[1] == 1 else factors.prod(dim=1)  # (B, N, W)
-        written = torch.baddbmm(memory * kept, weights.transpose(1, 2), add)
+        written = (memory * kept).baddbmm_(weights.transpose(1, 2), add)
         return written, (memory, weights, erase, add, factors, kept)
 
     @staticmethod
@@ -240,12 +240,13 @@ class TemporalLinks(FusedFunction):
         # L_t = (1 - w[i] - w[j]) L_{t-1} + w[i] p[j], the second term off the diagonal only
         # (L_{t-1} has a zero diagonal: so has L_t)
         w_i, w_j = w.unsqueeze(-1), w.unsqueeze(-2)
-        grad_old_links = grad * (1 - w_i - w_j)
         decayed = grad * links
         diagonal = grad.diagonal(dim1=-2, dim2=-1)  # (B, Hw, N)
         grad_w = ((precedence.unsqueeze(-2) @ grad.transpose(-1, -2)).squeeze(-2)
                   - diagonal * precedence - decayed.sum(-1) - decayed.sum(-2))  # (B, Hw, N)
         grad_p = (w_j @ grad).squeeze(-2) - diagonal * w
+        # d/dL_{t-1} = (1 - w[i] - w[j]) dL_t, into the product's memory (no new N x N tensor)
+        grad_old_links = torch.mul(grad, 1 - w_i, out=decayed).addcmul_(grad, w_j, value=-1)
         if grad_precedence is not None:  # p_t = (1 - sum_i w[i]) p_{t-1} + w
             grad_w = (grad_w + grad_precedence
                       - (grad_precedence * precedence).sum(-1, keepdim=True))
