@@ -20,10 +20,11 @@ what that gradient needs:
 
 Each Function is `equations(*inputs) -> (outputs, saved)`, the forward written once, and
 `gradients(saved, *output_grads) -> input grads`; the steps call their parts' `equations` and
-`gradients`. Under autocast (bf16) `run` lets autograd differentiate `equations` instead, so that
-autocast picks each operation's precision as everywhere else. tests/test_fused.py checks every
-`gradients` against autograd through `equations` in float64; tests/test_memories.py checks the
-memories against their reference forms.
+`gradients`. Under autocast (bf16) `run` lets autograd differentiate `equations` instead, so
+that autocast picks each operation's precision as everywhere else (hence no in-place update of
+a matrix product's result in `equations`: under autocast the two may differ in dtype).
+tests/test_fused.py checks every `gradients` against autograd through `equations` in float64;
+tests/test_memories.py checks the memories against their reference forms.
 
 Matrix-vector products are written with the vector as a row, (1, N) @ (N, N)^T, never as a
 column: on the CPU the column form of a batched product runs a kernel about 6x slower.
@@ -95,7 +96,7 @@ class ContentWeights(FusedFunction):
                   eps: float) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         memory_norm, key_norm = memory.norm(dim=-1), keys.norm(dim=-1)  # (B, N), (B, H)
         denominator = (memory_norm.unsqueeze(1) * key_norm.unsqueeze(-1)).add_(eps)
-        cos = torch.bmm(keys, memory.transpose(1, 2)).div_(denominator)  # (B, H, N)
+        cos = torch.bmm(keys, memory.transpose(1, 2)) / denominator  # (B, H, N)
         strengths = strengths.unsqueeze(-1)
         weights = torch.softmax(cos * strengths, dim=-1)
         return weights, (memory, keys, strengths, memory_norm, key_norm, denominator, cos,
@@ -177,7 +178,7 @@ class EraseAndAdd(FusedFunction):
                   add: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         factors = 1 - weights.unsqueeze(-1) * erase.unsqueeze(-2)  # (B, Hw, N, W)
         kept = factors[:, 0] if weights.shape[1] == 1 else factors.prod(dim=1)  # (B, N, W)
-        written = (memory * kept).baddbmm_(weights.transpose(1, 2), add)
+        written = memory * kept + torch.bmm(weights.transpose(1, 2), add)
         return written, (memory, weights, erase, add, factors, kept)
 
     @staticmethod

@@ -10,8 +10,8 @@ the last: on a CPU at small batches these were the slowest kernels of a training
 (docs/benchmarks.md). On the CPU the steps of one forward pass record their inputs and output
 gradients instead, and the first step's backward, the last to run (every later step's input
 depends on it), forms the sum as one product of (4H x BT) by (BT x F) matrices
-(`_RecurrentProduct`). On CUDA (graph capture replays no Python) and under torch.compile the
-steps take autograd's product.
+(`_RecurrentProduct`). On CUDA (graph capture replays no Python), under autocast and under
+torch.compile the steps take autograd's product.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class LSTMController(nn.Module):
               ) -> torch.Tensor:
         """(B, 4H) pre-activations of the gates [input | forget | output | cell] of a step."""
         x = h if feedback is None else torch.cat([feedback, h], -1)
-        if (x.device.type == "cpu" and torch.is_grad_enabled()
-                and not torch.compiler.is_compiling() and hasattr(self, "_steps")):
+        if (x.device.type == "cpu" and torch.is_grad_enabled() and hasattr(self, "_steps")
+                and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
             return _RecurrentProduct.apply(projected, x, self.recurrent.weight, self._steps)
         return projected + self.recurrent(x)
 
