@@ -34,6 +34,19 @@ from fewshot_mann.runtime import adam, device_name, set_process_flags
 from fewshot_mann.training.cuda_graphs import graph_training_forward
 
 
+def calls_summary(averages: list, steps: int, small_us: float = 20.0) -> str:
+    """How many operator calls a training step makes (nested calls included) and the share of
+    the self CPU time spent in calls that take under `small_us` on average (for their name and
+    input shapes): the cost of launching many small kernels, as against computing."""
+    operators = [e for e in averages if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in averages)
+    small = sum(e.self_cpu_time_total for e in averages
+                if e.count and e.self_cpu_time_total / e.count < small_us)
+    return (f"# {sum(e.count for e in operators) / steps:,.0f} operator calls per training "
+            f"step; {100 * small / total:.0f} % of the self CPU time in calls under "
+            f"{small_us:.0f} us on average")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memory", default="lrua", choices=MEMORY_NAMES,
@@ -55,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timed-steps", type=int, default=0,
                         help="steps timed before profiling")
     parser.add_argument("--rows", type=int, default=20)
+    parser.add_argument("--by-name", action="store_true",
+                        help="group the operators by name only, not by name and input shapes")
     parser.add_argument("--json", type=Path, default=None, help="append a summary line here")
     args = parser.parse_args(argv)
     set_process_flags(args.threads, args.precision)
@@ -112,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {args.timed_steps} timed training steps: {rate:,.0f} episodes/s; {setting}")
     print(f"# {args.steps} profiled training steps, {setting}")
     sort = "self_device_time_total" if cuda else "self_cpu_time_total"
-    averages = prof.key_averages(group_by_input_shape=not cuda)
+    averages = prof.key_averages(group_by_input_shape=not (cuda or args.by_name))
     print(averages.table(sort_by=sort, row_limit=args.rows, max_name_column_width=40,
                          max_shapes_column_width=60))
+    if not cuda:
+        print(calls_summary(prof.key_averages(group_by_input_shape=True), args.steps))
     if args.json:
         top = sorted(averages, key=lambda e: getattr(e, sort), reverse=True)[:args.rows]
         with open(args.json, "a") as f:
