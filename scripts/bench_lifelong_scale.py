@@ -18,7 +18,7 @@ clusters for an index to exploit). Per size and kind:
     bytes_per_key   the growth of the bytes allocated (malloc) over building the index, per
                     key; and the length of KeyIndex.to_bytes per key
     dense_read_ms   median ms of the read w = softmax(beta cos(K, q)), r = w^T K over all n keys
-                    (`memory.addressing.content_weights`), in torch, batch of 1, on --threads
+                    (`memory.fused.content_weights`), in torch, batch of 1, on --threads
                     threads and on one (torch's threads, idle on a loaded machine, can cost
                     far more than they give)
 
@@ -49,7 +49,7 @@ from fewshot_mann.data.omniglot import load_omniglot
 from fewshot_mann.inference.predictor import Predictor
 from fewshot_mann.lifelong import index as key_index
 from fewshot_mann.lifelong.index import KeyIndex
-from fewshot_mann.memory.addressing import content_weights
+from fewshot_mann.memory.fused import content_weights
 from fewshot_mann.runtime import device_name
 
 CHECKPOINT = "results/compare-runs/protonet-1shot-trainval/model.pt"
