@@ -6,7 +6,7 @@ CUDA, one GPU per process: cuda:LOCAL_RANK) and returns a `Dist`, which the trai
 everything rank-related. Without those variables (plain `fewshot-mann train`) `init` returns a
 single-process `Dist` whose collectives do nothing.
 
-Data parallelism over episodes: every process draws its own episodes (its sampler is seeded
+Data parallelism over episodes: every process samples its own episodes (its sampler is seeded
 with `rank_seed(seed, rank)`), runs forward and backward on them, and the gradients are
 averaged over the processes, so one update sees `batch_size x world_size` episodes. The
 average of the per-process mean losses equals the mean loss over the global batch (equal batch
@@ -48,7 +48,8 @@ T = TypeVar("T")
 
 
 def rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank `rank`'s training episodes; rank 0 draws what a single process draws."""
+    """The seed of rank `rank`'s training episodes; rank 0 samples the episodes of a single
+    process."""
     return seed + rank * RANK_SEED_STRIDE
 
 
