@@ -25,13 +25,18 @@ def tiny_config(data_root, cache_dir, steps: int) -> Config:
     )
 
 
+def finished_run(data_root, cache_dir, tmp_path_factory, steps: int, name: str) -> Trainer:
+    """A tiny run trained for `steps` steps in a fresh folder named after `name`."""
+    trainer = Trainer.build(tiny_config(data_root, cache_dir, steps=steps),
+                            tmp_path_factory.mktemp(name) / "run", progress=False)
+    trainer.run()
+    return trainer
+
+
 @pytest.fixture(scope="module")
 def finished(data_root, cache_dir, tmp_path_factory) -> Trainer:
     """A finished 3-step run, shared by the tests that only read it (its out_dir)."""
-    trainer = Trainer.build(tiny_config(data_root, cache_dir, steps=3),
-                            tmp_path_factory.mktemp("finished") / "run", progress=False)
-    trainer.run()
-    return trainer
+    return finished_run(data_root, cache_dir, tmp_path_factory, 3, "finished")
 
 
 def test_round_trip(finished):
@@ -51,10 +56,7 @@ def test_round_trip(finished):
 @pytest.fixture(scope="module")
 def straight(data_root, cache_dir, tmp_path_factory) -> Trainer:
     """A 6-step run without a pause, which the resumed runs below must match."""
-    trainer = Trainer.build(tiny_config(data_root, cache_dir, steps=6),
-                            tmp_path_factory.mktemp("straight") / "run", progress=False)
-    trainer.run()
-    return trainer
+    return finished_run(data_root, cache_dir, tmp_path_factory, 6, "straight")
 
 
 def test_resume_continues_exactly(tmp_path, data_root, cache_dir, straight):
