@@ -144,6 +144,11 @@ def set_open_set(name: str, record: dict[str, Any]) -> None:
         raise CheckpointError(f"no model {name!r} in the zoo; `fewshot-mann models` lists "
                               f"{', '.join(names())}")
     entry["open_set"] = record
+    write_manifest(manifest)
+
+
+def write_manifest(manifest: dict[str, Any]) -> None:
+    """Replace the shipped manifest (MANIFEST) with `manifest`; the models are read again."""
     MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
     models.cache_clear()
 

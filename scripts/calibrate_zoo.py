@@ -158,7 +158,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    manifest = json.loads(zoo.MANIFEST.read_text())
+    manifest = zoo.read_manifest()
     wanted = set(args.models.split(",")) if args.models else set(zoo.names())
     command = (f"python scripts/calibrate_zoo.py --episodes {args.episodes} "
                f"--threads {args.threads} --models {{name}}")
@@ -167,12 +167,11 @@ def main() -> None:
             continue
         file = zoo.CHECKOUT / entry["path"]
         entry["size"], entry["sha256"] = file.stat().st_size, zoo.sha256(file)
-        zoo.models.cache_clear()  # the entry's sha256 as just measured
-        zoo.MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+        zoo.write_manifest(manifest)  # the entry's sha256 as just measured
         entry["calibration"] = {**calibrate(zoo.get(entry["name"]), args.data_root,
                                             args.cache_dir, args.episodes),
                                 "command": command.format(name=entry["name"])}
-        zoo.MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+        zoo.write_manifest(manifest)
         print(entry["name"], json.dumps(entry["calibration"]), flush=True)
 
 

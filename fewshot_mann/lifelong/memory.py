@@ -33,7 +33,7 @@ import torch
 from ..data.folder import read_manifest
 from ..errors import ConfigError, MemoryStoreError, PredictError
 from ..inference.predictor import ImageLike, prepare_all, query_items, support_items
-from ..zoo import names, resolve_checkpoint, sha256, zoo_model_of
+from ..zoo import get, names, resolve_checkpoint, sha256
 from .answers import UNKNOWN, Answer
 from .index import KeyIndex
 from .keyspace import BATCH, KeySpace
@@ -88,8 +88,9 @@ class LifelongMemory:
             raise ConfigError(f"threshold is a cosine, 'calibrated' or None; got {threshold!r}")
         keyspace = KeySpace.load(checkpoint, device)
         if threshold == "calibrated":
-            zoo_model = zoo_model_of(keyspace.path)
-            threshold = zoo_model.open_set.get("threshold") if zoo_model else None
+            # the key space is named after its zoo model when it is one (KeySpace.load)
+            threshold = (get(keyspace.name).open_set.get("threshold")
+                         if keyspace.name in names() else None)
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold is a cosine, in -1..1; got {threshold}")
         store = Store(folder)
