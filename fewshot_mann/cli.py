@@ -45,19 +45,26 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--class-counts": ("episodes", "class_counts", str,
                        "training episodes: equal (each class --presentations times) | random"),
     "--method": ("model", "kind", str,
-                 "mann (default) | lstm | feedforward | protonet | maml; protonet and maml "
-                 "start from their papers' settings (fewshot_mann/config.py METHOD_DEFAULTS)"),
+                 "mann (default) | lstm | feedforward | protonet | simpleshot | maml; the "
+                 "last three start from their papers' settings (fewshot_mann/config.py "
+                 "METHOD_DEFAULTS)"),
     "--model": ("model", "kind", str, "the same as --method"),
-    "--shots": ("episodes", "shots", int, "protonet, maml: support images a class (K)"),
+    "--shots": ("episodes", "shots", int,
+                "protonet, simpleshot, maml: support images a class (K) in their episodes"),
     "--queries": ("episodes", "queries", int,
                   "protonet, maml: query images a class in training episodes (default: "
                   "protonet 5, maml as many as --shots)"),
     "--backend": ("model", "backend", str, "memory backend: " + " | ".join(BACKENDS)),
     "--memory": ("model", "memory", str, "external memory: " + " | ".join(MEMORY_NAMES)),
     "--conv-width": ("model", "conv_width", int,
-                     "protonet: channels of each conv block (the embedding size)"),
+                     "protonet, simpleshot: channels of each conv block (the embedding "
+                     "size)"),
     "--conv-pool": ("model", "conv_pool", str,
-                    "protonet: stride (stride-2 convs) | max (stride-1 convs, 2x2 max pooling)"),
+                    "protonet, simpleshot: stride (stride-2 convs) | max (stride-1 convs, 2x2 "
+                    "max pooling)"),
+    "--augment": ("train", "augment", float,
+                  "simpleshot: strength of the random affine distortion of training images, "
+                  "0 = none (default 1: up to 10 degrees, 10 %% scale, 3 px shift)"),
     "--write-heads": ("model", "write_heads", int, "ntm, dnc: write heads"),
     "--shift-range": ("model", "shift_range", int, "ntm: shifts over -S..S slots"),
     "--kv-neighbours": ("model", "kv_neighbours", int, "kv: nearest keys read"),

@@ -42,7 +42,8 @@ def default_cache_dir() -> str:
 MEMORY_NAMES = ("lrua", "ntm", "dnc", "kv")  # the memory registry's keys (memory.MEMORIES)
 BACKENDS = ("reference", "batched")  # the two forms of every memory's step
 SEQUENCE_MODELS = ("mann", "lstm", "feedforward")  # read an episode step by step
-SUPPORT_QUERY = ("protonet", "maml")  # classify queries from a support set (methods/)
+SUPPORT_QUERY = ("protonet", "simpleshot", "maml")  # classify queries from a support set
+# (methods/)
 METHODS = SEQUENCE_MODELS + SUPPORT_QUERY
 
 # The settings in which a method's defaults differ from the MANN's. ProtoNets as Snell et al.
@@ -62,6 +63,12 @@ METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                  "episodes": {"n_way": 60, "queries": 5},
                  "train": {**_SUPPORT_QUERY_DEFAULTS["train"], "batch_size": 1,
                            "lr_halve_every": 2000}},
+    # SimpleShot (methods/simpleshot.py): batches of 256 images of all training classes,
+    # distorted at random, Adam 2e-3 halved every 5,000 steps (16 passes over the 82,240
+    # images of the Vinyals split's 4,112 training classes); scored on 20-way episodes
+    "simpleshot": {"data": _SUPPORT_QUERY_DEFAULTS["data"], "episodes": {"n_way": 20},
+                   "train": {**_SUPPORT_QUERY_DEFAULTS["train"], "batch_size": 256,
+                             "lr": 2e-3, "lr_halve_every": 5000, "augment": 1.0}},
     "maml": {"data": _SUPPORT_QUERY_DEFAULTS["data"], "episodes": {"n_way": 5},
              "train": {**_SUPPORT_QUERY_DEFAULTS["train"], "batch_size": 32}},
 }
@@ -132,6 +139,9 @@ class ModelConfig:
     # stride-2 conv) or "max" (Snell et al. 2017: a stride-1 conv, then 2x2 max pooling; about
     # 3.5x the arithmetic on 28x28 images)
     conv_pool: str = "stride"
+    # simpleshot: outputs of its training softmax, one a training class; 0 until the run
+    # sets it from its split (a checkpoint carries the number it was trained with)
+    classes: int = 0
     fast_lr: float = 0.4  # maml: inner-loop step size alpha (Finn et al. 2017, eq. 1)
     adapt_steps: int = 1  # maml: inner steps on the support set while meta-training
     test_adapt_steps: int = 3  # maml: inner steps at test time (evaluate, predict)
@@ -149,6 +159,9 @@ class TrainConfig:
     # the sequence models' cosine decay to lr_min
     lr_halve_every: int = 0
     warmup_steps: int = 0
+    # simpleshot: strength of the random affine distortion of each training image
+    # (data/augment.py; 0: none, 1: up to 10 degrees, 10 % scale, 0.1 shear, 3 px of 28)
+    augment: float = 0.0
     grad_clip: float = 10.0  # max global grad norm; 0 disables clipping
     # skip the update (weights and optimiser state untouched) when the gradient norm before
     # clipping is above this x the median of the last 100 steps' norms: a single batch whose
@@ -300,6 +313,12 @@ class Config:
         if t.spike_factor <= 1.0 or not 0.0 < t.collapse_drop <= 1.0 or t.max_rollbacks < 0:
             raise ConfigError("need train.spike_factor > 1, 0 < train.collapse_drop <= 1 and "
                               "train.max_rollbacks >= 0")
+        if m.classes < 0 or t.augment < 0:
+            raise ConfigError(f"model.classes and train.augment must be >= 0, got "
+                              f"{m.classes} and {t.augment}")
+        if m.kind == "simpleshot" and d.rotate_classes:
+            raise ConfigError("simpleshot classifies each training class in its own rotation: "
+                              "data.rotate_classes must be false")
         if m.read_heads > m.memory_slots:
             raise ConfigError(f"model.read_heads ({m.read_heads}) cannot exceed "
                               f"model.memory_slots ({m.memory_slots}): LRUA writes to the "

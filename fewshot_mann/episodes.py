@@ -150,6 +150,18 @@ class EpisodeSampler:
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed)
 
+    def sample_images(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images drawn uniformly from all of this sampler's classes (with replacement), for
+        a method trained to classify every class at once: images (B, D) float in [0, 1] and
+        their classes (B,), positions in `class_index`. A class keeps its own rotation:
+        `rotate_classes` turns whole episodes and does not apply here."""
+        g, dev = self.generator, self.device
+        ends = torch.cumsum(self.counts, 0)  # (C,): class c owns draws ends[c-1] .. ends[c]-1
+        draw = torch.randint(int(ends[-1]), (batch_size,), generator=g, device=dev)
+        classes = torch.searchsorted(ends, draw, right=True)  # (B,)
+        image = self.offsets[classes] + draw - (ends[classes] - self.counts[classes])
+        return self.pixels[self.rotation[classes], image].float().div_(255.0), classes
+
     @property
     def steps(self) -> int:
         return self.n_way * self.presentations

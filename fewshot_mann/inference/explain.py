@@ -118,7 +118,7 @@ def support_shares(model: nn.Module, kind: str, support: Sequence[torch.Tensor],
                    query: torch.Tensor) -> torch.Tensor:
     """Order-free models: (Q, S) share of each support image (support[n] (K_n, D), flattened
     class by class) in the answer to each query (Q, D)."""
-    if kind != "protonet":
+    if kind not in ("protonet", "simpleshot"):
         raise PredictError(f"--explain shows what a memory read or which examples were "
                            f"nearest; a {kind} model has neither")
     with torch.no_grad():
@@ -155,6 +155,9 @@ SHARE_WORDING = {
     "protonet": ("nearness {:.0f} %",
                  "support images nearest the query in the ProtoNet's embedding (softmax of "
                  "-squared distance); it answers by the nearest class prototype"),
+    "simpleshot": ("nearness {:.0f} %",
+                   "support images nearest the query among unit features (softmax of -squared "
+                   "distance); it answers by the nearest class mean"),
 }
 
 

@@ -22,8 +22,9 @@ How each kind of model answers:
                       The MANN's answer depends on the order, so `orders` > 1 averages the
                       probabilities over that many orders (and label assignments) and reports
                       their spread.
-    ProtoNets, MAML   their `class_probabilities`: the nearest prototype, or a clone adapted
-                      on the support set; the order of the support set does not matter.
+    ProtoNets,        their `class_probabilities`: the nearest prototype (SimpleShot: of unit
+    SimpleShot, MAML  features), or a clone adapted on the support set; the order of the
+                      support set does not matter.
 
 Class probabilities of a sequence model: the softmax of its logits restricted to the labels
 the support classes were given (five-hot labels: the product of each string's five digit
@@ -59,7 +60,7 @@ from .calibration import temper
 
 ImageLike = str | Path | Image.Image | torch.Tensor  # a file, a Pillow image or a (C, H, W) tensor
 SEQUENCE_KINDS = SEQUENCE_MODELS
-EXPLAINABLE = ("mann", "protonet")  # fewshot_mann.inference.explain
+EXPLAINABLE = ("mann", "protonet", "simpleshot")  # fewshot_mann.inference.explain
 QUERY_CHUNK = 256  # queries run side by side (each its own episode) per forward pass
 SHOWN = 10  # files named in a warning
 

@@ -21,7 +21,7 @@ from ..errors import PredictError
 from ..inference.predictor import ImageLike, Predictor, prepare_all
 from ..zoo import default_keyspace, resolve_checkpoint, sha256, zoo_model_of
 
-KEY_KINDS = ("protonet",)  # models with an `embed(images) -> (n, E)`
+KEY_KINDS = ("protonet", "simpleshot")  # models with an `embed(images) -> (n, E)`
 BATCH = 256  # images decoded and embedded at a time
 
 

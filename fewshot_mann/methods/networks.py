@@ -30,10 +30,12 @@ LEGACY_FLAGS = {"--ways": "--n-way", "--batch": "--batch-size", "--val-episodes"
 
 def build_network(cfg: ModelConfig, image_shape: tuple[int, int, int],
                   code: LabelCode) -> nn.Module:
-    """The ProtoNet or MAML network of `cfg` for images of `image_shape`; a MAML network has
-    one output per symbol of the one-hot label code (the episode's N class slots)."""
+    """The ProtoNet, SimpleShot or MAML network of `cfg` for images of `image_shape`; a MAML
+    network has one output per symbol of the one-hot label code (the episode's N class
+    slots)."""
     from .maml import MAML  # learn2learn, imported only when one of them is built
     from .protonet import ProtoNet
+    from .simpleshot import SimpleShot
 
     channels, height, width = image_shape
     if height != width:
@@ -41,6 +43,12 @@ def build_network(cfg: ModelConfig, image_shape: tuple[int, int, int],
     if cfg.kind == "protonet":
         return ProtoNet(image_size=height, hidden=cfg.conv_width, channels=channels,
                         max_pool=cfg.conv_pool == "max")
+    if cfg.kind == "simpleshot":
+        if not cfg.classes:
+            raise ConfigError("a simpleshot network needs model.classes, its number of "
+                              "training classes")
+        return SimpleShot(cfg.classes, image_size=height, hidden=cfg.conv_width,
+                          channels=channels, max_pool=cfg.conv_pool == "max")
     if channels != 1:
         raise ConfigError("MAML's network (learn2learn's OmniglotCNN) takes grayscale images "
                           "(--channels 1)")

@@ -113,6 +113,8 @@ def build_run(cfg: Config, out_dir: str | Path, *, resume: bool = False,
                                  seed=rank_seed(cfg.train.seed, dist.rank))
     heldout = (make_sampler(cfg, imageset, split.val, side="validation", device=device,
                             seed=cfg.train.seed + 1) if split.val else None)
+    if cfg.model.kind == "simpleshot" and not cfg.model.classes:  # one output a class
+        cfg = replace(cfg, model={"classes": len(split.train)})
     model = build_model(cfg.model, imageset.image_shape, train_sampler.code).to(device)
     if cfg.train.compile:
         if not hasattr(model, "compile_step"):
