@@ -395,6 +395,11 @@ def _memory_parser(memory: argparse.ArgumentParser) -> None:
                              "'unknown': a number, 'calibrated' (the zoo's threshold for the "
                              "model, 5 %% false accepts on classes it never saw; none when the "
                              "zoo has none) or 'none' (never unknown)")
+    create.add_argument("--views", type=int, default=0,
+                        help="distorted copies of each image (small random shifts, turns and "
+                             "scalings, the same for every image) whose embeddings are averaged "
+                             "into its key, for images written and queries alike; costs V+1 "
+                             "embeddings an image (default: 0)")
     add = action("add", "write labelled images into the memory: new classes or more images "
                         "of known ones")
     add.add_argument("--support", required=True,
@@ -654,11 +659,12 @@ def cmd_memory(args: argparse.Namespace) -> int:
     if args.action == "create":
         memory = LifelongMemory.create(args.dir, checkpoint=args.checkpoint,
                                        capacity=args.capacity, merge=not args.no_merge,
-                                       threshold=args.threshold, device=args.device)
+                                       threshold=args.threshold, views=args.views,
+                                       device=args.device)
         s = memory.settings
         print(f"created memory {args.dir}: keys of {s.model_name} (sha256 "
               f"{s.model_sha256[:12]}..., {s.dim}-d), capacity {s.capacity or 'no limit'}, "
-              f"merge {'on' if s.merge else 'off'}, threshold {s.threshold}")
+              f"merge {'on' if s.merge else 'off'}, threshold {s.threshold}, views {s.views}")
     elif args.action == "add":
         memory = _open_memory(args, args.dir)
         added = memory.add(args.support, tag=args.tag)

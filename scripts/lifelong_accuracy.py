@@ -43,7 +43,7 @@ ANML = {200: 0.80, 400: 0.71}
 
 
 def one_order(chars: list[list[Path]], seed: int, shots: int, checkpoint: str | None,
-              capacity: int | None) -> dict[int, float]:
+              capacity: int | None, views: int = 0) -> dict[int, float]:
     """Accuracy on the held-out drawings of the classes written so far, at each checkpoint."""
     rng = random.Random(seed)
     order = list(range(len(chars)))
@@ -56,7 +56,7 @@ def one_order(chars: list[list[Path]], seed: int, shots: int, checkpoint: str | 
     accuracy = {}
     with tempfile.TemporaryDirectory() as folder:
         memory = LifelongMemory.create(folder, checkpoint, capacity=capacity, threshold=None,
-                                       progress=False)
+                                       views=views, progress=False)
         done = 0
         for upto in (n for n in CHECKPOINTS if n <= len(chars)):
             memory.add({name: support for name, support, _ in drawings[done:upto]})
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shots", default="15,1", help="images written a class, comma-separated")
     p.add_argument("--capacity", type=int, default=0,
                    help="also the 15-image curve of a memory bounded to this many entries")
+    p.add_argument("--views", type=int, default=0,
+                   help="distorted copies averaged into each key (LifelongMemory views)")
     p.add_argument("--classes", type=int, default=423, help="first N characters (a quick run)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/lifelong")
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, shots, capacity in settings:
         per_order = []
         for seed in range(args.orders):
-            per_order.append(one_order(chars, seed, shots, checkpoint, capacity))
+            per_order.append(one_order(chars, seed, shots, checkpoint, capacity, args.views))
             print(f"{label}, order {seed}: "
                   + ", ".join(f"{k}: {100 * v:.1f} %" for k, v in per_order[-1].items()),
                   flush=True)
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "accuracy.json").write_text(json.dumps(plain, indent=1) + "\n")
     record = {
         "command": "python scripts/lifelong_accuracy.py " + " ".join(sys.argv[1:]),
-        "checkpoint": checkpoint, "classes": len(chars), "held_out_per_class": HELD_OUT,
+        "checkpoint": checkpoint, "views": args.views, "classes": len(chars),
+        "held_out_per_class": HELD_OUT,
         "machine": f"{device_name(torch.device('cpu'))}, torch {torch.__version__}, "
                    f"load average {os.getloadavg()[0]:.1f} at the end",
         "seconds": round(time.time() - started, 1),

@@ -40,7 +40,7 @@ from fewshot_mann.zoo import default_keyspace, set_open_set
 HELD_OUT = 5  # drawings of each class queried, never written
 
 
-def scores(chars: list[list[Path]], seed: int, shots: int, checkpoint: str
+def scores(chars: list[list[Path]], seed: int, shots: int, checkpoint: str, views: int
            ) -> tuple[list[float], list[bool], list[float]]:
     """Half of `chars` written (`shots` drawings each): the known queries' scores and whether
     their nearest class is right, and the unknown queries' scores."""
@@ -58,7 +58,8 @@ def scores(chars: list[list[Path]], seed: int, shots: int, checkpoint: str
         else:
             queries += [(None, q) for q in files[-HELD_OUT:]]
     with tempfile.TemporaryDirectory() as folder:
-        memory = LifelongMemory.create(folder, checkpoint, threshold=None, progress=False)
+        memory = LifelongMemory.create(folder, checkpoint, threshold=None, views=views,
+                                       progress=False)
         memory.add(written)
         answers = memory.query([q for _, q in queries], top_k=1)
     known, correct, unknown = [], [], []
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="which classes are written")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/lifelong")
+    p.add_argument("--views", type=int, default=0,
+                   help="distorted copies averaged into each key (LifelongMemory views)")
     p.add_argument("--write-zoo", action="store_true",
                    help="store the threshold in the zoo entry of --checkpoint")
     args = p.parse_args(argv)
@@ -88,14 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     checkpoint = args.checkpoint or default_keyspace().name
     val = character_files(args.data_root, unrotated_characters("vinyals", "val"))
-    known, _, unknown = scores(val, args.seed, 15, checkpoint)
+    known, _, unknown = scores(val, args.seed, 15, checkpoint, args.views)
     threshold = threshold_for(unknown, args.far)
     print(f"threshold {threshold:.4f}: {args.far:.0%} of {len(unknown)} unknown validation "
           f"queries reach it")
     test = character_files(args.data_root, unrotated_characters("vinyals", "test"))
     results = {}
     for shots in (15, 1):
-        measured = OpenSetScore.measure(threshold, *scores(test, args.seed, shots, checkpoint))
+        measured = OpenSetScore.measure(threshold, *scores(test, args.seed, shots, checkpoint,
+                                                           args.views))
         results[str(shots)] = asdict(measured)
         drawings = f"{shots} drawing{'s' if shots > 1 else ''}"
         print(f"test, {drawings} a class: AUROC {measured.auroc:.4f}, false accepts "
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({measured.known_accuracy_closed:.1%} with no threshold)")
     record = {
         "command": "python scripts/lifelong_open_set.py " + " ".join(sys.argv[1:]),
-        "checkpoint": checkpoint, "far": args.far, "threshold": threshold,
+        "checkpoint": checkpoint, "views": args.views, "far": args.far, "threshold": threshold,
         "calibration": {"classes": "86 of the 172 validation characters of the vinyals split "
                                    "written (15 drawings each), the other 86 unknown",
                         "known_queries": len(known), "unknown_queries": len(unknown)},
@@ -118,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "open_set.json").write_text(json.dumps(record, indent=1) + "\n")
     if args.write_zoo:
-        set_open_set(checkpoint, {"threshold": round(threshold, 6), "far": args.far,
+        set_open_set(checkpoint, {"threshold": round(threshold, 6), "views": args.views,
+                                  "far": args.far,
                                   "auroc_test_15": round(results["15"]["auroc"], 4),
                                   "record": str(out / "open_set.json")})
     print(f"wrote {out / 'open_set.json'} in {record['seconds']} s")

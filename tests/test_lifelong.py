@@ -101,6 +101,35 @@ def test_added_classes_are_recalled_and_outlive_the_process(characters, tmp_path
     assert memory.stats()["images"] == 28 and memory.stats()["classes"] == 8
 
 
+def test_views_average_distorted_copies_into_a_key_that_depends_on_its_image_alone(
+        characters, tmp_path):
+    """A memory created with views keeps them: its keys and queries are the normalised sum
+    of V+1 embeddings, the same for an image whatever batch it comes in; the zoo's threshold,
+    calibrated without views, is not taken for it."""
+    from fewshot_mann.lifelong.keyspace import KeySpace
+
+    pngs = sorted(characters[0].glob("*.png"))[:6]
+    plain = KeySpace.load(CHECKPOINT, device="cpu")
+    viewed = KeySpace.load(CHECKPOINT, device="cpu", views=3)
+    keys = viewed.keys(pngs, progress=False)
+    assert np.allclose(np.linalg.norm(keys, axis=1), 1, atol=1e-5)
+    assert np.allclose(viewed.keys(pngs[3:], progress=False), keys[3:], atol=1e-6)
+    single = plain.keys(pngs, progress=False)
+    assert not np.allclose(keys, single, atol=1e-3)
+    assert (np.sum(keys * single, axis=1) > 0.9).all()  # small distortions: close keys
+
+    memory = LifelongMemory.create(tmp_path / "mem", CHECKPOINT, views=3, device="cpu",
+                                   progress=False)
+    assert memory.settings.views == 3 and memory.settings.threshold is None
+    memory.add(class_folders(characters, tmp_path / "support", slice(0, 2)))
+    reopened = LifelongMemory.open(memory.folder, device="cpu", progress=False)
+    assert reopened.keyspace.views == 3 and reopened.stats()["views"] == 3
+    answer = reopened.query(pngs[5])[0]
+    assert answer.prediction == characters[0].parent.name
+    sims, _ = reopened.index.search(keys[5:6], 1)  # the query's key has the views too
+    assert answer.similarity == pytest.approx(float(sims[0, 0]), abs=1e-5)
+
+
 def test_a_query_below_the_threshold_is_unknown(characters, tmp_path):
     support = class_folders(characters[:4], tmp_path / "support", slice(0, 2))
     memory = new_memory(tmp_path / "mem", merge=False, threshold=0.999)

@@ -19,21 +19,32 @@ SHEAR = 0.1
 SHIFT = 3.0 / 14.0  # in grid units, where the image spans [-1, 1]: 3 px of 28
 
 
-def random_affine(images: torch.Tensor, strength: float, generator: torch.Generator
-                  ) -> torch.Tensor:
-    """images (B, C, H, W) -> the same images, each under its own random affine map
-    (bilinear, zeros outside), drawn from `generator`."""
-    if strength == 0:
-        return images
-    B, dev = images.shape[0], images.device
+def random_maps(count: int, strength: float, generator: torch.Generator,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """`count` random affine maps (count, 2, 3), in the grid units of `F.affine_grid`."""
 
     def uniform(*shape: int) -> torch.Tensor:  # in [-strength, strength)
-        return (2 * torch.rand(*shape, generator=generator, device=dev) - 1) * strength
+        return (2 * torch.rand(*shape, generator=generator, device=device) - 1) * strength
 
-    angle, scale = uniform(B) * ROTATION, 1 + uniform(B) * SCALE
-    shear, shift = uniform(B) * SHEAR, uniform(B, 2) * SHIFT
+    angle, scale = uniform(count) * ROTATION, 1 + uniform(count) * SCALE
+    shear, shift = uniform(count) * SHEAR, uniform(count, 2) * SHIFT
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, shear - sin, shift[:, 0]], 1),
-                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)  # (B, 2, 3)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return torch.stack([torch.stack([cos, shear - sin, shift[:, 0]], 1),
+                        torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+
+
+def distort(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """images (B, C, H, W), each under its own map (B, 2, 3), or all under one (1, 2, 3):
+    bilinear, zeros outside."""
+    grid = F.affine_grid(maps.expand(len(images), 2, 3), list(images.shape),
+                         align_corners=False)
     return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
+
+
+def random_affine(images: torch.Tensor, strength: float, generator: torch.Generator
+                  ) -> torch.Tensor:
+    """images (B, C, H, W) -> the same images, each under its own random affine map drawn
+    from `generator`."""
+    if strength == 0:
+        return images
+    return distort(images, random_maps(len(images), strength, generator, images.device))

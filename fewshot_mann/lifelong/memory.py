@@ -75,27 +75,30 @@ class LifelongMemory:
     @classmethod
     def create(cls, folder: str | Path, checkpoint: str | Path | None = None,
                capacity: int | None = None, merge: bool = True,
-               threshold: float | str | None = "calibrated", device: str = "auto",
-               progress: bool = True) -> LifelongMemory:
+               threshold: float | str | None = "calibrated", views: int = 0,
+               device: str = "auto", progress: bool = True) -> LifelongMemory:
         """An empty memory in a new (or empty) folder. `checkpoint`: a ProtoNets checkpoint or
         zoo name (None: `zoo.default_keyspace()`); `capacity`: most entries (None: no limit);
         `merge`: a key joins its nearest entry when their classes agree; `threshold`: a query
         whose best cosine is below it is answered "unknown" (None: never; "calibrated": the
-        zoo's open-set threshold of the model, None when it has none)."""
+        zoo's open-set threshold of the model for keys of as many views, None when it has
+        none); `views`: distorted copies of each image averaged into its key, for every key
+        written and every query (`keyspace`)."""
         if capacity is not None and capacity < 1:
             raise ConfigError(f"capacity must be at least 1 entry, got {capacity}")
         if isinstance(threshold, str) and threshold != "calibrated":
             raise ConfigError(f"threshold is a cosine, 'calibrated' or None; got {threshold!r}")
-        keyspace = KeySpace.load(checkpoint, device)
+        keyspace = KeySpace.load(checkpoint, device, views)
         if threshold == "calibrated":
             # the key space is named after its zoo model when it is one (KeySpace.load)
-            threshold = (get(keyspace.name).open_set.get("threshold")
-                         if keyspace.name in names() else None)
+            calibrated = get(keyspace.name).open_set if keyspace.name in names() else {}
+            threshold = (calibrated.get("threshold")
+                         if calibrated.get("views", 0) == views else None)
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold is a cosine, in -1..1; got {threshold}")
         store = Store(folder)
         store.create(Settings(keyspace.name, str(keyspace.path), keyspace.model_sha256,
-                              keyspace.dim, capacity, merge, threshold))
+                              keyspace.dim, capacity, merge, threshold, views=views))
         return cls(store, keyspace, store.read(), progress)
 
     @classmethod
@@ -118,7 +121,7 @@ class LifelongMemory:
                 f"{s.model_sha256[:12]}...), and {checkpoint} is another model (sha256 "
                 f"{digest[:12]}...): keys of two models are not comparable; open it with its "
                 f"own model or create a new memory")
-        keyspace = KeySpace.load(checkpoint, device)
+        keyspace = KeySpace.load(checkpoint, device, s.views)
         return cls(store, keyspace, snapshot, progress)
 
     # ---- the state in memory -----------------------------------------------------------------
@@ -359,7 +362,8 @@ def summary(store: Store, s: Settings, c: Contents, generation: int, index: KeyI
             ) -> dict[str, Any]:
     return {"folder": str(store.folder), "classes": len(c.classes), "entries": len(c),
             "images": c.images(), "capacity": s.capacity, "merge": s.merge,
-            "threshold": s.threshold, "index": index.kind, "dim": s.dim, "model": s.model_name,
+            "threshold": s.threshold, "views": s.views, "index": index.kind, "dim": s.dim,
+            "model": s.model_name,
             "model_sha256": s.model_sha256, "generation": generation,
             "bytes_on_disk": store.bytes_on_disk()}
 

@@ -65,6 +65,7 @@ class Settings:
     merge: bool  # a new key joins its nearest entry when their classes agree
     threshold: float | None  # below this cosine a query is "unknown"; None: never
     index: str = "auto"  # the search index's kind (`index.KeyIndex`)
+    views: int = 0  # distorted copies of each image averaged into its key (`keyspace`)
 
 
 @dataclass

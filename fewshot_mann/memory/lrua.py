@@ -129,14 +129,16 @@ class BatchedLRUA(LRUAMemory):
         write_weights = gate * state.read_weights + (1 - gate) * least_used_weights
         # zero the least-used slot, then eq. 23 for all heads as one batched matmul:
         # M_t = M_{t-1} * keep + (w^w)^T k    (B, N, H) @ (B, H, W) -> (B, N, W)
-        # (a sum, not baddbmm: under bf16 autocast the matmul runs in bf16 while the memory
-        # stays float32, which torch.compile's baddbmm refuses; in float32 the two are equal)
         keep = torch.ones_like(state.usage).scatter_(1, state.least_used.unsqueeze(1), 0.0)
-        written = torch.bmm(write_weights.transpose(1, 2), c.keys)
-        if torch.is_grad_enabled():
-            memory = state.memory * keep.unsqueeze(-1) + written
-        else:  # inference: overwrite the (B, N, W) memory in place
-            memory = state.memory.mul_(keep.unsqueeze(-1)).add_(written)
+        kept, spread = keep.unsqueeze(-1), write_weights.transpose(1, 2)  # (B, N, 1), (B, N, H)
+        if not torch.is_grad_enabled():  # inference: the memory updated in place
+            memory = state.memory.mul_(kept).add_(torch.bmm(spread, c.keys))
+        elif torch.is_autocast_enabled(kept.device.type) or torch.compiler.is_compiling():
+            # a sum: under bf16 autocast the matmul runs in bf16 while the memory stays
+            # float32, which torch.compile's baddbmm refuses
+            memory = state.memory * kept + torch.bmm(spread, c.keys)
+        else:  # the matmul adds into the kept memory: one pass over (B, N, W) fewer
+            memory = torch.baddbmm(state.memory * kept, spread, c.keys)
         read_weights = content_weights(memory, c.keys, c.strengths, self.cosine_eps)  # eqs. 17-18
         reads = torch.bmm(read_weights, memory)  # eq. 19, (B, H, W)
         usage = self.gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)  # eq. 20
