@@ -395,11 +395,12 @@ def _memory_parser(memory: argparse.ArgumentParser) -> None:
                              "'unknown': a number, 'calibrated' (the zoo's threshold for the "
                              "model, 5 %% false accepts on classes it never saw; none when the "
                              "zoo has none) or 'none' (never unknown)")
-    create.add_argument("--views", type=int, default=0,
+    create.add_argument("--views", type=int, default=None,
                         help="distorted copies of each image (small random shifts, turns and "
                              "scalings, the same for every image) whose embeddings are averaged "
                              "into its key, for images written and queries alike; costs V+1 "
-                             "embeddings an image (default: 0)")
+                             "embeddings an image (default: as many as the zoo's threshold of "
+                             "the model was calibrated with, else 0)")
     add = action("add", "write labelled images into the memory: new classes or more images "
                         "of known ones")
     add.add_argument("--support", required=True,

@@ -66,6 +66,10 @@ class KeySpace:
         name = zoo_model.name if zoo_model else str(Path(path).resolve())
         return cls(predictor, name, Path(path).resolve(), sha256(Path(path)), views)
 
+    def with_views(self, views: int) -> KeySpace:
+        """The same model's key space with `views` distorted copies in each key."""
+        return KeySpace(self.predictor, self.name, self.path, self.model_sha256, views)
+
     def keys(self, images: Sequence[ImageLike] | torch.Tensor,
              progress: bool = True) -> np.ndarray:
         """Images (files, PIL images, prepared (C, H, W) tensors, or a prepared (n, C, H, W)

@@ -75,7 +75,7 @@ class LifelongMemory:
     @classmethod
     def create(cls, folder: str | Path, checkpoint: str | Path | None = None,
                capacity: int | None = None, merge: bool = True,
-               threshold: float | str | None = "calibrated", views: int = 0,
+               threshold: float | str | None = "calibrated", views: int | None = None,
                device: str = "auto", progress: bool = True) -> LifelongMemory:
         """An empty memory in a new (or empty) folder. `checkpoint`: a ProtoNets checkpoint or
         zoo name (None: `zoo.default_keyspace()`); `capacity`: most entries (None: no limit);
@@ -83,15 +83,21 @@ class LifelongMemory:
         whose best cosine is below it is answered "unknown" (None: never; "calibrated": the
         zoo's open-set threshold of the model for keys of as many views, None when it has
         none); `views`: distorted copies of each image averaged into its key, for every key
-        written and every query (`keyspace`)."""
+        written and every query (`keyspace`; None: as many as the zoo's threshold of the
+        model was calibrated with, 0 when it has none)."""
         if capacity is not None and capacity < 1:
             raise ConfigError(f"capacity must be at least 1 entry, got {capacity}")
         if isinstance(threshold, str) and threshold != "calibrated":
             raise ConfigError(f"threshold is a cosine, 'calibrated' or None; got {threshold!r}")
-        keyspace = KeySpace.load(checkpoint, device, views)
+        if views is not None and views < 0:
+            raise ConfigError(f"views are distorted copies of an image, 0 or more; got {views}")
+        keyspace = KeySpace.load(checkpoint, device)
+        # the key space is named after its zoo model when it is one (KeySpace.load)
+        calibrated = get(keyspace.name).open_set if keyspace.name in names() else {}
+        if views is None:
+            views = calibrated.get("views", 0)
+        keyspace = keyspace.with_views(views)
         if threshold == "calibrated":
-            # the key space is named after its zoo model when it is one (KeySpace.load)
-            calibrated = get(keyspace.name).open_set if keyspace.name in names() else {}
             threshold = (calibrated.get("threshold")
                          if calibrated.get("views", 0) == views else None)
         if threshold is not None and not -1.0 <= threshold <= 1.0:
