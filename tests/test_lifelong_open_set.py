@@ -54,7 +54,15 @@ def test_a_memory_takes_the_zoos_calibrated_threshold_unless_told(tmp_path, monk
         never = LifelongMemory.create(tmp_path / "b", "protonet-cnn", threshold=None,
                                       progress=False)
         assert calibrated.settings.threshold == 0.625 and never.settings.threshold is None
+        assert calibrated.settings.views == 0  # the views the threshold was calibrated with
         with pytest.raises(ConfigError, match="threshold"):
             LifelongMemory.create(tmp_path / "c", "protonet-cnn", threshold="high")
+        with pytest.warns(UserWarning, match="calibrated for keys of 0 views, not 4"):
+            other = LifelongMemory.create(tmp_path / "d", "protonet-cnn", views=4,
+                                          progress=False)
+        assert other.settings.threshold is None and other.settings.views == 4
+        zoo.set_open_set("protonet-cnn", {"threshold": 0.7, "far": 0.05, "views": 4})
+        viewed = LifelongMemory.create(tmp_path / "e", "protonet-cnn", progress=False)
+        assert (viewed.settings.threshold, viewed.settings.views) == (0.7, 4)
     finally:
         zoo.models.cache_clear()

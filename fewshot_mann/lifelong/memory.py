@@ -100,6 +100,11 @@ class LifelongMemory:
         if threshold == "calibrated":
             threshold = (calibrated.get("threshold")
                          if calibrated.get("views", 0) == views else None)
+            if threshold is None and "threshold" in calibrated:
+                warnings.warn(f"the zoo's threshold of {keyspace.name} was calibrated for keys "
+                              f"of {calibrated.get('views', 0)} views, not {views}: this memory "
+                              f"never answers 'unknown' (pass a threshold to set one)",
+                              stacklevel=2)
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold is a cosine, in -1..1; got {threshold}")
         store = Store(folder)
