@@ -246,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub("evaluate", help="evaluate a checkpoint on held-out classes",
                         description="Per-instance and k-shot accuracy on the checkpoint's "
                                     "held-out (test) classes, with 95% CIs over episodes; "
-                                    "for ProtoNets and MAML, the accuracy on K-shot N-way "
+                                    "for ProtoNets, SimpleShot and MAML, the accuracy on "
+                                    "K-shot N-way "
                                     "tasks of those classes.")
     ev.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT)
     ev.add_argument("--episodes", type=int, default=1000,
@@ -260,9 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--backend", choices=["reference", "batched"], default=None,
                     help="memory backend (default: the one it was trained with)")
     ev.add_argument("--n-way", type=int, default=None,
-                    help="protonet, maml: classes per test episode (default: as trained)")
+                    help="protonet, simpleshot, maml: classes per test episode (default: as "
+                         "trained)")
     ev.add_argument("--shots", type=int, default=None,
-                    help="protonet, maml: support images a class (default: as trained)")
+                    help="protonet, simpleshot, maml: support images a class (default: as "
+                         "trained)")
     _data_flags(ev)
     ev.add_argument("--min-images", choices=["error", "skip"], default=None,
                     help="test classes with fewer images than the presentations: stop, or "
@@ -273,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Classify query images among the classes of a support "
                                     "folder (one sub-folder of 1..K labelled images per "
                                     "class) with a trained checkpoint (MANN, LSTM, "
-                                    "feedforward, ProtoNets or MAML).")
+                                    "feedforward, ProtoNets, SimpleShot or MAML).")
     pr.add_argument("--checkpoint", type=Path, default=None,
                     help=f"{CHECKPOINT}; default: the zoo model that fits the support set, or "
                          f"the model of --memory")

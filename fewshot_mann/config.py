@@ -45,6 +45,7 @@ SEQUENCE_MODELS = ("mann", "lstm", "feedforward")  # read an episode step by ste
 SUPPORT_QUERY = ("protonet", "simpleshot", "maml")  # classify queries from a support set
 # (methods/)
 METHODS = SEQUENCE_MODELS + SUPPORT_QUERY
+EMBEDDING_METHODS = ("protonet", "simpleshot")  # answer from an `embed(images) -> (n, E)`
 
 # The settings in which a method's defaults differ from the MANN's. ProtoNets as Snell et al.
 # 2017 (sec. 3.1) trained on Omniglot: 60-way episodes with 5 queries a class, Adam 1e-3 halved
@@ -453,6 +454,6 @@ def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
     return out
 
 
-__all__ = ["METHODS", "METHOD_DEFAULTS", "SEQUENCE_MODELS", "SUPPORT_QUERY", "Config",
-           "ConfigError", "DataConfig", "EpisodeConfig", "ModelConfig", "TrainConfig",
-           "curriculum_widths", "read_toml", "replace"]
+__all__ = ["EMBEDDING_METHODS", "METHODS", "METHOD_DEFAULTS", "SEQUENCE_MODELS",
+           "SUPPORT_QUERY", "Config", "ConfigError", "DataConfig", "EpisodeConfig",
+           "ModelConfig", "TrainConfig", "curriculum_widths", "read_toml", "replace"]

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import EMBEDDING_METHODS
 from ..errors import PredictError
 from ..memory.lrua import LRUAControls, LRUAState
 
@@ -118,7 +119,7 @@ def support_shares(model: nn.Module, kind: str, support: Sequence[torch.Tensor],
                    query: torch.Tensor) -> torch.Tensor:
     """Order-free models: (Q, S) share of each support image (support[n] (K_n, D), flattened
     class by class) in the answer to each query (Q, D)."""
-    if kind not in ("protonet", "simpleshot"):
+    if kind not in EMBEDDING_METHODS:
         raise PredictError(f"--explain shows what a memory read or which examples were "
                            f"nearest; a {kind} model has neither")
     with torch.no_grad():

@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..config import EMBEDDING_METHODS
 from ..data.augment import distort, random_maps
-from ..errors import PredictError
+from ..errors import ConfigError, PredictError
 from ..inference.predictor import ImageLike, Predictor, prepare_all
 from ..zoo import default_keyspace, resolve_checkpoint, sha256, zoo_model_of
 
-KEY_KINDS = ("protonet", "simpleshot")  # models with an `embed(images) -> (n, E)`
+KEY_KINDS = EMBEDDING_METHODS  # models with an `embed(images) -> (n, E)`
 BATCH = 256  # images decoded and embedded at a time
 VIEW_STRENGTH = 0.5  # of the distortions of `views`: up to 5 degrees, 5 % scale, 1.5 px shift
 VIEW_SEED = 0
@@ -42,7 +43,7 @@ class KeySpace:
             raise PredictError(f"{path} is a {predictor.kind} model; a life-long memory needs "
                                f"one that maps an image to a key ({', '.join(KEY_KINDS)})")
         if views < 0:
-            raise PredictError(f"views are distorted copies of an image, 0 or more; got {views}")
+            raise ConfigError(f"views are distorted copies of an image, 0 or more; got {views}")
         self.predictor, self.name, self.path = predictor, name, path
         self.model_sha256, self.views = model_sha256, views
         self.maps = random_maps(views, VIEW_STRENGTH, torch.Generator().manual_seed(VIEW_SEED)

@@ -89,8 +89,6 @@ class LifelongMemory:
             raise ConfigError(f"capacity must be at least 1 entry, got {capacity}")
         if isinstance(threshold, str) and threshold != "calibrated":
             raise ConfigError(f"threshold is a cosine, 'calibrated' or None; got {threshold!r}")
-        if views is not None and views < 0:
-            raise ConfigError(f"views are distorted copies of an image, 0 or more; got {views}")
         keyspace = KeySpace.load(checkpoint, device)
         # the key space is named after its zoo model when it is one (KeySpace.load)
         calibrated = get(keyspace.name).open_set if keyspace.name in names() else {}

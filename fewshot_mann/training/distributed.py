@@ -15,7 +15,7 @@ sizes), which is what a single process training on the concatenated batch comput
 backward pass, or, for a step replayed from a CUDA graph (DDP's hooks cannot run inside a
 captured graph), by one flat all-reduce after it (`average_gradients`).
 
-A lost process (killed, crashed, or silent for longer than the timeout,
+A lost process (killed, crashed, or unresponsive for longer than the timeout,
 $FEWSHOT_MANN_DIST_TIMEOUT seconds, default 600) turns the next collective into a
 `DistributedError` on the others, and torchrun stops the remaining processes with SIGTERM,
 which `init` turns into the same error: each process ends with one clear line instead of a
